@@ -1,0 +1,98 @@
+"""Leader election: a Redis lease with a fencing epoch.
+
+The holder renews every ttl/4 with a compare-and-extend script. It judges its
+own lease on its monotonic clock and stops writing *before* the lease can have
+expired in Redis (``safety`` before the end), so a paused or partitioned
+leader never writes after a standby may have taken over; the epoch check in
+the write script catches whatever slips through.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from shared.errors import StoreUnavailable
+from shared.store import Lease, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseTimes:
+    ttl: float = 2.0
+    retry: float = 0.1  # how often a standby tries to take over
+
+    @property
+    def renew_every(self) -> float:
+        return self.ttl / 4
+
+    @property
+    def safety(self) -> float:
+        return max(self.ttl * 0.2, 0.1)
+
+
+class Election:
+    def __init__(self, store: Store, holder: str, times: LeaseTimes):
+        self.store = store
+        self.holder = holder
+        self.times = times
+        self._lease: Lease | None = None
+        self._valid_until = 0.0
+        self.version_floor = 0  # the highest version this process has known
+        self.changed = asyncio.Event()  # set whenever leadership is won or lost
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.times.ttl * 1000)
+
+    def lease(self) -> Lease | None:
+        """The lease when we may still write, by our own clock; else None."""
+        if self._lease is not None and time.monotonic() < self._valid_until:
+            return self._lease
+        return None
+
+    def step_down(self, why: str) -> None:
+        if self._lease is not None:
+            log.warning("leadership lost (epoch %d): %s; now a standby", self._lease.epoch, why)
+            self._lease = None
+            self.changed.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except StoreUnavailable as exc:
+                if self._lease is not None and self.lease() is None:
+                    self.step_down(f"could not renew before the lease ran out ({exc})")
+                log.debug("election: %s", exc)
+            await asyncio.sleep(self.times.renew_every if self._lease else self.times.retry)
+
+    async def _tick(self) -> None:
+        sent = time.monotonic()
+        if self._lease is None:
+            lease = await self.store.acquire(self.holder, self.ttl_ms, self.version_floor)
+            if lease is not None:
+                self._lease, self._valid_until = lease, sent + self.times.ttl - self.times.safety
+                self.version_floor = max(self.version_floor, lease.version)
+                log.info("leadership won: epoch %d at version %d", lease.epoch, lease.version)
+                self.changed.set()
+            return
+        if self.lease() is None:
+            self.step_down("lease ran out on the local clock before a renewal")
+            return
+        if await self.store.renew(self._lease, self.ttl_ms):
+            self._valid_until = sent + self.times.ttl - self.times.safety
+        else:
+            self.step_down("the lease in Redis is held by someone else or the epoch moved on")
+
+    async def release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        try:
+            if await self.store.release(lease):
+                log.info("lease released (epoch %d) for a fast handover", lease.epoch)
+        except StoreUnavailable as exc:
+            log.warning("could not release the lease (%s); it expires in %.1fs", exc, self.times.ttl)

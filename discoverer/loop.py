@@ -1,0 +1,143 @@
+"""The poll loop: fetch, validate, diff against Redis, write one fenced step.
+
+Only the leader polls and writes. It starts from what Redis holds (never
+from an empty set), so a failover writes only the difference.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from shared.errors import Fenced, SourceError, StoreUnavailable, VersionConflict
+from shared.logs import LogOnce
+from shared.model import Builder
+from shared.store import SetSnapshot, Store
+
+from . import metrics
+from .diff import Planner, Rules, validate
+from .election import Election
+from .sources import Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    interval: float = 0.1
+    backoff: float = 1.0  # after a source or Redis error, with +-20% jitter
+
+
+class Mirror:
+    """What Redis holds, as of our last read or write."""
+
+    def __init__(self, snap: SetSnapshot):
+        self.version = snap.version
+        self.builders: dict[str, Builder] = dict(snap.builders)
+
+    def apply(self, version: int, upsert: list[Builder], remove: list[str]) -> None:
+        for bid in remove:
+            self.builders.pop(bid, None)
+        for b in upsert:
+            self.builders[b.id] = b
+        self.version = version
+
+
+class Discoverer:
+    def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing):
+        self.store = store
+        self.source = source
+        self.election = election
+        self.planner = Planner(rules)
+        self.rules = rules
+        self.timing = timing
+        self.mirror: Mirror | None = None
+        self._mirror_epoch = -1
+        self._log_once = LogOnce(log)
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            if self.election.lease() is None:
+                self.mirror = None
+                metrics.IS_LEADER.set(0)
+                metrics.EPOCH.set(0)
+                self.election.changed.clear()
+                try:
+                    await asyncio.wait_for(self.election.changed.wait(), 0.5)
+                except TimeoutError:
+                    pass
+                continue
+            ok = await self.poll_once()
+            delay = self.timing.interval if ok else self.timing.backoff * random.uniform(0.8, 1.2)
+            await asyncio.sleep(delay)
+
+    async def poll_once(self) -> bool:
+        """One poll as leader; False when it failed and the caller should back off."""
+        started = time.perf_counter()
+        try:
+            answer = await self.source.fetch()
+        except SourceError as exc:
+            metrics.POLLS.labels("error").inc()
+            metrics.SOURCE_ERRORS.inc()
+            self._error(f"source failed: {exc}; keeping the last good set, retrying in ~{self.timing.backoff:.0f}s")
+            return False
+        seen = validate(answer.records, self.rules, time.time())
+        for err in (*answer.rejected, *seen.rejected):
+            metrics.REJECTED.labels(err.reason).inc()
+            self._log_once.warning(f"{err.reason}:{err.detail}", "record skipped: %s", err)
+        try:
+            wrote = await self._write(seen)
+        except StoreUnavailable as exc:
+            metrics.POLLS.labels("error").inc()
+            self.mirror = None
+            self._error(f"Redis unavailable: {exc}; nothing written, retrying")
+            return False
+        metrics.POLLS.labels("changed" if wrote else "unchanged").inc()
+        metrics.POLL_SECONDS.observe(time.perf_counter() - started)
+        if self.last_error:
+            log.info("recovered: polling normally again")
+            self.last_error = None
+        return True
+
+    def _error(self, msg: str) -> None:
+        if msg != self.last_error:
+            log.warning(msg)
+        self.last_error = msg
+
+    async def _write(self, seen) -> bool:
+        lease = self.election.lease()
+        if lease is None:
+            return False
+        if self.mirror is None or self._mirror_epoch != lease.epoch:
+            self.mirror = Mirror(await self.store.load())
+            self._mirror_epoch = lease.epoch
+            metrics.IS_LEADER.set(1)
+            metrics.EPOCH.set(lease.epoch)
+        plan = self.planner.plan(self.mirror.builders, seen, time.monotonic())
+        metrics.HELD_REMOVALS.set(plan.held)
+        if not plan:
+            return False
+        t0 = time.perf_counter()
+        try:
+            version = await self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove)
+        except VersionConflict as exc:
+            metrics.WRITES.labels("conflict").inc()
+            log.warning("write skipped: %s; reloading the set from Redis", exc)
+            self.mirror = None
+            return False
+        except Fenced as exc:
+            metrics.WRITES.labels("fenced").inc()
+            self.election.step_down(str(exc))
+            self.mirror = None
+            return False
+        metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
+        metrics.WRITES.labels("ok").inc()
+        self.mirror.apply(version, plan.upsert, plan.remove)
+        self.election.version_floor = max(self.election.version_floor, version)
+        metrics.BUILDERS.set(len(self.mirror.builders))
+        log.info("version %d: +%d/-%d builders (now %d)", version,
+                 len(plan.upsert), len(plan.remove), len(self.mirror.builders))
+        return True

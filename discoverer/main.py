@@ -1,0 +1,52 @@
+"""``discoverer`` entry point."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from shared import logs, metrics
+from shared.connect import redis_client
+from shared.runner import run_service
+from shared.store import Store
+
+from . import config
+from .election import Election
+from .loop import Discoverer
+from .sources import Source
+from .sources.file import FileSource
+from .sources.fly import FlySource
+
+log = logging.getLogger("discoverer")
+
+
+def make_source(cfg: config.DiscovererConfig) -> Source:
+    if cfg.source == "file":
+        return FileSource(cfg.file)
+    return FlySource(cfg.dns_server, timeout=cfg.dns_timeout)
+
+
+async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:
+    logs.setup(cfg.log_format, cfg.log_level)
+    metrics.serve(cfg.metrics_listen)
+    log.info("starting as %s on %r, source %s", cfg.holder, cfg.redis, cfg.source)
+    async with redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}") as client:
+        store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
+        election = Election(store, cfg.holder, cfg.lease)
+        disc = Discoverer(store=store, source=make_source(cfg), election=election,
+                          rules=cfg.rules, timing=cfg.timing)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(election.run()), tg.create_task(disc.run())]
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+        await election.release()
+        await disc.source.aclose()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service(lambda: config.from_args(argv), serve)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

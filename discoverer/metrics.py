@@ -1,0 +1,15 @@
+"""Prometheus metrics of the discoverer."""
+from prometheus_client import Counter, Gauge, Histogram
+
+POLLS = Counter("discoverer_polls_total", "Source polls", ["result"])
+SOURCE_ERRORS = Counter("discoverer_source_errors_total", "Failed source polls (DNS errors, timeouts)")
+REJECTED = Counter("discoverer_records_rejected_total", "Records that failed validation", ["reason"])
+IS_LEADER = Gauge("discoverer_is_leader", "1 while this process holds the lease")
+EPOCH = Gauge("discoverer_epoch", "Fencing epoch of the current leadership (0 as standby)")
+WRITES = Counter("discoverer_writes_total", "Fenced writes", ["result"])
+WRITE_SECONDS = Histogram("discoverer_write_seconds", "Latency of one fenced write",
+                          buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+BUILDERS = Gauge("discoverer_builders", "Builders in the set as last written or loaded")
+HELD_REMOVALS = Gauge("discoverer_held_removals", "Removals held by the mass-removal guard")
+POLL_SECONDS = Histogram("discoverer_poll_seconds", "Duration of one poll (fetch, validate, diff)",
+                         buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))

@@ -1,0 +1,128 @@
+"""Fly.io internal DNS: TXT ``_instances.internal``.
+
+An answer holds records ``instance=<id>,app=<app>,ip=<addr>,region=<code>``
+joined by ``;``, possibly split over several character-strings (joined
+first). Unknown keys and empty segments are ignored.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Iterator
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from shared.errors import RecordError, SourceError
+
+from . import Answer
+
+log = logging.getLogger(__name__)
+
+INSTANCES_NAME = "_instances.internal"
+MAX_SEGMENT = 1024  # a sane record is about 90 bytes
+KEY_MAP = {"instance": "id", "app": "app", "ip": "ip", "region": "region"}
+
+
+def parse_instances(payload: bytes) -> Iterator[dict | RecordError]:
+    """Yield one dict per record, or a RecordError for a record that is unusable."""
+    for segment in payload.split(b";"):
+        segment = segment.strip()
+        if not segment:
+            continue
+        if len(segment) > MAX_SEGMENT:
+            yield RecordError("too_long", f"{len(segment)} bytes")
+            continue
+        try:
+            text = segment.decode("utf-8")
+        except UnicodeDecodeError:
+            yield RecordError("not_utf8", repr(segment[:60]))
+            continue
+        fields: dict[str, str] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip().lower()
+            if sep and key in KEY_MAP:
+                fields[KEY_MAP[key]] = value.strip()
+        if "id" not in fields or "ip" not in fields:
+            yield RecordError("missing_field", repr(text[:80]))
+            continue
+        yield fields
+
+
+def join_txt(response: dns.message.Message) -> bytes:
+    """Join the character-strings of each TXT record; records are joined by ';'."""
+    chunks = []
+    for rrset in response.answer:
+        if rrset.rdtype != dns.rdatatype.TXT:
+            continue
+        for rdata in rrset:
+            chunks.append(b"".join(rdata.strings))
+    return b";".join(chunks)
+
+
+def parse_server(value: str | None) -> tuple[str, int]:
+    """'HOST:PORT', '[v6]:PORT', 'HOST' or None (the system resolver's first server)."""
+    if not value:
+        try:
+            return dns.resolver.Resolver().nameservers[0], 53
+        except (IndexError, dns.resolver.NoResolverConfiguration) as exc:
+            raise SourceError("no --dns-server and no system resolver") from exc
+    m = re.match(r"^\[(?P<h6>[^\]]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:]+)(?::(?P<p>\d+))?$", value)
+    if not m:
+        return value, 53  # a bare IPv6 address
+    host = m.group("h6") or m.group("h")
+    port = m.group("p6") or m.group("p") or "53"
+    return host, int(port)
+
+
+class DnsClient:
+    """One query: UDP, TCP when truncated, bounded by ``timeout``."""
+
+    def __init__(self, server: str | None, timeout: float):
+        self.host, self.port = parse_server(server)
+        self.timeout = timeout
+
+    async def query(self, name: str, rdtype: str) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+        try:
+            resp = await dns.asyncquery.udp(q, self.host, timeout=self.timeout, port=self.port,
+                                            ignore_trailing=True)
+            if resp.flags & dns.flags.TC:
+                resp = await dns.asyncquery.tcp(q, self.host, timeout=self.timeout, port=self.port)
+        except dns.exception.Timeout as exc:
+            raise SourceError(f"DNS {name} {rdtype}: timeout after {self.timeout}s") from exc
+        except (dns.exception.DNSException, OSError, EOFError) as exc:
+            raise SourceError(f"DNS {name} {rdtype}: {exc.__class__.__name__}: {exc}") from exc
+        rcode = resp.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            raise SourceError(f"DNS {name} {rdtype}: {dns.rcode.to_text(rcode)}")
+        return resp
+
+
+class FlySource:
+    """The org-wide ``_instances.internal`` answer."""
+
+    def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME):
+        self.dns = DnsClient(server, timeout)
+        self.name = name
+
+    async def fetch(self) -> Answer:
+        resp = await self.dns.query(self.name, "TXT")
+        payload = join_txt(resp)
+        if not payload.strip(b"; "):
+            # The discoverer itself is a started machine of the org, so a real
+            # answer is never empty: treat it as a failure, keep the last set.
+            raise SourceError(f"DNS {self.name}: empty answer ({dns.rcode.to_text(resp.rcode())})")
+        answer = Answer()
+        for item in parse_instances(payload):
+            (answer.rejected if isinstance(item, RecordError) else answer.records).append(item)
+        return answer
+
+    async def aclose(self) -> None:
+        pass

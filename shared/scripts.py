@@ -1,0 +1,92 @@
+"""Lua sources of the fenced scripts. Only ``shared.store`` loads them.
+
+Key order is fixed by ``Keys.fenced_write_keys()``:
+KEYS[1] leader, KEYS[2] epoch, KEYS[3] builders, KEYS[4] routes,
+KEYS[5] version, KEYS[6] changes.
+"""
+
+# ARGV: holder, ttl_ms, version floor. Returns {epoch, version} or nil.
+ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local epoch = redis.call('INCR', KEYS[2])
+local v = tonumber(redis.call('GET', KEYS[5]) or '0')
+local floor = tonumber(ARGV[3])
+if v < floor then
+  redis.call('SET', KEYS[5], floor)
+  v = floor
+end
+return {epoch, v}
+"""
+
+# ARGV: holder, epoch, ttl_ms. Returns 1 when extended, 0 when not ours.
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# ARGV: holder, epoch. Returns 1 when released.
+RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# ARGV: holder, epoch, expected version, stream maxlen, payload JSON
+#   {"upsert": [[id, record_json, sni, route], ...], "remove": [id, ...]}
+# Returns {'fenced', why} | {'conflict', version} | {'noop', version} | {'ok', version}.
+APPLY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced', 'lease'} end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'fenced', 'epoch'} end
+local v = tonumber(redis.call('GET', KEYS[5]) or '0')
+if v ~= tonumber(ARGV[3]) then return {'conflict', tostring(v)} end
+local p = cjson.decode(ARGV[5])
+local added, updated, removed, records = {}, {}, {}, {}
+local function drop_route(sni, id)
+  local route = redis.call('HGET', KEYS[4], sni)
+  if route and string.sub(route, -(#id + 1)) == ' ' .. id then
+    redis.call('HDEL', KEYS[4], sni)
+  end
+end
+for _, id in ipairs(p.remove) do
+  local old = redis.call('HGET', KEYS[3], id)
+  if old then
+    drop_route(cjson.decode(old).sni, id)
+    redis.call('HDEL', KEYS[3], id)
+    removed[#removed + 1] = id
+  end
+end
+for _, u in ipairs(p.upsert) do
+  local id, rec, sni, route = u[1], u[2], u[3], u[4]
+  local old = redis.call('HGET', KEYS[3], id)
+  if old then
+    if old ~= rec then
+      local oldsni = cjson.decode(old).sni
+      if oldsni ~= sni then drop_route(oldsni, id) end
+      updated[#updated + 1] = id
+      records[#records + 1] = rec
+    end
+  else
+    added[#added + 1] = id
+    records[#records + 1] = rec
+  end
+  redis.call('HSET', KEYS[3], id, rec)
+  redis.call('HSET', KEYS[4], sni, route)
+end
+if #added + #updated + #removed == 0 then return {'noop', tostring(v)} end
+local function ids(t)
+  if #t == 0 then return '[]' end
+  return '["' .. table.concat(t, '","') .. '"]'
+end
+v = v + 1
+redis.call('SET', KEYS[5], v)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*',
+  'version', v, 'epoch', ARGV[2],
+  'added', ids(added), 'removed', ids(removed), 'updated', ids(updated),
+  'records', '[' .. table.concat(records, ',') .. ']')
+return {'ok', tostring(v)}
+"""

@@ -1,0 +1,215 @@
+"""Versioned views of the builder set, rendered once and shared by every stream.
+
+A *view* is what one class of Envoys may see: a region (or all regions) and
+the listener spec from its bootstrap. For each (view, type) the cache holds
+one immutable ``TypeSnapshot`` per content change; every stream with that view
+sends the same bytes. Per change, work is proportional to what changed (the
+filter_chains listener is re-joined from cached chain bytes: a memcpy).
+
+Invariant: this module never imports grpc and never calls Redis.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from shared import resources as rs
+from shared.model import Builder
+
+from . import wire
+from .render import ListenerSpec, Rendered, Renderer
+
+DIFF_LOG = 64  # versions of per-view change sets kept for delta streams
+F_VERSION_INFO, F_TYPE_URL, F_NONCE, F_REMOVED = 1, 4, 5, 6
+Pair = tuple[Builder | None, Builder | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewKey:
+    region: str | None  # None: every region
+    listener: ListenerSpec
+
+
+@dataclass(eq=False)
+class TypeSnapshot:
+    """All resources of one type for one view, at one version of the set."""
+
+    type_url: str
+    version: int
+    resources: Mapping[str, Rendered]
+    _sotw: bytes | None = field(default=None, repr=False)
+
+    @property
+    def version_info(self) -> str:
+        return str(self.version)
+
+    def sotw_body(self) -> bytes:
+        """DiscoveryResponse without its nonce; built once, shared by every stream."""
+        if self._sotw is None:
+            self._sotw = (
+                wire.field_str(F_VERSION_INFO, self.version_info)
+                + b"".join(r.sotw_field for r in self.resources.values())
+                + wire.field_str(F_TYPE_URL, self.type_url)
+            )
+        return self._sotw
+
+
+def sotw_response(body: bytes, nonce: str) -> bytes:
+    return body + wire.field_str(F_NONCE, nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What turns one snapshot into another, as a DeltaDiscoveryResponse body."""
+
+    updated: tuple[Rendered, ...]
+    removed: tuple[str, ...]
+    body: bytes
+
+    @classmethod
+    def build(cls, type_url: str, version: int, updated: Iterable[Rendered], removed: Iterable[str]) -> "Delta":
+        updated, removed = tuple(updated), tuple(removed)
+        body = (
+            wire.field_str(F_VERSION_INFO, str(version))
+            + b"".join(r.delta_field for r in updated)
+            + wire.field_str(F_TYPE_URL, type_url)
+            + b"".join(wire.field_str(F_REMOVED, n) for n in removed)
+        )
+        return cls(updated, removed, body)
+
+    def __bool__(self) -> bool:
+        return bool(self.updated or self.removed)
+
+
+class _Series:
+    """The snapshots of one (view, type): the newest, and a log of changed names."""
+
+    def __init__(self, snap: TypeSnapshot):
+        self.current = snap
+        self.log: collections.deque[tuple[int, frozenset[str]]] = collections.deque(maxlen=DIFF_LOG)
+        self.complete_from = snap.version  # every change after this version is in the log
+        self.deltas: collections.OrderedDict[tuple[int, int], tuple[TypeSnapshot, TypeSnapshot, Delta]] = (
+            collections.OrderedDict())
+
+    def advance(self, snap: TypeSnapshot, changed: frozenset[str]) -> None:
+        if len(self.log) == self.log.maxlen:
+            self.complete_from = self.log[0][0]
+        self.log.append((snap.version, changed))
+        self.current = snap
+
+    def changed_between(self, old: int, new: int) -> set[str] | None:
+        """Names changed after version ``old`` up to ``new``; None when the log does not reach back."""
+        if old < self.complete_from:
+            return None
+        out: set[str] = set()
+        for version, names in self.log:
+            if old < version <= new:
+                out |= names
+        return out
+
+
+class Cache:
+    """The rendered state of the builder set for every view in use."""
+
+    def __init__(self, renderer: Renderer, *, region_scope: str = "all"):
+        self.renderer = renderer
+        self.region_scope = region_scope
+        self.version = -1  # -1 until the first full load
+        self.builders: Mapping[str, Builder] = {}
+        self._series: dict[tuple[ViewKey, str], _Series] = {}
+        self._event = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.version >= 0
+
+    def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
+        return ViewKey(region if self.region_scope == "local" else None, listener)
+
+    # --- writers (the follower) ------------------------------------------------
+    def update(self, version: int, builders: Mapping[str, Builder], changes: list[Pair] | None) -> None:
+        """Move to ``version``. ``changes`` lists (old, new) records; None means a full resync."""
+        old_builders = self.builders
+        self.builders = builders  # owned by the caller, which only mutates it through update()
+        if changes is None:
+            gone = set(old_builders) - set(builders)
+            changes = [(old_builders.get(i), builders.get(i)) for i in set(old_builders) | set(builders)
+                       if old_builders.get(i) != builders.get(i)]
+            self.renderer.forget(gone)
+        else:
+            self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
+        self.version = version
+        for (view, type_url), series in self._series.items():
+            self._advance(series, view, type_url, changes)
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
+        relevant = [(o, n) for o, n in changes if self._in_view(view, o) or self._in_view(view, n)]
+        if not relevant:
+            return
+        prev = series.current
+        if type_url == rs.CLUSTER:
+            resources = dict(prev.resources)
+            changed = set()
+            for old, new in relevant:
+                if old is not None and self._in_view(view, old):
+                    resources.pop(old.sni, None)
+                    changed.add(old.sni)
+                if new is not None and self._in_view(view, new):
+                    resources[new.sni] = self.renderer.cluster(new)
+                    changed.add(new.sni)
+            changed = {n for n in changed if prev.resources.get(n) is not resources.get(n)}
+        else:
+            resources = self._listeners(view)
+            changed = {n for n in resources if prev.resources.get(n) is not resources.get(n)
+                       and (prev.resources.get(n) is None or prev.resources[n].version != resources[n].version)}
+        if changed:
+            series.advance(TypeSnapshot(type_url, self.version, resources), frozenset(changed))
+
+    def _in_view(self, view: ViewKey, b: Builder | None) -> bool:
+        return b is not None and (view.region is None or b.region == view.region)
+
+    def _listeners(self, view: ViewKey) -> dict[str, Rendered]:
+        members = (b for b in self.builders.values() if self._in_view(view, b))
+        listener = self.renderer.listener(view.listener, members)
+        return {listener.name: listener}
+
+    # --- readers (the transports) ----------------------------------------------
+    def snapshot(self, view: ViewKey, type_url: str) -> TypeSnapshot:
+        series = self._series.get((view, type_url))
+        if series is None:
+            series = _Series(self._full(view, type_url))
+            self._series[(view, type_url)] = series
+        return series.current
+
+    def _full(self, view: ViewKey, type_url: str) -> TypeSnapshot:
+        if type_url == rs.CLUSTER:
+            resources = {b.sni: self.renderer.cluster(b) for b in self.builders.values() if self._in_view(view, b)}
+        else:
+            resources = self._listeners(view)
+        return TypeSnapshot(type_url, self.version, resources)
+
+    def delta(self, view: ViewKey, old: TypeSnapshot, new: TypeSnapshot) -> Delta:
+        """old -> new for wildcard streams; memoized per (view, type, old, new)."""
+        series = self._series[(view, new.type_url)]
+        key = (id(old), id(new))
+        hit = series.deltas.get(key)
+        if hit is not None:
+            return hit[2]
+        names = series.changed_between(old.version, new.version)
+        if names is None:
+            names = set(old.resources) | set(new.resources)
+        updated = [new.resources[n] for n in sorted(names)
+                   if n in new.resources and (n not in old.resources or old.resources[n].version != new.resources[n].version)]
+        removed = [n for n in sorted(names) if n in old.resources and n not in new.resources]
+        delta = Delta.build(new.type_url, new.version, updated, removed)
+        series.deltas[key] = (old, new, delta)  # holding both keeps their ids unique
+        while len(series.deltas) > 16:
+            series.deltas.popitem(last=False)
+        return delta
+
+    async def wait_for_change(self) -> None:
+        await self._event.wait()

@@ -1,0 +1,105 @@
+"""Redis -> cache: one atomic load, then the changes stream.
+
+A gap (a version jump, a trimmed stream, Redis restarted with other data)
+triggers a full resync. While Redis is away the cache keeps its last
+snapshot: Envoys are never sent an empty or partial set, nor a version older
+than one already served.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from shared.errors import CorruptState, StoreUnavailable
+from shared.model import Builder
+from shared.store import Change, Store
+
+from . import metrics
+from .cache import Cache, Pair
+
+log = logging.getLogger(__name__)
+
+
+class Gap(Exception):
+    pass
+
+
+class Follower:
+    def __init__(self, store: Store, cache: Cache, *, block_ms: int = 1000, backoff: float = 0.5):
+        self.store = store
+        self.cache = cache
+        self.block_ms = block_ms
+        self.backoff = backoff
+        self.builders: dict[str, Builder] = {}
+        self.last_id = "0-0"
+        self.loaded = asyncio.Event()
+
+    async def run(self) -> None:
+        delay = self.backoff
+        while True:
+            try:
+                await self.resync()
+                delay = self.backoff
+                await self._follow()
+            except Gap as exc:
+                metrics.RESYNCS.labels("gap").inc()
+                log.warning("change stream gap: %s; resyncing from a full load", exc)
+            except CorruptState as exc:
+                metrics.RESYNCS.labels("corrupt").inc()
+                log.error("%s; keeping %d builders, resyncing", exc, len(self.builders))
+                await asyncio.sleep(delay)
+            except StoreUnavailable as exc:
+                metrics.RESYNCS.labels("redis").inc()
+                log.warning("Redis unavailable (%s); serving version %d with %d builders, retrying in %.1fs",
+                            exc, self.cache.version, len(self.builders), delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+
+    async def resync(self) -> None:
+        snap = await self.store.load()
+        for bid in snap.corrupt:
+            metrics.CORRUPT_RECORDS.inc()
+            log.error("builder %r in Redis is corrupt JSON; skipped", bid)
+        if snap.version < self.cache.version:
+            # Redis went back in time (restarted empty, or a lagging replica):
+            # keep serving what we have until it catches up with us.
+            self.last_id = snap.last_change_id
+            raise StoreUnavailable(f"Redis holds version {snap.version}, older than our {self.cache.version}")
+        self.builders = dict(snap.builders)
+        self.last_id = snap.last_change_id
+        if snap.version != self.cache.version or not self.loaded.is_set():
+            self.cache.update(snap.version, self.builders, None)
+            log.info("loaded version %d: %d builders", snap.version, len(self.builders))
+        self.loaded.set()
+
+    async def _follow(self) -> None:
+        while True:
+            changes = await self.store.read_changes(self.last_id, block_ms=self.block_ms)
+            if not changes:
+                current = await self.store.version()
+                if current != self.cache.version:
+                    raise Gap(f"Redis is at version {current}, we are at {self.cache.version} and the stream is quiet")
+                continue
+            for change in changes:
+                self.apply(change)
+
+    def apply(self, change: Change) -> None:
+        if change.version <= self.cache.version:
+            self.last_id = change.stream_id
+            return
+        if change.version != self.cache.version + 1:
+            raise Gap(f"expected version {self.cache.version + 1}, got {change.version}")
+        records = {b.id: b for b in change.records}
+        pairs: list[Pair] = []
+        for bid in change.removed:
+            pairs.append((self.builders.pop(bid, None), None))
+        for bid in (*change.added, *change.updated):
+            new = records.get(bid)
+            if new is None:
+                raise CorruptState(f"change {change.version} names {bid!r} without its record")
+            pairs.append((self.builders.get(bid), new))
+            self.builders[bid] = new
+        self.last_id = change.stream_id
+        self.cache.update(change.version, self.builders, pairs)
+        metrics.VERSION.set(change.version)
