@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -39,11 +40,13 @@ class TypeSnapshot:
     type_url: str
     version: int
     resources: Mapping[str, Rendered]
+    uses: frozenset[str] = frozenset()  # listeners: the cluster names they route to
+    label: str = ""  # appended to version_info (transitional snapshots)
     _sotw: bytes | None = field(default=None, repr=False)
 
     @property
     def version_info(self) -> str:
-        return str(self.version)
+        return f"{self.version}{self.label}"
 
     def sotw_body(self) -> bytes:
         """DiscoveryResponse without its nonce; built once, shared by every stream."""
@@ -90,7 +93,7 @@ class _Series:
         self.current = snap
         self.log: collections.deque[tuple[int, frozenset[str]]] = collections.deque(maxlen=DIFF_LOG)
         self.complete_from = snap.version  # every change after this version is in the log
-        self.deltas: collections.OrderedDict[tuple[int, int], tuple[TypeSnapshot, TypeSnapshot, Delta]] = (
+        self.deltas: collections.OrderedDict[tuple, tuple] = (
             collections.OrderedDict())
 
     def advance(self, snap: TypeSnapshot, changed: frozenset[str]) -> None:
@@ -119,7 +122,8 @@ class Cache:
         self.version = -1  # -1 until the first full load
         self.builders: Mapping[str, Builder] = {}
         self._series: dict[tuple[ViewKey, str], _Series] = {}
-        self._event = asyncio.Event()
+        self._watchers: set[asyncio.Event] = set()
+        self._seen_at: dict[int, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -141,10 +145,13 @@ class Cache:
         else:
             self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
         self.version = version
+        self._seen_at[version] = time.monotonic()
+        while len(self._seen_at) > 256:
+            del self._seen_at[next(iter(self._seen_at))]
         for (view, type_url), series in self._series.items():
             self._advance(series, view, type_url, changes)
-        self._event.set()
-        self._event = asyncio.Event()
+        for event in self._watchers:
+            event.set()
 
     def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
         relevant = [(o, n) for o, n in changes if self._in_view(view, o) or self._in_view(view, n)]
@@ -162,20 +169,22 @@ class Cache:
                     resources[new.sni] = self.renderer.cluster(new)
                     changed.add(new.sni)
             changed = {n for n in changed if prev.resources.get(n) is not resources.get(n)}
+            uses = frozenset()
         else:
-            resources = self._listeners(view)
-            changed = {n for n in resources if prev.resources.get(n) is not resources.get(n)
-                       and (prev.resources.get(n) is None or prev.resources[n].version != resources[n].version)}
+            resources, uses = self._listeners(view)
+            changed = {n for n in resources if prev.resources.get(n) is None
+                       or prev.resources[n].version != resources[n].version}
         if changed:
-            series.advance(TypeSnapshot(type_url, self.version, resources), frozenset(changed))
+            series.advance(TypeSnapshot(type_url, self.version, resources, uses), frozenset(changed))
 
     def _in_view(self, view: ViewKey, b: Builder | None) -> bool:
         return b is not None and (view.region is None or b.region == view.region)
 
-    def _listeners(self, view: ViewKey) -> dict[str, Rendered]:
-        members = (b for b in self.builders.values() if self._in_view(view, b))
+    def _listeners(self, view: ViewKey) -> tuple[dict[str, Rendered], frozenset[str]]:
+        members = [b for b in self.builders.values() if self._in_view(view, b)]
         listener = self.renderer.listener(view.listener, members)
-        return {listener.name: listener}
+        uses = frozenset(b.sni for b in members) if self.renderer.listener_uses_clusters else frozenset()
+        return {listener.name: listener}, uses
 
     # --- readers (the transports) ----------------------------------------------
     def snapshot(self, view: ViewKey, type_url: str) -> TypeSnapshot:
@@ -188,9 +197,25 @@ class Cache:
     def _full(self, view: ViewKey, type_url: str) -> TypeSnapshot:
         if type_url == rs.CLUSTER:
             resources = {b.sni: self.renderer.cluster(b) for b in self.builders.values() if self._in_view(view, b)}
-        else:
-            resources = self._listeners(view)
-        return TypeSnapshot(type_url, self.version, resources)
+            return TypeSnapshot(type_url, self.version, resources)
+        resources, uses = self._listeners(view)
+        return TypeSnapshot(type_url, self.version, resources, uses)
+
+    def union(self, view: ViewKey, have: TypeSnapshot, target: TypeSnapshot) -> TypeSnapshot:
+        """Clusters of both: bridges a change that adds and removes (make before break)."""
+        series = self._series[(view, target.type_url)]
+        key = ("union", id(have), id(target))
+        hit = series.deltas.get(key)
+        if hit is None:
+            snap = TypeSnapshot(target.type_url, target.version, {**have.resources, **target.resources},
+                                label="-bridge")
+            hit = series.deltas[key] = (have, target, snap)
+            self._trim(series)
+        return hit[2]
+
+    def seen_at(self, version: int) -> float:
+        """Monotonic time this replica first held ``version`` (for change-to-ACK latency)."""
+        return self._seen_at.get(version, time.monotonic())
 
     def delta(self, view: ViewKey, old: TypeSnapshot, new: TypeSnapshot) -> Delta:
         """old -> new for wildcard streams; memoized per (view, type, old, new)."""
@@ -207,9 +232,17 @@ class Cache:
         removed = [n for n in sorted(names) if n in old.resources and n not in new.resources]
         delta = Delta.build(new.type_url, new.version, updated, removed)
         series.deltas[key] = (old, new, delta)  # holding both keeps their ids unique
-        while len(series.deltas) > 16:
-            series.deltas.popitem(last=False)
+        self._trim(series)
         return delta
 
-    async def wait_for_change(self) -> None:
-        await self._event.wait()
+    @staticmethod
+    def _trim(series: _Series) -> None:
+        while len(series.deltas) > 16:
+            series.deltas.popitem(last=False)
+
+    def watch(self, event: asyncio.Event) -> None:
+        """``event`` is set on every new version."""
+        self._watchers.add(event)
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        self._watchers.discard(event)

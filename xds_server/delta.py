@@ -1,0 +1,200 @@
+"""Incremental (delta) xDS: ADS and the per-type CDS/LDS services.
+
+Wildcard subscribers share one precomputed delta per (view, old, new); an
+explicit subscriber (on-demand CDS) costs what it subscribes to. A name under
+the builder domain that does not exist yet is held until the builder appears
+or ``wait`` runs out, and only then reported removed; other unknown names are
+reported removed at once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from shared import resources as rs
+
+from . import metrics, wire
+from .cache import F_NONCE, Delta, TypeSnapshot
+from .stream import Stream
+
+log = logging.getLogger(__name__)
+MAX_NAMES = 10_000  # explicit subscriptions per type per stream
+
+
+@dataclass(eq=False)
+class DeltaState:
+    type_url: str
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)  # explicit subscriptions
+    base: TypeSnapshot | None = None  # wildcard: the snapshot the Envoy was brought to
+    initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
+    known: dict[str, str] = field(default_factory=dict)  # explicit names -> version sent
+    dirty: set[str] = field(default_factory=set)  # explicit names owed an answer
+    checked: TypeSnapshot | None = None  # snapshot the explicit names were last checked against
+    waiting: dict[str, float] = field(default_factory=dict)  # on-demand name -> deadline
+    held: set[str] = field(default_factory=set)  # removals held back (make before break)
+    nonce: str | None = None
+    sent_version: str = ""
+    nacked: str | None = None
+
+
+class DeltaStream(Stream):
+    kind = "delta"
+
+    def __init__(self, *args, ordered: bool = True, domain: str = "", wait: float = 5.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ordered = ordered
+        self.domain_suffix = "." + domain if domain else None
+        self.wait = wait
+        self.states: dict[str, DeltaState] = {}
+
+    def node_of(self, request: discovery_pb2.DeltaDiscoveryRequest):
+        return request.node
+
+    def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        if not self.accepts(req.type_url):
+            return
+        st = self.states.get(req.type_url)
+        if st is None:
+            st = self.states[req.type_url] = DeltaState(req.type_url)
+            st.initial = dict(req.initial_resource_versions)
+            if not req.resource_names_subscribe:
+                st.wildcard = True  # legacy wildcard: a first request naming nothing
+        self._subscribe(st, req)
+        if req.response_nonce and req.response_nonce == st.nonce:
+            self._answer(st, req)
+
+    def _subscribe(self, st: DeltaState, req) -> None:
+        for name in req.resource_names_subscribe:
+            if name == "*":
+                st.wildcard = True
+            elif len(st.names) < MAX_NAMES:
+                st.names.add(name)
+                st.dirty.add(name)
+            else:
+                metrics.BAD_REQUESTS.labels("too_many_names").inc()
+                self.log_once.warning(f"names:{self.peer.node_id}", "%s subscribes to over %d names; ignoring more",
+                                      self.peer.node_id, MAX_NAMES)
+                break
+        for name in req.resource_names_unsubscribe:
+            if name == "*":
+                st.wildcard = False
+                st.base = None
+            st.names.discard(name)
+            st.known.pop(name, None)
+            st.dirty.discard(name)
+            st.waiting.pop(name, None)
+
+    def _answer(self, st: DeltaState, req) -> None:
+        st.nonce = None
+        short = rs.SHORT[st.type_url]
+        if req.HasField("error_detail"):
+            st.nacked = st.sent_version
+            metrics.NACKS.labels(short).inc()
+            self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
+            log.warning("NACK from %s for %s version %s: %s; not resending it",
+                        self.peer.node_id, short, st.sent_version, req.error_detail.message[:300])
+            return
+        metrics.ACKS.labels(short).inc()
+        metrics.CHANGE_TO_ACK.labels(short).observe(time.monotonic() - self.cache.seen_at(int(st.sent_version or 0)))
+        self.peer.ack(st.type_url, st.sent_version)
+
+    # --- responses ------------------------------------------------------------
+    def tick(self) -> float | None:
+        deadlines = [d for st in self.states.values() for d in st.waiting.values()]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def responses(self):
+        for type_url in (rs.CLUSTER, rs.LISTENER):
+            st = self.states.get(type_url)
+            if st is None or st.nonce is not None:
+                continue
+            target = self.cache.snapshot(self.peer.view, type_url)
+            if not self._may_send(st, target):
+                continue
+            body = self._body(st, target)
+            if body is None:
+                continue
+            st.nonce, st.sent_version = self.nonce(), target.version_info
+            yield type_url, body + wire.field_str(F_NONCE, st.nonce)
+
+    def _may_send(self, st: DeltaState, target: TypeSnapshot) -> bool:
+        """Make before break: a listener only after the clusters it uses are ACKed."""
+        if not (self.ordered and self.cache.renderer.listener_uses_clusters and st.type_url == rs.LISTENER):
+            return True
+        cds = self.states.get(rs.CLUSTER)
+        if cds is None or not cds.wildcard:
+            return True
+        return cds.nonce is None and cds.base is not None and target.uses.issubset(cds.base.resources.keys())
+
+    def _body(self, st: DeltaState, target: TypeSnapshot) -> bytes | None:
+        updated, removed = [], []
+        shared = None
+        if st.wildcard and st.base is not target:
+            if st.base is None:
+                updated = [r for n, r in target.resources.items() if st.initial.get(n) != r.version]
+                removed = [n for n in st.initial if n not in target.resources]
+                st.initial = {}
+            else:
+                shared = self.cache.delta(self.peer.view, st.base, target)
+                updated, removed = list(shared.updated), list(shared.removed)
+            st.base = target
+        if st.held:
+            removed.extend(n for n in st.held if n not in target.resources)
+            st.held.clear()
+        if not st.wildcard or st.names:
+            more_updated, more_removed = self._explicit(st, target)
+            updated += more_updated
+            removed += more_removed
+            shared = None if (more_updated or more_removed) else shared
+        removed = self._hold_removals(st, removed)
+        if not updated and not removed:
+            return None
+        if shared is not None and len(removed) == len(shared.removed) and len(updated) == len(shared.updated):
+            return shared.body
+        return Delta.build(st.type_url, target.version, updated, sorted(set(removed))).body
+
+    def _explicit(self, st: DeltaState, target: TypeSnapshot):
+        now = time.monotonic()
+        check = st.names if st.checked is not target else st.dirty | set(st.waiting)
+        st.checked = target
+        updated, removed = [], []
+        for name in check:
+            r = target.resources.get(name)
+            if r is not None:
+                st.waiting.pop(name, None)
+                if st.known.get(name) != r.version:
+                    st.known[name] = r.version
+                    updated.append(r)
+            elif name in st.known:
+                del st.known[name]
+                removed.append(name)
+            elif name in st.dirty or name in st.waiting:
+                if self._waits(name) and st.waiting.setdefault(name, now + self.wait) > now:
+                    continue
+                st.waiting.pop(name, None)
+                removed.append(name)  # report the unknown name as removed
+        st.dirty.clear()
+        return updated, removed
+
+    def _waits(self, name: str) -> bool:
+        return (self.domain_suffix is not None and name.endswith(self.domain_suffix)
+                and self.states.get(rs.CLUSTER) is not None and self.cache.renderer.mode == "on_demand")
+
+    def _hold_removals(self, st: DeltaState, removed: list[str]) -> list[str]:
+        """Clusters still used by the listener the Envoy has are removed after that listener is replaced."""
+        if not (removed and self.ordered and st.type_url == rs.CLUSTER and self.cache.renderer.listener_uses_clusters):
+            return removed
+        lds = self.states.get(rs.LISTENER)
+        if lds is None:
+            return removed
+        if lds.nonce is not None:  # a listener is in flight: the old one may still use any of them
+            st.held.update(removed)
+            return []
+        in_use = lds.base.uses if lds.base is not None else frozenset()
+        keep = [n for n in removed if n in in_use]
+        st.held.update(keep)
+        return [n for n in removed if n not in in_use]

@@ -1,0 +1,95 @@
+"""Who is connected: one ``Peer`` per stream, and the node -> view mapping.
+
+The registry is in-memory; ``xds_server.status`` publishes it to Redis.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+
+from shared import resources as rs
+
+from .cache import Cache, ViewKey
+from .render import ListenerSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerDefaults:
+    address: str = "0.0.0.0"
+    port: int = 10443
+
+
+def _meta(node: base_pb2.Node, key: str) -> str | None:
+    value = node.metadata.fields.get(key)
+    if value is None:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return str(int(value.number_value))
+    return None
+
+
+def node_region(node: base_pb2.Node) -> str | None:
+    return (node.locality.region or _meta(node, "region") or "").lower() or None
+
+
+def node_listener(node: base_pb2.Node, defaults: ListenerDefaults) -> ListenerSpec:
+    port = _meta(node, "listener_port")
+    try:
+        port_value = int(port) if port else defaults.port
+    except ValueError:
+        port_value = defaults.port
+    if not 0 < port_value < 65536:
+        port_value = defaults.port
+    return ListenerSpec(address=_meta(node, "listener_address") or defaults.address, port=port_value)
+
+
+@dataclass(eq=False)
+class Peer:
+    node_id: str
+    region: str | None
+    view: ViewKey
+    kind: str  # "ads-sotw", "ads-delta", "cds-sotw", ...
+    connected_since: float = field(default_factory=time.time)
+    acked: dict[str, str] = field(default_factory=dict)  # short type -> version_info
+    last_nack: dict | None = None
+    dirty: bool = True
+
+    def ack(self, type_url: str, version: str) -> None:
+        self.acked[rs.SHORT.get(type_url, type_url)] = version
+        self.dirty = True
+
+    def nack(self, type_url: str, version: str, detail: str) -> None:
+        self.last_nack = {"type": rs.SHORT.get(type_url, type_url), "version": version,
+                          "detail": detail[:500], "at": round(time.time(), 3)}
+        self.dirty = True
+
+    def status(self, replica: str) -> dict:
+        return {"node": self.node_id, "replica": replica, "region": self.region, "kind": self.kind,
+                "acked": self.acked, "last_nack": self.last_nack,
+                "connected_since": round(self.connected_since, 3), "heartbeat": round(time.time(), 3)}
+
+
+class Registry:
+    def __init__(self, cache: Cache, defaults: ListenerDefaults):
+        self.cache = cache
+        self.defaults = defaults
+        self.peers: set[Peer] = set()
+        self.gone: set[str] = set()
+
+    def join(self, node: base_pb2.Node, kind: str) -> Peer:
+        region = node_region(node)
+        view = self.cache.view_for(region, node_listener(node, self.defaults))
+        peer = Peer(node.id or "unknown", region, view, kind)
+        self.peers.add(peer)
+        self.gone.discard(peer.node_id)
+        return peer
+
+    def leave(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+        if not any(p.node_id == peer.node_id for p in self.peers):
+            self.gone.add(peer.node_id)

@@ -1,0 +1,124 @@
+"""gRPC wiring: the ADS, CDS and LDS services, health, reflection and limits.
+
+The handlers take pre-serialized bytes from the transports and send them as
+they are (no response serializer): every push is bytes serialized once.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import grpc
+from envoy.service.cluster.v3 import cds_pb2  # noqa: F401  (registers the service descriptors)
+from envoy.service.discovery.v3 import ads_pb2, discovery_pb2  # noqa: F401
+from envoy.service.listener.v3 import lds_pb2  # noqa: F401
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared import resources as rs
+
+from . import metrics
+from .cache import Cache
+from .config import XdsConfig
+from .delta import DeltaStream
+from .peers import Registry
+from .sotw import SotwStream
+
+log = logging.getLogger(__name__)
+
+ADS = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+CDS = "envoy.service.cluster.v3.ClusterDiscoveryService"
+LDS = "envoy.service.listener.v3.ListenerDiscoveryService"
+# service -> {method: (delta?, types, ordered)}
+METHODS = {
+    ADS: {"StreamAggregatedResources": (False, rs.SUPPORTED, True),
+          "DeltaAggregatedResources": (True, rs.SUPPORTED, True)},
+    CDS: {"StreamClusters": (False, (rs.CLUSTER,), False), "DeltaClusters": (True, (rs.CLUSTER,), False)},
+    LDS: {"StreamListeners": (False, (rs.LISTENER,), False), "DeltaListeners": (True, (rs.LISTENER,), False)},
+}
+
+
+class XdsService:
+    """Opens one transport per stream, within the stream limit."""
+
+    def __init__(self, cache: Cache, registry: Registry, cfg: XdsConfig):
+        self.cache = cache
+        self.registry = registry
+        self.cfg = cfg
+        self.open = 0
+
+    def handler(self, delta: bool, types: tuple[str, ...], ordered: bool):
+        async def handle(requests, context: grpc.aio.ServicerContext) -> None:
+            if self.open >= self.cfg.max_streams:
+                metrics.STREAMS_REFUSED.inc()
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"this replica serves at most {self.cfg.max_streams} streams; try another")
+            self.open += 1
+            try:
+                if delta:
+                    stream = DeltaStream(self.cache, self.registry, types, ordered=ordered,
+                                         domain=self.cfg.domain, wait=self.cfg.on_demand_wait)
+                else:
+                    stream = SotwStream(self.cache, self.registry, types, ordered=ordered)
+                await stream.serve(requests, context.write)
+            finally:
+                self.open -= 1
+
+        return handle
+
+    def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
+        out = []
+        for service, methods in METHODS.items():
+            table = {}
+            for name, (delta, types, ordered) in methods.items():
+                request = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
+                table[name] = grpc.stream_stream_rpc_method_handler(
+                    self.handler(delta, types, ordered), request_deserializer=request.FromString,
+                    response_serializer=None)
+            out.append(grpc.method_handlers_generic_handler(service, table))
+        return out
+
+
+def server_options(cfg: XdsConfig) -> list[tuple[str, int]]:
+    opts = [
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_min_ping * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+    if cfg.max_connection_age > 0:
+        opts += [("grpc.max_connection_age_ms", int(cfg.max_connection_age * 1000)),
+                 ("grpc.max_connection_age_grace_ms", 5_000)]
+    return opts
+
+
+def credentials(cfg: XdsConfig) -> grpc.ServerCredentials | None:
+    if not cfg.tls_cert:
+        return None
+    pair = [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())]
+    if cfg.client_ca:
+        return grpc.ssl_server_credentials(pair, root_certificates=Path(cfg.client_ca).read_bytes(),
+                                           require_client_auth=True)
+    return grpc.ssl_server_credentials(pair)
+
+
+def build(cache: Cache, registry: Registry, cfg: XdsConfig) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    server = grpc.aio.server(options=server_options(cfg))
+    service = XdsService(cache, registry, cfg)
+    server.add_generic_rpc_handlers(service.generic_handlers())
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (ADS, CDS, LDS, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    creds = credentials(cfg)
+    port = server.add_secure_port(cfg.listen, creds) if creds else server.add_insecure_port(cfg.listen)
+    return server, health_servicer, port
+
+
+async def set_health(servicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", ADS, CDS, LDS):
+        await servicer.set(name, status)

@@ -1,0 +1,131 @@
+"""State-of-the-world xDS (ADS and the per-type CDS/LDS services).
+
+Per type: one response in flight; a newer version waiting while the Envoy
+has not answered is coalesced into the newest; a NACKed snapshot is not
+resent. On ADS, make before break: a listener goes out only when the
+clusters it uses are ACKed, and clusters go away only when the listener
+that used them is gone (a transitional union of clusters bridges a change
+that both adds and removes).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from shared import resources as rs
+
+from . import metrics
+from .cache import TypeSnapshot, sotw_response
+from .stream import Stream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class TypeState:
+    type_url: str
+    names: frozenset[str] | None = None  # None: wildcard
+    sent: TypeSnapshot | None = None
+    nonce: str | None = None
+    sent_at: float = 0.0
+    acked: TypeSnapshot | None = None
+    nacked: TypeSnapshot | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.nonce is not None
+
+
+class SotwStream(Stream):
+    kind = "sotw"
+
+    def __init__(self, *args, ordered: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ordered = ordered  # ADS: coordinate CDS and LDS
+        self.states: dict[str, TypeState] = {}
+
+    def node_of(self, request: discovery_pb2.DiscoveryRequest):
+        return request.node
+
+    def on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
+        if not self.accepts(req.type_url):
+            return
+        st = self.states.get(req.type_url)
+        if st is None:
+            st = self.states[req.type_url] = TypeState(req.type_url)
+        names = frozenset(n for n in req.resource_names if n != "*")
+        st.names = names or None
+        if not req.response_nonce:
+            self._initial(st, req)
+            return
+        if req.response_nonce != st.nonce:
+            return  # stale: answers a response that was superseded
+        sent, st.nonce = st.sent, None
+        if req.HasField("error_detail"):
+            st.nacked = sent
+            metrics.NACKS.labels(rs.SHORT[st.type_url]).inc()
+            self.peer.nack(st.type_url, sent.version_info, req.error_detail.message)
+            log.warning("NACK from %s for %s version %s: %s; not resending it",
+                        self.peer.node_id, rs.SHORT[st.type_url], sent.version_info, req.error_detail.message[:300])
+        else:
+            st.acked = sent
+            metrics.ACKS.labels(rs.SHORT[st.type_url]).inc()
+            metrics.CHANGE_TO_ACK.labels(rs.SHORT[st.type_url]).observe(time.monotonic() - self.cache.seen_at(sent.version))
+            self.peer.ack(st.type_url, sent.version_info)
+
+    def _initial(self, st: TypeState, req: discovery_pb2.DiscoveryRequest) -> None:
+        """A first request (or a re-request): reset; skip a resend of what the Envoy already has."""
+        st.nonce = None
+        st.sent = st.acked = None
+        if req.version_info and self.cache.ready and st.names is None:
+            current = self.cache.snapshot(self.peer.view, st.type_url)
+            if current.version_info == req.version_info:
+                st.sent = st.acked = current
+                self.peer.ack(st.type_url, current.version_info)
+
+    def responses(self):
+        for type_url in (rs.CLUSTER, rs.LISTENER):
+            st = self.states.get(type_url)
+            if st is None or st.pending:
+                continue
+            snap = self._next(st)
+            if snap is None or snap is st.sent or snap is st.nacked:
+                continue
+            st.sent, st.nonce, st.sent_at = snap, self.nonce(), time.monotonic()
+            yield type_url, sotw_response(self._body(st, snap), st.nonce)
+
+    def _body(self, st: TypeState, snap: TypeSnapshot) -> bytes:
+        if st.names is None:
+            return snap.sotw_body()
+        return TypeSnapshot(snap.type_url, snap.version,
+                            {n: r for n, r in snap.resources.items() if n in st.names}).sotw_body()
+
+    def _next(self, st: TypeState) -> TypeSnapshot | None:
+        target = self.cache.snapshot(self.peer.view, st.type_url)
+        if not (self.ordered and self.cache.renderer.listener_uses_clusters):
+            return target
+        cds, lds = self.states.get(rs.CLUSTER), self.states.get(rs.LISTENER)
+        if cds is None or lds is None:
+            return target
+        if st is lds:
+            if cds.pending or not self._has_clusters(cds.acked, target):
+                return None  # clusters first
+            return target
+        listener = lds.acked
+        if listener is None or self._has_clusters(target, listener):
+            return target
+        if lds.pending:
+            return None  # the listener is being replaced; remove clusters after
+        if cds.acked is not None and self._has_clusters(cds.acked, self.cache.snapshot(self.peer.view, rs.LISTENER)):
+            return None  # the new listener can go out first
+        return self.cache.union(self.peer.view, cds.acked or target, target)
+
+    @staticmethod
+    def _has_clusters(clusters: TypeSnapshot | None, listener: TypeSnapshot) -> bool:
+        """Does the Envoy's cluster set cover every cluster the listener uses?"""
+        if clusters is None:
+            return not listener.uses
+        return listener.uses.issubset(clusters.resources.keys())

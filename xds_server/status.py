@@ -1,0 +1,93 @@
+"""Publishes this replica and its Envoys to ``{xds}:replicas`` / ``{xds}:envoys``.
+
+Hash fields cannot expire on every Redis version we support, so each entry
+carries a heartbeat; entries older than ``stale_after`` are pruned by any
+replica and ignored by readers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from shared.errors import StoreUnavailable
+from shared.store import Store
+
+from . import metrics
+from .cache import Cache
+from .peers import Registry
+
+log = logging.getLogger(__name__)
+
+
+class StatusPublisher:
+    def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
+                 every: float = 1.0, stale_after: float = 15.0):
+        self.store = store
+        self.cache = cache
+        self.registry = registry
+        self.replica = replica
+        self.address = address
+        self.every = every
+        self.stale_after = stale_after
+        self._last_full = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.publish()
+            except StoreUnavailable as exc:
+                log.debug("status not published: %s", exc)
+            await asyncio.sleep(self.every)
+
+    async def publish(self) -> None:
+        now = time.time()
+        full = now - self._last_full > self.stale_after / 3
+        keys = self.store.keys
+        peers = [p for p in self.registry.peers if full or p.dirty]
+        envoys = {p.node_id: p.status(self.replica) for p in peers}
+        for p in peers:
+            p.dirty = False
+        lag = [self.cache.version - _int(v) for p in self.registry.peers for v in p.acked.values()]
+        metrics.VERSION_LAG.set(max(lag, default=0))
+        await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
+        gone = await self._ours(self.registry.gone)
+        self.registry.gone.clear()
+        await self.store.put_status(keys.envoys, envoys, stale=gone)
+        if full:
+            self._last_full = now
+            await self._prune(now)
+
+    def _replica_status(self, now: float) -> dict:
+        return {"id": self.replica, "address": self.address, "streams": len(self.registry.peers),
+                "version": self.cache.version, "ready": self.cache.ready, "heartbeat": round(now, 3)}
+
+    async def _ours(self, node_ids: set[str]) -> list[str]:
+        """Of the disconnected nodes, those whose entry is still ours (not taken by another replica)."""
+        if not node_ids:
+            return []
+        current = await self.store.get_status(self.store.keys.envoys)
+        return [n for n in node_ids if current.get(n, {}).get("replica") == self.replica]
+
+    async def _prune(self, now: float) -> None:
+        for key in (self.store.keys.envoys, self.store.keys.replicas):
+            entries = await self.store.get_status(key)
+            stale = [k for k, v in entries.items() if now - float(v.get("heartbeat", 0)) > self.stale_after]
+            if stale:
+                await self.store.put_status(key, {}, stale=stale)
+
+    async def withdraw(self) -> None:
+        """On shutdown: remove this replica and the Envoys that were ours."""
+        try:
+            ours = await self._ours({p.node_id for p in self.registry.peers} | self.registry.gone)
+            await self.store.put_status(self.store.keys.envoys, {}, stale=ours)
+            await self.store.put_status(self.store.keys.replicas, {}, stale=[self.replica])
+        except StoreUnavailable:
+            pass
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value.split("-")[0])
+    except ValueError:
+        return 0

@@ -1,0 +1,1 @@
+"""xdsctl: the operator's view of the control plane (reads Redis; writes nothing)."""
