@@ -68,7 +68,7 @@ def build(spec: BootstrapSpec) -> Bootstrap:
     delta = spec.delta or spec.routing == "on_demand"
     ads = ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
     metadata = Struct(fields={
-        "listener_port": Value(number_value=spec.listener_port),
+        "listener_port": Value(string_value=str(spec.listener_port)),
         "listener_address": Value(string_value=spec.listener_address),
         "region": Value(string_value=spec.region),
         "routing": Value(string_value=spec.routing),

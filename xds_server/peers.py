@@ -40,8 +40,8 @@ def node_region(node: base_pb2.Node) -> str | None:
 def node_listener(node: base_pb2.Node, defaults: ListenerDefaults) -> ListenerSpec:
     port = _meta(node, "listener_port")
     try:
-        port_value = int(port) if port else defaults.port
-    except ValueError:
+        port_value = int(float(port)) if port else defaults.port
+    except (ValueError, OverflowError):
         port_value = defaults.port
     if not 0 < port_value < 65536:
         port_value = defaults.port
