@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench soak venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## the whole system on loopback, with a live status view (Ctrl-C stops it)
+demo: $(STAMP)
+	$(BIN)/python -m tools.demo
+
+## every test: unit, integration and end to end with real redis, DNS, Envoy and TLS
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e and not slow"
+
+## benchmarks; figures go to bench/results.json and docs/performance.md
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+## 10 minutes of churn with leader kills (not in CI)
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
+
+clean:
+	rm -rf run .pytest_cache
