@@ -14,12 +14,14 @@ from typing import Any, Iterable
 import orjson
 
 from .errors import RecordError
+from .resources import NO_ROUTE_CLUSTER, XDS_CLUSTER
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 APP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 MAX_SNI = 253
+RESERVED_NAMES = frozenset({XDS_CLUSTER, NO_ROUTE_CLUSTER})  # cluster names no builder SNI may take
 
 # Fly's private network is fdaa::/16; loopback is allowed for local runs and tests.
 DEFAULT_ALLOWED_NETWORKS = ("fdaa::/16", "127.0.0.0/8", "::1/128")
@@ -90,6 +92,9 @@ def normalize_address(raw: str, allowed: tuple[Network, ...]) -> str:
         ip = ipaddress.ip_address(raw.strip().strip("[]"))
     except ValueError as exc:
         raise RecordError("bad_address", repr(raw)[:80]) from exc
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        # 'fdaa::1%eth0' parses, but a zone index means nothing to Envoy and would NACK the update
+        raise RecordError("bad_address", repr(raw)[:80])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     if allowed and not any(ip.version == net.version and ip in net for net in allowed):
@@ -104,6 +109,8 @@ def validate_sni(sni: str) -> str:
     labels = sni.split(".")
     if len(labels) < 2 or not all(LABEL_RE.match(label) for label in labels):
         raise RecordError("bad_sni", repr(sni)[:80])
+    if sni in RESERVED_NAMES:
+        raise RecordError("reserved_sni", sni)
     return sni
 
 

@@ -2,10 +2,12 @@
 
 An answer holds records ``instance=<id>,app=<app>,ip=<addr>,region=<code>``
 joined by ``;``, possibly split over several character-strings (joined
-first). Unknown keys and empty segments are ignored.
+first). Unknown keys and empty segments are ignored; a record that repeats a
+key (two ``ip=``) is ambiguous and rejected.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from typing import Iterator
@@ -18,7 +20,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from shared.errors import RecordError, SourceError
+from shared.errors import ConfigError, RecordError, SourceError
 
 from . import Answer
 
@@ -44,11 +46,16 @@ def parse_instances(payload: bytes) -> Iterator[dict | RecordError]:
             yield RecordError("not_utf8", repr(segment[:60]))
             continue
         fields: dict[str, str] = {}
+        repeated = False
         for part in text.split(","):
             key, sep, value = part.partition("=")
             key = key.strip().lower()
             if sep and key in KEY_MAP:
+                repeated |= KEY_MAP[key] in fields
                 fields[KEY_MAP[key]] = value.strip()
+        if repeated:
+            yield RecordError("duplicate_key", repr(text[:80]))
+            continue
         if "id" not in fields or "ip" not in fields:
             yield RecordError("missing_field", repr(text[:80]))
             continue
@@ -74,10 +81,13 @@ def parse_server(value: str | None) -> tuple[str, int]:
         except (IndexError, dns.resolver.NoResolverConfiguration) as exc:
             raise SourceError("no --dns-server and no system resolver") from exc
     m = re.match(r"^\[(?P<h6>[^\]]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:]+)(?::(?P<p>\d+))?$", value)
-    if not m:
-        return value, 53  # a bare IPv6 address
-    host = m.group("h6") or m.group("h")
-    port = m.group("p6") or m.group("p") or "53"
+    host, port = (value, "53") if not m else (m.group("h6") or m.group("h"), m.group("p6") or m.group("p") or "53")
+    try:
+        ipaddress.ip_address(host)  # dnspython queries an address, never a name
+    except ValueError as exc:
+        raise ConfigError(f"--dns-server {value!r}: want IP, IP:PORT or [IPv6]:PORT") from exc
+    if not 0 < int(port) < 65536:
+        raise ConfigError(f"--dns-server {value!r}: bad port")
     return host, int(port)
 
 
