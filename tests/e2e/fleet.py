@@ -1,0 +1,92 @@
+"""A small fleet for end-to-end routing tests, one per routing mode.
+
+redis-server; one discoverer reading a JSON file (so a test sets the builder
+set exactly); two xds-server replicas (region scope ``all`` and ``local``);
+TLS stand-in builders on 127.0.0.2..21 and ::1; Envoys started on demand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tests.support.envoy import EnvoyProc, start_backends
+from tests.support.procs import ProcGroup, free_port, wait_until
+from tests.support.redis import start_redis
+from tools.tls_backend import client_context
+
+DOMAIN = "builders.internal"
+N_BACKENDS = 21
+
+
+def bid(n: int) -> str:
+    return f"b{n:013x}"
+
+
+def sni(builder_id: str) -> str:
+    return f"{builder_id}.{DOMAIN}"
+
+
+class Fleet:
+    def __init__(self, directory: Path, mode: str):
+        self.dir = Path(directory)
+        self.mode = mode
+        self.procs = ProcGroup(self.dir / "logs")
+        self.redis = start_redis(self.dir / "redis")
+        self.port = free_port("127.0.0.2")
+        self.certs = self.dir / "certs"
+        self.file = self.dir / "builders.json"
+        self.ctx = client_context(self.certs)
+        self.envoys: list[EnvoyProc] = []
+        # stand-ins: b0 on ::1, b1..b20 on 127.0.0.2..21; regions alternate ord/ams
+        self.backends = {bid(n): ("::1" if n == 0 else f"127.0.0.{n + 1}", "ord" if n % 2 else "ams")
+                         for n in range(N_BACKENDS)}
+        start_backends(self.procs, self.certs, {sni(b): (ip, self.port) for b, (ip, _) in self.backends.items()})
+        self.set_builders([])
+        common = ["--redis-url", self.redis.url]
+        self.procs.start("discoverer", [*common, "--source", "file", "--file", str(self.file),
+                                        "--removal-grace", "0.2", "--poll-interval", "0.05", "--id", "d1",
+                                        "--mass-removal-share", "1.0"])
+        self.ads = {}
+        for scope in ("all", "local"):
+            port = free_port()
+            self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", "--routing", mode,
+                                            "--region-scope", scope, "--replica-id", f"xds-{scope}",
+                                            "--on-demand-wait", "5"], label=f"xds-{scope}")
+            self.ads[scope] = f"127.0.0.1:{port}"
+
+    def record(self, builder_id: str, ip: str | None = None, region: str | None = None) -> dict:
+        known_ip, known_region = self.backends.get(builder_id, (None, "ord"))
+        return {"id": builder_id, "app": "builder", "region": region or known_region,
+                "ip": ip or known_ip, "port": self.port}
+
+    def set_builders(self, records: list[dict], wait: bool = True) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records))
+        os.replace(tmp, self.file)
+        if wait and hasattr(self, "ads"):
+            want = {sni(r["id"]) for r in records}
+            wait_until(lambda: self.routes() == want, 5, what="routes in Redis")
+
+    def routes(self) -> set[str]:
+        return {k.decode() for k in self.redis.client().hkeys("{xds}:routes")}
+
+    def envoy(self, node_id: str, *, scope: str = "all", region: str = "ord") -> EnvoyProc:
+        envoy = EnvoyProc(self.dir / "envoys", node_id=node_id, ads=self.ads[scope], region=region,
+                          routing=self.mode)
+        envoy.start()
+        self.envoys.append(envoy)
+        self.procs.procs.append(envoy.proc)
+        return envoy
+
+    def close(self) -> None:
+        self.procs.stop_all()
+        self.redis.stop()
+
+
+def eventually(predicate, timeout: float = 3.0, what: str = "condition") -> float:
+    """Seconds until ``predicate`` held (raises after ``timeout``)."""
+    t0 = time.monotonic()
+    wait_until(predicate, timeout, interval=0.02, what=what)
+    return time.monotonic() - t0

@@ -1,0 +1,179 @@
+"""Routing guarantees with real Envoy 1.40 and real TLS, in every routing mode.
+
+1 the right builder (20 at once, one over IPv6); 2 isolation; 3 no collateral
+damage to a long-lived connection under churn; 4 removal within 1 s;
+5 region views; 6 on_demand waits for a late builder and holds only what it used.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.support.envoy import insecure_context, tls_reach
+from tests.support.procs import wait_until
+
+from .fleet import N_BACKENDS, Fleet, bid, eventually, sni
+
+MODES = ("filter_chains", "sni_cluster", "on_demand")
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def fleet(request, tmp_path_factory):
+    f = Fleet(tmp_path_factory.mktemp(request.param), request.param)
+    try:
+        yield f
+    except BaseException:
+        raise
+    finally:
+        f.close()
+
+
+@pytest.fixture(scope="module")
+def edge(fleet):
+    """One Envoy in ord on the region-scope 'all' replica."""
+    return fleet.envoy("edge-ord", scope="all", region="ord")
+
+
+def reach(fleet, envoy, name, ctx=None, timeout=2.0):
+    return tls_reach(envoy.listener_port, name, ctx or fleet.ctx, timeout=timeout)
+
+
+def all_backends(fleet):
+    return [fleet.record(bid(n)) for n in range(N_BACKENDS)]
+
+
+def test_right_builder_for_20_at_once_including_ipv6(fleet, edge):
+    fleet.set_builders(all_backends(fleet))
+    names = [sni(bid(n)) for n in range(N_BACKENDS)]
+    wait_until(lambda: reach(fleet, edge, names[0]) == names[0], 10, what="the IPv6 builder")
+    results = {}
+
+    def one(name):
+        results[name] = reach(fleet, edge, name, timeout=5)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == {n: n for n in names}
+
+
+def openssl_reach(port: int, servername: str | None) -> str:
+    """What a raw client gets back when it sends exactly this SNI (openssl, no verification)."""
+    args = ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}"]
+    args += ["-servername", servername] if servername is not None else ["-noservername"]
+    try:
+        out = subprocess.run(args, input=b"", capture_output=True, timeout=5).stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or b""
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("name", [
+    "xds_control_plane", "xds_control_plane." + "builders.internal", "127.0.0.1", "::1", "localhost",
+    "*.builders.internal", "nobody0000000.builders.internal", "builders.internal", "admin",
+    "b0000000000001.builders.internal.evil.com", "evil.com", "b0000000000001", "no-route.invalid",
+])
+def test_isolation_names_reach_nothing(fleet, edge, name):
+    fleet.set_builders(all_backends(fleet))
+    wait_until(lambda: reach(fleet, edge, sni(bid(1))) == sni(bid(1)), 10)
+    assert "builder=" not in openssl_reach(edge.listener_port, name)
+
+
+def test_isolation_no_sni_and_no_tls(fleet, edge):
+    fleet.set_builders(all_backends(fleet))
+    wait_until(lambda: reach(fleet, edge, sni(bid(1))) == sni(bid(1)), 10)
+    assert "builder=" not in openssl_reach(edge.listener_port, None)
+    with socket.create_connection(("127.0.0.1", edge.listener_port), timeout=3) as s:
+        s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        s.settimeout(3)
+        try:
+            data = s.recv(100)
+        except (ConnectionError, socket.timeout):
+            data = b""
+    assert b"builder=" not in data
+
+
+@pytest.mark.parametrize("variant", [str.upper, lambda s: s + ".", lambda s: s[0].upper() + s[1:] + "."])
+def test_case_and_trailing_dot_reach_the_same_builder_or_nothing(fleet, edge, variant):
+    fleet.set_builders(all_backends(fleet))
+    name = sni(bid(3))
+    wait_until(lambda: reach(fleet, edge, name) == name, 10)
+    got = openssl_reach(edge.listener_port, variant(name))
+    assert "builder=" not in got or f"builder={name}" in got
+
+
+def test_long_lived_connection_survives_50_changes(fleet, edge):
+    base = [fleet.record(bid(1))]
+    fleet.set_builders(base)
+    name = sni(bid(1))
+    wait_until(lambda: reach(fleet, edge, name) == name, 10)
+    raw = socket.create_connection(("127.0.0.1", edge.listener_port), timeout=5)
+    conn = fleet.ctx.wrap_socket(raw, server_hostname=name)
+    reader = conn.makefile("rb")
+    assert reader.readline().strip() == f"builder={name}".encode()
+    others = [fleet.record(bid(n)) for n in range(2, 12)]  # B..K
+    for i in range(50):
+        fleet.set_builders(base + (others if i % 2 == 0 else []))
+        payload = f"ping {i}\n".encode()
+        conn.sendall(payload)
+        assert reader.readline() == payload, f"echo broke after change {i}"
+    conn.close()
+
+
+def test_removed_builder_refused_within_1s(fleet, edge):
+    fleet.set_builders(all_backends(fleet))
+    name = sni(bid(5))
+    wait_until(lambda: reach(fleet, edge, name) == name, 10)
+    fleet.set_builders([r for r in all_backends(fleet) if r["id"] != bid(5)], wait=False)
+    took = eventually(lambda: reach(fleet, edge, name, insecure_context(), timeout=0.5) is None, 3,
+                      "removed builder refused")
+    assert took < 1.0
+
+
+def test_region_views(fleet):
+    fleet.set_builders(all_backends(fleet))
+    ord_env = fleet.envoy("local-ord", scope="local", region="ord")
+    ams_env = fleet.envoy("local-ams", scope="local", region="ams")
+    ord_b, ams_b = sni(bid(1)), sni(bid(2))  # odd ids are ord, even are ams
+    wait_until(lambda: reach(fleet, ord_env, ord_b) == ord_b, 10)
+    wait_until(lambda: reach(fleet, ams_env, ams_b) == ams_b, 10)
+    assert reach(fleet, ord_env, ams_b, timeout=1) is None
+    assert reach(fleet, ams_env, ord_b, timeout=1) is None
+    everywhere = fleet.envoy("all-ams", scope="all", region="ams")
+    wait_until(lambda: reach(fleet, everywhere, ord_b) == ord_b, 10)
+    assert reach(fleet, everywhere, ams_b) == ams_b
+
+
+def test_on_demand_waits_for_a_late_builder_and_holds_only_what_it_used(fleet):
+    if fleet.mode != "on_demand":
+        pytest.skip("on_demand only")
+    many = [fleet.record(f"c{n:013x}", ip=f"127.0.1.{n + 1}") for n in range(97)]
+    served = [fleet.record(bid(n)) for n in (1, 2, 3)]
+    late = fleet.record(bid(4))
+    fleet.set_builders(many + served)
+    envoy = fleet.envoy("ondemand-ord", scope="all", region="ord")
+    for r in served:
+        assert reach(fleet, envoy, sni(r["id"]), timeout=5) == sni(r["id"])
+    assert envoy.clusters() == {sni(r["id"]) for r in served}
+    result = {}
+
+    def connect():
+        t0 = time.monotonic()
+        result["got"] = reach(fleet, envoy, sni(late["id"]), timeout=8)
+        result["took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=connect)
+    t.start()
+    time.sleep(0.3)
+    fleet.set_builders(many + served + [late], wait=False)
+    t.join(10)
+    assert result["got"] == sni(late["id"]), result
+    assert envoy.stat("tcp.builders.on_demand_cluster_success") >= 4
