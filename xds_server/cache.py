@@ -154,6 +154,8 @@ class Cache:
             event.set()
 
     def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
+        if type_url == rs.LISTENER and not self.renderer.listener_uses_clusters:
+            return  # one wildcard chain: the listener never changes with the builders
         relevant = [(o, n) for o, n in changes if self._in_view(view, o) or self._in_view(view, n)]
         if not relevant:
             return
