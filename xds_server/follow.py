@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 from shared.errors import CorruptState, StoreUnavailable
 from shared.model import Builder
@@ -57,6 +58,7 @@ class Follower:
                 delay = min(delay * 2, 5.0)
 
     async def resync(self) -> None:
+        started = time.perf_counter()
         snap = await self.store.load()
         for bid in snap.corrupt:
             metrics.CORRUPT_RECORDS.inc()
@@ -70,7 +72,8 @@ class Follower:
         self.last_id = snap.last_change_id
         if snap.version != self.cache.version or not self.loaded.is_set():
             self.cache.update(snap.version, self.builders, None)
-            log.info("loaded version %d: %d builders", snap.version, len(self.builders))
+            log.info("loaded version %d: %d builders in %.0f ms", snap.version, len(self.builders),
+                     (time.perf_counter() - started) * 1000)
         self.loaded.set()
 
     async def _follow(self) -> None:
