@@ -1,0 +1,117 @@
+"""Simulated Envoys: many ADS streams in one process, each ACKing every response.
+
+    python -m bench.loadclient --target 127.0.0.1:18000 --streams 500 --kind delta \
+        --duration 20 --ready-file R --out results.json [--region ord] [--id-prefix p0]
+
+Each stream subscribes to CDS and LDS (wildcard), ACKs everything at once and
+records, per response, (type, version, wall-clock receive time). When every
+stream has had its first response, ``--ready-file`` is written. After
+``--duration`` seconds (or SIGTERM) the records go to ``--out`` as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import time
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+
+from shared import resources as rs
+
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+TYPES = (rs.CLUSTER, rs.LISTENER)
+
+
+def node(node_id: str, region: str) -> base_pb2.Node:
+    meta = struct_pb2.Struct()
+    meta.update({"listener_port": "10443", "region": region})
+    return base_pb2.Node(id=node_id, cluster="bench", locality=base_pb2.Locality(region=region), metadata=meta)
+
+
+class Loader:
+    def __init__(self, args):
+        self.args = args
+        self.records: list[list] = [[] for _ in range(args.streams)]
+        self.first = 0
+        self.all_first = asyncio.Event()
+        self.bytes = 0
+
+    async def stream(self, channel: grpc.aio.Channel, i: int) -> None:
+        delta = self.args.kind == "delta"
+        method = ADS + ("DeltaAggregatedResources" if delta else "StreamAggregatedResources")
+        req_type = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
+        resp_type = discovery_pb2.DeltaDiscoveryResponse if delta else discovery_pb2.DiscoveryResponse
+        call = channel.stream_stream(method, request_serializer=req_type.SerializeToString,
+                                     response_deserializer=lambda b: (len(b), resp_type.FromString(b)))()
+        n = node(f"{self.args.id_prefix}-{i}", self.args.region)
+        for type_url in TYPES:
+            await call.write(req_type(node=n, type_url=type_url))
+        got_first = False
+        async for size, resp in call:
+            now = time.time()
+            version = resp.system_version_info if delta else resp.version_info
+            self.records[i].append((rs.SHORT[resp.type_url], version, now))
+            self.bytes += size
+            if delta:
+                await call.write(req_type(type_url=resp.type_url, response_nonce=resp.nonce))
+            else:
+                await call.write(req_type(type_url=resp.type_url, version_info=resp.version_info,
+                                          response_nonce=resp.nonce))
+            if not got_first and {r[0] for r in self.records[i]} >= {"cds", "lds"}:
+                got_first = True
+                self.first += 1
+                if self.first == self.args.streams:
+                    self.all_first.set()
+
+    async def run(self) -> None:
+        per_channel = 100
+        channels = [grpc.aio.insecure_channel(self.args.target, options=[("grpc.max_receive_message_length", 256 << 20)])
+                    for _ in range((self.args.streams + per_channel - 1) // per_channel)]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        tasks = [asyncio.ensure_future(self.stream(channels[i // per_channel], i)) for i in range(self.args.streams)]
+
+        async def mark_ready():
+            await self.all_first.wait()
+            if self.args.ready_file:
+                with open(self.args.ready_file, "w") as f:
+                    f.write(str(time.time()))
+
+        ready = asyncio.ensure_future(mark_ready())
+        try:
+            await asyncio.wait_for(stop.wait(), self.args.duration)
+        except TimeoutError:
+            pass
+        for t in (*tasks, ready):
+            t.cancel()
+        await asyncio.gather(*tasks, ready, return_exceptions=True)
+        for c in channels:
+            await c.close()
+        tmp = self.args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"records": self.records, "bytes": self.bytes}, f)
+        os.replace(tmp, self.args.out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--target", required=True)
+    p.add_argument("--streams", type=int, default=100)
+    p.add_argument("--kind", choices=("sotw", "delta"), default="delta")
+    p.add_argument("--duration", type=float, default=20)
+    p.add_argument("--region", default="ord")
+    p.add_argument("--id-prefix", default="load")
+    p.add_argument("--ready-file")
+    p.add_argument("--out", required=True)
+    asyncio.run(Loader(p.parse_args()).run())
+
+
+if __name__ == "__main__":
+    main()
