@@ -13,6 +13,14 @@ Helpers to import: ``from tests.support.procs import free_port, wait_until, Proc
 """
 from __future__ import annotations
 
+import os
+
+# Our fixtures fork children (preexec_fn) while gRPC threads run in this process;
+# gRPC's fork handlers then abort about one child in fifty (SIGABRT before exec),
+# and the fixture waits out its 5 s start timeout. The children exec at once and
+# never use gRPC, so its fork support is off for the tests (before grpc loads).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import pytest
 
 from shared.connect import aclose, connect
