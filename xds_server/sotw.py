@@ -29,7 +29,9 @@ class TypeState:
     type_url: str
     names: frozenset[str] | None = None  # None: wildcard
     sent: TypeSnapshot | None = None
-    nonce: str | None = None
+    nonce: str | None = None  # of the response in flight
+    last_nonce: str | None = None  # of the latest response sent; any other is stale
+    resend: bool = False  # the subscription changed: send again even without a new version
     sent_at: float = 0.0
     acked: TypeSnapshot | None = None
     nacked: TypeSnapshot | None = None
@@ -56,13 +58,19 @@ class SotwStream(Stream):
         st = self.states.get(req.type_url)
         if st is None:
             st = self.states[req.type_url] = TypeState(req.type_url)
-        names = frozenset(n for n in req.resource_names if n != "*")
-        st.names = names or None
+        names = frozenset(n for n in req.resource_names if n != "*") or None
         if not req.response_nonce:
+            st.names = names
             self._initial(st, req)
             return
-        if req.response_nonce != st.nonce:
-            return  # stale: answers a response that was superseded
+        if req.response_nonce != st.last_nonce:
+            return  # stale: answers a response that was superseded; ignored whole
+        if names != st.names:
+            st.names, st.resend = names, True  # a new subscription rides on the last nonce
+        if st.nonce is not None:
+            self._answer(st, req)
+
+    def _answer(self, st: TypeState, req: discovery_pb2.DiscoveryRequest) -> None:
         sent, st.nonce = st.sent, None
         if req.HasField("error_detail"):
             st.nacked = sent
@@ -92,9 +100,10 @@ class SotwStream(Stream):
             if st is None or st.pending:
                 continue
             snap = self._next(st)
-            if snap is None or snap is st.sent or snap is st.nacked:
+            if snap is None or (not st.resend and (snap is st.sent or snap is st.nacked)):
                 continue
             st.sent, st.nonce, st.sent_at = snap, self.nonce(), time.monotonic()
+            st.last_nonce, st.resend = st.nonce, False
             yield type_url, sotw_response(self._body(st, snap), st.nonce)
 
     def _body(self, st: TypeState, snap: TypeSnapshot) -> bytes:
