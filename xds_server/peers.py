@@ -34,7 +34,8 @@ def _meta(node: base_pb2.Node, key: str) -> str | None:
 
 
 def node_region(node: base_pb2.Node) -> str | None:
-    return (node.locality.region or _meta(node, "region") or "").lower() or None
+    """locality.region, else metadata 'region', else locality.zone (``envoy --service-zone $FLY_REGION``)."""
+    return (node.locality.region or _meta(node, "region") or node.locality.zone or "").lower() or None
 
 
 def node_listener(node: base_pb2.Node, defaults: ListenerDefaults) -> ListenerSpec:

