@@ -50,6 +50,11 @@ class Change:
     updated: tuple[str, ...]
     records: tuple[Builder, ...] = field(default=())
 
+    @property
+    def written_at(self) -> float:
+        """Wall-clock seconds when Redis appended the entry (its id is milliseconds-sequence)."""
+        return int(self.stream_id.split("-", 1)[0]) / 1000
+
     @classmethod
     def from_entry(cls, stream_id: bytes | str, fields: dict) -> "Change":
         def get(name: str) -> bytes:

@@ -133,8 +133,12 @@ class Cache:
         return ViewKey(region if self.region_scope == "local" else None, listener)
 
     # --- writers (the follower) ------------------------------------------------
-    def update(self, version: int, builders: Mapping[str, Builder], changes: list[Pair] | None) -> None:
-        """Move to ``version``. ``changes`` lists (old, new) records; None means a full resync."""
+    def update(self, version: int, builders: Mapping[str, Builder], changes: list[Pair] | None,
+               at: float | None = None) -> None:
+        """Move to ``version``. ``changes`` lists (old, new) records; None means a full resync.
+
+        ``at`` is the wall-clock time the change entered Redis (from its stream id).
+        """
         old_builders = self.builders
         self.builders = builders  # owned by the caller, which only mutates it through update()
         if changes is None:
@@ -145,7 +149,7 @@ class Cache:
         else:
             self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
         self.version = version
-        self._seen_at[version] = time.monotonic()
+        self._seen_at[version] = at if at is not None else time.time()
         while len(self._seen_at) > 256:
             del self._seen_at[next(iter(self._seen_at))]
         for (view, type_url), series in self._series.items():
@@ -216,8 +220,12 @@ class Cache:
         return hit[2]
 
     def seen_at(self, version: int) -> float:
-        """Monotonic time this replica first held ``version`` (for change-to-ACK latency)."""
-        return self._seen_at.get(version, time.monotonic())
+        """Wall-clock time ``version`` entered Redis (or reached us, after a full load)."""
+        return self._seen_at.get(version, time.time())
+
+    def ack_latency(self, version: int) -> float:
+        """Seconds from ``version`` entering Redis to now (an ACK), never negative."""
+        return max(0.0, time.time() - self.seen_at(version))
 
     def delta(self, view: ViewKey, old: TypeSnapshot, new: TypeSnapshot) -> Delta:
         """old -> new for wildcard streams; memoized per (view, type, old, new)."""

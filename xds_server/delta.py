@@ -99,7 +99,7 @@ class DeltaStream(Stream):
                         self.peer.node_id, short, st.sent_version, req.error_detail.message[:300])
             return
         metrics.ACKS.labels(short).inc()
-        metrics.CHANGE_TO_ACK.labels(short).observe(time.monotonic() - self.cache.seen_at(int(st.sent_version or 0)))
+        metrics.CHANGE_TO_ACK.labels(short).observe(self.cache.ack_latency(int(st.sent_version.split('-')[0] or 0)))
         self.peer.ack(st.type_url, st.sent_version)
 
     # --- responses ------------------------------------------------------------

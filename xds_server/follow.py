@@ -104,5 +104,5 @@ class Follower:
             pairs.append((self.builders.get(bid), new))
             self.builders[bid] = new
         self.last_id = change.stream_id
-        self.cache.update(change.version, self.builders, pairs)
+        self.cache.update(change.version, self.builders, pairs, at=change.written_at)
         metrics.VERSION.set(change.version)

@@ -81,7 +81,7 @@ class SotwStream(Stream):
         else:
             st.acked = sent
             metrics.ACKS.labels(rs.SHORT[st.type_url]).inc()
-            metrics.CHANGE_TO_ACK.labels(rs.SHORT[st.type_url]).observe(time.monotonic() - self.cache.seen_at(sent.version))
+            metrics.CHANGE_TO_ACK.labels(rs.SHORT[st.type_url]).observe(self.cache.ack_latency(sent.version))
             self.peer.ack(st.type_url, sent.version_info)
 
     def _initial(self, st: TypeState, req: discovery_pb2.DiscoveryRequest) -> None:
