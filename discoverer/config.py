@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
                    help="SNI of a builder; may use {id}, {app}, {region}")
     b.add_argument("--builder-port", type=int, default=int(env("XDS_BUILDER_PORT", "443")),
                    help="TCP port of every builder (a file record may set its own 'port')")
+    b.add_argument("--app", action="append", default=None,
+                   help="only machines of this Fly app are builders (repeatable; default: every app in the "
+                   "answer; env XDS_APPS, comma-separated)")
     b.add_argument("--allow-cidr", action="append", default=None,
                    help="networks builder addresses must be in (repeatable; default "
                    + ", ".join(DEFAULT_ALLOWED_NETWORKS) + "; env XDS_ALLOW_CIDRS, comma-separated)")
@@ -91,8 +94,10 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         domain_of(a.sni_template)
     except RecordError as exc:
         raise ConfigError(f"bad --sni-template: {exc}") from exc
+    apps = a.app or [x for x in (env("XDS_APPS") or "").split(",") if x.strip()]
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),
-                  grace=a.removal_grace, mass_share=a.mass_removal_share, mass_hold=a.mass_removal_hold)
+                  grace=a.removal_grace, mass_share=a.mass_removal_share, mass_hold=a.mass_removal_hold,
+                  apps=frozenset(x.strip().lower() for x in apps))
     return DiscovererConfig(
         redis=RedisSettings.from_args(a), source=a.source, dns_server=a.dns_server, dns_timeout=a.dns_timeout,
         file=a.file, rules=rules, timing=Timing(interval=a.poll_interval, backoff=a.error_backoff),

@@ -24,6 +24,7 @@ class Rules:
     grace: float = 0.5
     mass_share: float = 0.5
     mass_hold: float = 5.0
+    apps: frozenset[str] = frozenset()  # only builders of these apps (empty: every app)
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class Validated:
     builders: dict[str, Builder] = field(default_factory=dict)
     rejected: list[RecordError] = field(default_factory=list)
     uncertain: set[str] = field(default_factory=set)  # ids we cannot decide on; keep as they are
+    ignored: int = 0  # valid records of other apps
 
 
 def validate(records: list[dict], rules: Rules, now: float) -> Validated:
@@ -43,6 +45,9 @@ def validate(records: list[dict], rules: Rules, now: float) -> Validated:
             b = make_builder(raw, sni_template=rules.sni_template, port=rules.port, allowed=rules.allowed, now=now)
         except RecordError as err:
             out.rejected.append(err)
+            continue
+        if rules.apps and b.app not in rules.apps:
+            out.ignored += 1  # _instances.internal lists every machine of the org, not only builders
             continue
         prev = by_id.get(b.id)
         if prev is not None and prev != b:

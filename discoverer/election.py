@@ -12,11 +12,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Awaitable, TypeVar
 
 from shared.errors import StoreUnavailable
 from shared.store import Lease, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +34,25 @@ class LeaseTimes:
     def safety(self) -> float:
         return max(self.ttl * 0.2, 0.1)
 
+    @property
+    def command_timeout(self) -> float:
+        """No Redis call may take longer: a hung Redis must not freeze the election."""
+        return min(1.0, self.ttl / 4)
+
+
+async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
+    """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
+
+    A timeout around the call rather than the client's socket_timeout: with
+    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
+    task's cancellation, and a discoverer told to stop would then never stop.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
+
 
 class Election:
     def __init__(self, store: Store, holder: str, times: LeaseTimes):
@@ -42,6 +63,7 @@ class Election:
         self._valid_until = 0.0
         self.version_floor = 0  # the highest version this process has known
         self.changed = asyncio.Event()  # set whenever leadership is won or lost
+        self.term = 0  # +1 on every leadership won: state of an older term is stale
 
     @property
     def ttl_ms(self) -> int:
@@ -72,17 +94,19 @@ class Election:
     async def _tick(self) -> None:
         sent = time.monotonic()
         if self._lease is None:
-            lease = await self.store.acquire(self.holder, self.ttl_ms, self.version_floor)
+            lease = await bounded(self.store.acquire(self.holder, self.ttl_ms, self.version_floor),
+                                  self.times.command_timeout, "acquiring the lease")
             if lease is not None:
                 self._lease, self._valid_until = lease, sent + self.times.ttl - self.times.safety
                 self.version_floor = max(self.version_floor, lease.version)
+                self.term += 1
                 log.info("leadership won: epoch %d at version %d", lease.epoch, lease.version)
                 self.changed.set()
             return
         if self.lease() is None:
             self.step_down("lease ran out on the local clock before a renewal")
             return
-        if await self.store.renew(self._lease, self.ttl_ms):
+        if await bounded(self.store.renew(self._lease, self.ttl_ms), self.times.command_timeout, "renewing"):
             self._valid_until = sent + self.times.ttl - self.times.safety
         else:
             self.step_down("the lease in Redis is held by someone else or the epoch moved on")
@@ -92,7 +116,7 @@ class Election:
         if lease is None:
             return
         try:
-            if await self.store.release(lease):
+            if await bounded(self.store.release(lease), self.times.command_timeout, "releasing"):
                 log.info("lease released (epoch %d) for a fast handover", lease.epoch)
         except StoreUnavailable as exc:
             log.warning("could not release the lease (%s); it expires in %.1fs", exc, self.times.ttl)

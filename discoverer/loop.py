@@ -18,7 +18,7 @@ from shared.store import SetSnapshot, Store
 
 from . import metrics
 from .diff import Planner, Rules, validate
-from .election import Election
+from .election import Election, bounded
 from .sources import Source
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Discoverer:
         self.rules = rules
         self.timing = timing
         self.mirror: Mirror | None = None
-        self._mirror_epoch = -1
+        self._mirror_term = -1
         self._log_once = LogOnce(log)
         self.last_error: str | None = None
 
@@ -102,6 +102,10 @@ class Discoverer:
             self.last_error = None
         return True
 
+    @property
+    def _command_timeout(self) -> float:
+        return self.election.times.command_timeout
+
     def _error(self, msg: str) -> None:
         if msg != self.last_error:
             log.warning(msg)
@@ -111,18 +115,26 @@ class Discoverer:
         lease = self.election.lease()
         if lease is None:
             return False
-        if self.mirror is None or self._mirror_epoch != lease.epoch:
-            self.mirror = Mirror(await self.store.load())
-            self._mirror_epoch = lease.epoch
+        if self.mirror is None or self._mirror_term != self.election.term:
+            # Keyed on the term, not the epoch: after Redis restarts empty the
+            # epoch starts again at 1 and may equal the one we held before.
+            if self._mirror_term != self.election.term:
+                self.planner = Planner(self.rules)  # grace clocks of an older term are stale
+            term = self.election.term
+            snap = await bounded(self.store.load(), self._command_timeout, "loading the set")
+            self.mirror, self._mirror_term = Mirror(snap), term
+            self.election.version_floor = max(self.election.version_floor, snap.version)
             metrics.IS_LEADER.set(1)
             metrics.EPOCH.set(lease.epoch)
+            metrics.BUILDERS.set(len(snap.builders))
         plan = self.planner.plan(self.mirror.builders, seen, time.monotonic())
         metrics.HELD_REMOVALS.set(plan.held)
         if not plan:
             return False
         t0 = time.perf_counter()
         try:
-            version = await self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove)
+            version = await bounded(self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove),
+                                    self._command_timeout, "writing the set")
         except VersionConflict as exc:
             metrics.WRITES.labels("conflict").inc()
             log.warning("write skipped: %s; reloading the set from Redis", exc)

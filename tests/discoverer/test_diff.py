@@ -148,3 +148,9 @@ def test_small_sets(n):
     planner = Planner(RULES)
     plan = planner.plan(current(n), seen(), now=0.0)
     assert plan.upsert == [] and plan.remove == []
+
+
+def test_an_app_filter_ignores_the_other_machines_of_the_org():
+    rules = replace(RULES, apps=frozenset({"web"}))
+    out = validate([raw(1), raw(2, app="xds"), raw(3, app="Web")], rules, 0.0)
+    assert sorted(out.builders) == ["b01", "b03"] and out.ignored == 1 and out.rejected == []

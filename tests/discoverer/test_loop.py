@@ -1,0 +1,239 @@
+"""The poll loop and the election in one process, against a real redis-server.
+
+These drive ``Election._tick`` and ``Discoverer.poll_once`` step by step so
+each scenario is deterministic; the process-level tests live in
+test_processes.py.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from discoverer.diff import Rules
+from discoverer.election import Election, LeaseTimes
+from discoverer.loop import Discoverer, Timing
+from discoverer.sources import Answer
+from shared.connect import aclose, connect
+from shared.errors import SourceError, StoreUnavailable
+from shared.keys import Keys
+from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
+from shared.store import Store
+from tests.support.procs import async_wait_until
+
+KEYS = Keys()
+RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
+              grace=0.0, mass_share=1.0, mass_hold=0.0)
+
+
+def rec(i: int, ip: str | None = None) -> dict:
+    return {"id": f"b{i:02d}", "app": "web", "region": "ams", "ip": ip or f"fdaa::{i:x}"}
+
+
+class FakeSource:
+    def __init__(self, records=()):
+        self.records = list(records)
+        self.error: str | None = None
+
+    async def fetch(self) -> Answer:
+        if self.error:
+            raise SourceError(self.error)
+        return Answer(records=[dict(r) for r in self.records])
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Node:
+    """One discoverer: its own client, election and loop."""
+
+    def __init__(self, url: str, holder: str, source: FakeSource, ttl: float = 1.0):
+        self.client = connect(url)
+        self.store = Store(self.client, KEYS)
+        self.election = Election(self.store, holder, LeaseTimes(ttl=ttl, retry=0.05))
+        self.disc = Discoverer(store=self.store, source=source, election=self.election, rules=RULES,
+                               timing=Timing(interval=0.02, backoff=0.05))
+
+    async def lead(self) -> None:
+        await self.election._tick()
+        assert self.election.lease() is not None
+
+    async def tick(self) -> None:
+        """One election step; a dropped connection fails the first command after a restart."""
+        try:
+            await self.election._tick()
+        except StoreUnavailable:
+            await self.election._tick()
+
+    async def close(self) -> None:
+        await aclose(self.client)
+
+
+@pytest.fixture
+async def nodes(redis_server):
+    made: list[Node] = []
+
+    def make(holder: str, source: FakeSource, **kw) -> Node:
+        made.append(Node(redis_server.url, holder, source, **kw))
+        return made[-1]
+
+    yield make
+    for n in made:
+        await n.close()
+
+
+def routes(redis_server) -> dict[str, str]:
+    with redis_server.client() as c:
+        return {k.decode(): v.decode() for k, v in c.hgetall(KEYS.routes).items()}
+
+
+def xlen(redis_server) -> int:
+    with redis_server.client() as c:
+        return c.xlen(KEYS.changes)
+
+
+async def test_the_leader_writes_the_set_once_and_then_only_changes(nodes, redis_server):
+    source = FakeSource([rec(1), rec(2)])
+    a = nodes("a", source)
+    await a.lead()
+    assert await a.disc.poll_once()
+    assert routes(redis_server) == {"b01.builders.internal": "[fdaa::1]:443 b01",
+                                    "b02.builders.internal": "[fdaa::2]:443 b02"}
+    for _ in range(5):
+        assert await a.disc.poll_once()
+    assert xlen(redis_server) == 1
+    source.records = [rec(2), rec(3, ip="127.0.0.3")]
+    assert await a.disc.poll_once()
+    assert routes(redis_server) == {"b02.builders.internal": "[fdaa::2]:443 b02",
+                                    "b03.builders.internal": "127.0.0.3:443 b03"}
+    assert xlen(redis_server) == 2
+
+
+async def test_a_standby_never_writes(nodes, redis_server):
+    a, b = nodes("a", FakeSource([rec(1)])), nodes("b", FakeSource([rec(9)]))
+    await a.lead()
+    await b.election._tick()
+    assert b.election.lease() is None
+    assert await b.disc.poll_once()  # polls fine, but writes nothing
+    assert routes(redis_server) == {}
+
+
+async def test_a_new_leader_starts_from_redis_and_writes_only_the_difference(nodes, redis_server):
+    source = FakeSource([rec(1), rec(2)])
+    a, b = nodes("a", source), nodes("b", source)
+    await a.lead()
+    await a.disc.poll_once()
+    await a.election.release()
+    await b.lead()
+    assert await b.disc.poll_once()
+    assert xlen(redis_server) == 1  # same set: nothing written
+    source.records.append(rec(3))
+    await b.disc.poll_once()
+    with redis_server.client() as c:
+        last = c.xrevrange(KEYS.changes, count=1)[0][1]
+    assert last[b"added"] == b'["b03"]' and last[b"epoch"] == str(b.election.lease().epoch).encode()
+
+
+async def test_a_source_failure_keeps_the_set(nodes, redis_server):
+    source = FakeSource([rec(1), rec(2)])
+    a = nodes("a", source)
+    await a.lead()
+    await a.disc.poll_once()
+    source.error = "SERVFAIL"
+    assert not await a.disc.poll_once()
+    assert a.disc.last_error and "keeping the last good set" in a.disc.last_error
+    assert len(routes(redis_server)) == 2
+    source.error = None
+    assert await a.disc.poll_once() and a.disc.last_error is None
+
+
+async def test_a_fenced_write_steps_down_and_changes_nothing(nodes, redis_server):
+    source = FakeSource([rec(1)])
+    a = nodes("a", source)
+    await a.lead()
+    await a.disc.poll_once()
+    with redis_server.client() as c:
+        c.set(KEYS.leader, "intruder")
+    source.records.append(rec(2))
+    await a.disc.poll_once()
+    assert a.election.lease() is None
+    assert list(routes(redis_server)) == ["b01.builders.internal"] and xlen(redis_server) == 1
+
+
+async def test_a_version_conflict_reloads_and_converges(nodes, redis_server):
+    source = FakeSource([rec(1)])
+    a = nodes("a", source)
+    await a.lead()
+    await a.disc.poll_once()
+    with redis_server.client() as c:
+        c.incr(KEYS.version)  # someone else moved the version
+    source.records.append(rec(2))
+    assert not await a.disc.poll_once() or len(routes(redis_server)) == 1
+    await a.disc.poll_once()
+    assert len(routes(redis_server)) == 2
+
+
+async def test_redis_restarted_empty_with_the_same_epoch_is_rewritten(nodes, redis_server):
+    """Regression: the mirror was keyed on the epoch, which restarts at 1 with an empty Redis."""
+    a = nodes("a", FakeSource([rec(1), rec(2)]))
+    await a.lead()
+    assert a.election.lease().epoch == 1
+    await a.disc.poll_once()
+    redis_server.restart()
+    await a.tick()  # renew fails: the lease is gone
+    assert a.election.lease() is None
+    await a.tick()  # won again, and the epoch is 1 again
+    assert a.election.lease().epoch == 1
+    assert await a.disc.poll_once()
+    assert len(routes(redis_server)) == 2
+    with redis_server.client() as c:
+        assert int(c.get(KEYS.version)) == 2  # the version never goes back
+
+
+async def test_redis_down_is_reported_and_survived(nodes, redis_server):
+    source = FakeSource([rec(1)])
+    a = nodes("a", source)
+    await a.lead()
+    await a.disc.poll_once()
+    redis_server.stop()
+    source.records.append(rec(2))
+    assert not await a.disc.poll_once()
+    assert "Redis unavailable" in a.disc.last_error
+    redis_server.start()
+    await a.tick()
+    await a.tick()
+    assert await a.disc.poll_once()
+    assert len(routes(redis_server)) == 2
+
+
+async def test_a_paused_redis_makes_the_leader_step_down_in_bounded_time(nodes, redis_server, caplog):
+    a = nodes("a", FakeSource([rec(1)]), ttl=1.0)
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        task = tg.create_task(a.election.run())
+        await async_wait_until(lambda: asyncio.sleep(0, a.election.lease()), 2, what="leadership")
+        redis_server.pause()
+        try:
+            await async_wait_until(lambda: asyncio.sleep(0, a.election._lease is None), 3, what="step down")
+        finally:
+            redis_server.resume()
+        assert "leadership lost" in caplog.text
+        await async_wait_until(lambda: asyncio.sleep(0, a.election.lease()), 3, what="leadership again")
+        task.cancel()
+
+
+async def test_two_elections_never_lead_at_once(nodes, redis_server):
+    a, b = nodes("a", FakeSource(), ttl=0.5), nodes("b", FakeSource(), ttl=0.5)
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(a.election.run()), tg.create_task(b.election.run())]
+        leaders = set()
+        for i in range(60):
+            both = [n for n in (a, b) if n.election.lease() is not None]
+            assert len(both) <= 1
+            leaders.update(n.election.holder for n in both)
+            if i in (20, 40):  # hand over twice
+                for n in both:
+                    await n.election.release()
+            await asyncio.sleep(0.02)
+        for t in tasks:
+            t.cancel()
+    assert leaders == {"a", "b"}
