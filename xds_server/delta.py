@@ -104,7 +104,9 @@ class DeltaStream(Stream):
 
     # --- responses ------------------------------------------------------------
     def tick(self) -> float | None:
-        deadlines = [d for st in self.states.values() for d in st.waiting.values()]
+        # a type with a response in flight is woken by its ACK; counting its
+        # deadlines would spin the loop (wait_for 0) until that ACK arrives
+        deadlines = [d for st in self.states.values() if st.nonce is None for d in st.waiting.values()]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def responses(self):
@@ -133,6 +135,7 @@ class DeltaStream(Stream):
     def _body(self, st: DeltaState, target: TypeSnapshot) -> bytes | None:
         updated, removed = [], []
         shared = None
+        first = st.wildcard and st.base is None  # answered even when empty: Envoy waits for it to initialize
         if st.wildcard and st.base is not target:
             if st.base is None:
                 updated = [r for n, r in target.resources.items() if st.initial.get(n) != r.version]
@@ -150,12 +153,14 @@ class DeltaStream(Stream):
             updated += more_updated
             removed += more_removed
             shared = None if (more_updated or more_removed) else shared
-        removed = self._hold_removals(st, removed)
-        if not updated and not removed:
+        removed = sorted(set(self._hold_removals(st, removed)))
+        if not updated and not removed and not first:
             return None
-        if shared is not None and len(removed) == len(shared.removed) and len(updated) == len(shared.updated):
+        if shared is not None and tuple(removed) == shared.removed:
             return shared.body
-        return Delta.build(st.type_url, target.version, updated, sorted(set(removed))).body
+        if st.wildcard and st.names:  # a name both explicit and in the wildcard delta goes once
+            updated = list({r.name: r for r in updated}.values())
+        return Delta.build(st.type_url, target.version, updated, removed).body
 
     def _explicit(self, st: DeltaState, target: TypeSnapshot):
         now = time.monotonic()
@@ -173,16 +178,17 @@ class DeltaStream(Stream):
                 del st.known[name]
                 removed.append(name)
             elif name in st.dirty or name in st.waiting:
-                if self._waits(name) and st.waiting.setdefault(name, now + self.wait) > now:
+                if self._waits(st, name) and st.waiting.setdefault(name, now + self.wait) > now:
                     continue
                 st.waiting.pop(name, None)
                 removed.append(name)  # report the unknown name as removed
         st.dirty.clear()
         return updated, removed
 
-    def _waits(self, name: str) -> bool:
-        return (self.domain_suffix is not None and name.endswith(self.domain_suffix)
-                and self.states.get(rs.CLUSTER) is not None and self.cache.renderer.mode == "on_demand")
+    def _waits(self, st: DeltaState, name: str) -> bool:
+        """On-demand clusters under the builder domain may appear later; anything else is unknown now."""
+        return (st.type_url == rs.CLUSTER and self.cache.renderer.mode == "on_demand"
+                and self.domain_suffix is not None and name.endswith(self.domain_suffix))
 
     def _hold_removals(self, st: DeltaState, removed: list[str]) -> list[str]:
         """Clusters still used by the listener the Envoy has are removed after that listener is replaced."""
