@@ -123,8 +123,9 @@ class SotwStream(Stream):
             if cds.pending or not self._has_clusters(cds.acked, target):
                 return None  # clusters first
             return target
-        listener = lds.acked
-        if listener is None or self._has_clusters(target, listener):
+        # the listener Envoy has, and the one in flight that it may be applying right now
+        in_use = [lst for lst in (lds.acked, lds.sent if lds.pending else None) if lst is not None]
+        if all(self._has_clusters(target, lst) for lst in in_use):
             return target
         if lds.pending:
             return None  # the listener is being replaced; remove clusters after
