@@ -34,6 +34,7 @@ class XdsConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     client_ca: str | None = None
+    test_nack_builders: frozenset[str] = frozenset()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     sec.add_argument("--tls-cert", default=env("XDS_TLS_CERT"), help="serve ADS over TLS with this certificate")
     sec.add_argument("--tls-key", default=env("XDS_TLS_KEY"), help="key of --tls-cert")
     sec.add_argument("--client-ca", default=env("XDS_CLIENT_CA"), help="require client certificates from this CA")
+    p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--replica-id", default=env("XDS_REPLICA_ID"), help="id in {xds}:replicas (default host:pid)")
     return p
 
@@ -90,4 +92,5 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         keepalive_min_ping=a.keepalive_min_ping,
         replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",
         log_format=a.log_format, log_level=a.log_level, metrics_listen=a.metrics_listen,
-        tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca)
+        tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
+        test_nack_builders=frozenset(a.test_nack_builder))

@@ -72,6 +72,7 @@ class Follower:
         self.last_id = snap.last_change_id
         if snap.version != self.cache.version or not self.loaded.is_set():
             self.cache.update(snap.version, self.builders, None)
+            metrics.VERSION.set(snap.version)
             log.info("loaded version %d: %d builders in %.0f ms", snap.version, len(self.builders),
                      (time.perf_counter() - started) * 1000)
         self.loaded.set()

@@ -24,7 +24,7 @@ async def serve(cfg: config.XdsConfig, stop: asyncio.Event) -> None:
     logs.setup(cfg.log_format, cfg.log_level)
     metrics.serve(cfg.metrics_listen)
     renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
-                        on_demand_timeout=cfg.on_demand_wait)
+                        on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders)
     cache = Cache(renderer, region_scope=cfg.region_scope)
     registry = Registry(cache, ListenerDefaults(address=cfg.listener_address, port=cfg.listener_port))
     grpc_server, health, port = server.build(cache, registry, cfg)

@@ -64,6 +64,12 @@ def _pack(message) -> any_pb2.Any:
     return out
 
 
+def _duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(seconds * 1e9))
+    return out
+
+
 def _socket(address: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
@@ -72,13 +78,14 @@ class Renderer:
     """Renders one routing mode. Per-builder output is memoized by record."""
 
     def __init__(self, mode: str, domain: str, *, connect_timeout: float = 1.0,
-                 on_demand_timeout: float = 5.0):
+                 on_demand_timeout: float = 5.0, poison: frozenset[str] = frozenset()):
         if mode not in rs.ROUTING_MODES:
             raise ValueError(f"unknown routing mode {mode!r}")
         self.mode = mode
         self.domain = domain
         self.connect_timeout = connect_timeout
         self.on_demand_timeout = on_demand_timeout
+        self.poison = poison  # test hook: builder ids rendered as clusters Envoy must reject
         self._clusters: dict[str, tuple[Builder, Rendered]] = {}
         self._chains: dict[str, tuple[Builder, bytes]] = {}
 
@@ -97,13 +104,13 @@ class Renderer:
         return rendered
 
     def _cluster_proto(self, b: Builder) -> cluster_pb2.Cluster:
+        timeout = -1.0 if b.id in self.poison else self.connect_timeout  # Envoy NACKs a timeout <= 0
         endpoint = endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(address=_socket(b.address, b.port)))
         return cluster_pb2.Cluster(
             name=b.sni,
             type=cluster_pb2.Cluster.STATIC,
-            connect_timeout=duration_pb2.Duration(nanos=int(self.connect_timeout * 1e9) % 10**9,
-                                                  seconds=int(self.connect_timeout)),
+            connect_timeout=_duration(timeout),
             load_assignment=endpoint_pb2.ClusterLoadAssignment(
                 cluster_name=b.sni,
                 endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint])]),
@@ -137,8 +144,7 @@ class Renderer:
                 odcds_config=config_source_pb2.ConfigSource(
                     ads=config_source_pb2.AggregatedConfigSource(),
                     resource_api_version=config_source_pb2.V3),
-                timeout=duration_pb2.Duration(seconds=int(self.on_demand_timeout),
-                                              nanos=int(self.on_demand_timeout * 1e9) % 10**9)))
+                timeout=_duration(self.on_demand_timeout)))
         return listener_components_pb2.Filter(name=rs.TCP_PROXY, typed_config=_pack(proxy))
 
     def _listener_head(self, spec: ListenerSpec) -> listener_pb2.Listener:
