@@ -4,6 +4,11 @@ A gap (a version jump, a trimmed stream, Redis restarted with other data)
 triggers a full resync. While Redis is away the cache keeps its last
 snapshot: Envoys are never sent an empty or partial set, nor a version older
 than one already served.
+
+When Redis comes back *behind* us (an older version, or our version with
+another set: restarted empty, then a new leader raised the version to what it
+knew), we keep serving ours and follow the stream; the first version past
+ours is loaded whole, never applied as a diff to a set that is not ours.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class Follower:
         self.builders: dict[str, Builder] = {}
         self.last_id = "0-0"
         self.loaded = asyncio.Event()
+        self.behind = False  # Redis holds an older set than we serve: wait for a version past ours
 
     async def run(self) -> None:
         delay = self.backoff
@@ -63,13 +69,17 @@ class Follower:
         for bid in snap.corrupt:
             metrics.CORRUPT_RECORDS.inc()
             log.error("builder %r in Redis is corrupt JSON; skipped", bid)
-        if snap.version < self.cache.version:
-            # Redis went back in time (restarted empty, or a lagging replica):
-            # keep serving what we have until it catches up with us.
-            self.last_id = snap.last_change_id
-            raise StoreUnavailable(f"Redis holds version {snap.version}, older than our {self.cache.version}")
-        self.builders = dict(snap.builders)
         self.last_id = snap.last_change_id
+        if self._is_behind(snap.version, snap.builders):
+            if not self.behind:
+                metrics.RESYNCS.labels("behind").inc()
+                log.warning("Redis holds version %d with %d builders, behind our version %d with %d; "
+                            "serving ours until Redis passes it", snap.version, len(snap.builders),
+                            self.cache.version, len(self.builders))
+            self.behind = True
+            return
+        self.behind = False
+        self.builders = dict(snap.builders)
         if snap.version != self.cache.version or not self.loaded.is_set():
             self.cache.update(snap.version, self.builders, None)
             metrics.VERSION.set(snap.version)
@@ -77,12 +87,18 @@ class Follower:
                      (time.perf_counter() - started) * 1000)
         self.loaded.set()
 
+    def _is_behind(self, version: int, builders: dict[str, Builder]) -> bool:
+        """Redis went back in time (restarted empty or from an old dump, or a lagging replica)."""
+        if not self.loaded.is_set():
+            return False
+        return version < self.cache.version or (version == self.cache.version and builders != self.builders)
+
     async def _follow(self) -> None:
         while True:
             changes = await self.store.read_changes(self.last_id, block_ms=self.block_ms)
             if not changes:
                 current = await self.store.version()
-                if current != self.cache.version:
+                if current > self.cache.version or (current != self.cache.version and not self.behind):
                     raise Gap(f"Redis is at version {current}, we are at {self.cache.version} and the stream is quiet")
                 continue
             for change in changes:
@@ -92,6 +108,9 @@ class Follower:
         if change.version <= self.cache.version:
             self.last_id = change.stream_id
             return
+        if self.behind:
+            raise Gap(f"Redis passed our version {self.cache.version} with {change.version} after going back; "
+                      "loading it whole")
         if change.version != self.cache.version + 1:
             raise Gap(f"expected version {self.cache.version + 1}, got {change.version}")
         records = {b.id: b for b in change.records}

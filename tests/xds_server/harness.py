@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from shared.config import RedisSettings
 from shared.connect import aclose, connect
-from shared.errors import Fenced
+from shared.errors import Fenced, StoreUnavailable
 from shared.model import Builder, make_builder, parse_networks
 from shared.store import Store
 from tests.support.procs import async_wait_until
@@ -50,19 +50,34 @@ class Writer:
         self.lease = None
         self.floor = 0  # version floor on (re)acquire, like the discoverer's highest known version
 
+    async def acquire(self) -> None:
+        self.lease = await self._retrying(self.store.acquire, "tests-writer", 60_000, self.floor)
+        assert self.lease is not None, "another holder has the lease"
+
     async def apply(self, upsert=(), remove=()) -> int:
         """Apply a diff; returns the new version."""
         for attempt in range(2):
             if self.lease is None:
-                self.lease = await self.store.acquire("tests-writer", 60_000, self.floor)
-                assert self.lease is not None, "another holder has the lease"
+                await self.acquire()
             try:
-                return await self.store.apply(self.lease, await self.store.version(), list(upsert), list(remove))
+                version = await self._retrying(self.store.version)
+                return await self.store.apply(self.lease, version, list(upsert), list(remove))
             except Fenced:  # Redis restarted: the lease is gone
                 if attempt:
                     raise
                 self.lease = None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _retrying(call, *args):
+        """After a Redis restart the first command on a pooled connection fails once."""
+        for attempt in range(3):
+            try:
+                return await call(*args)
+            except StoreUnavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def put(self, *builders: Builder) -> int:
         return await self.apply(upsert=builders)
