@@ -23,6 +23,7 @@ from shared import resources as rs
 from .peers import ListenerDefaults
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,10 @@ class BootstrapSpec:
     listener_address: str = "0.0.0.0"
     routing: str = "filter_chains"
     delta: bool = False
+    xds_ca: str | None = None  # ADS over TLS: trust this CA for the replicas' certificate
+    xds_cert: str | None = None  # with xds_key: the client certificate (mTLS)
+    xds_key: str | None = None
+    xds_sni: str | None = None  # server name to verify (default: the ADS host)
 
 
 def _split(hostport: str) -> tuple[str, int]:
@@ -52,16 +57,34 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+def ads_endpoints(ads: str) -> list[tuple[str, int]]:
+    """'HOST:PORT[,HOST:PORT...]': every replica an Envoy may use."""
+    return [_split(part.strip()) for part in ads.split(",") if part.strip()]
+
+
 def _xds_cluster(spec: BootstrapSpec) -> Cluster:
-    host, port = _split(spec.ads)
-    endpoint = LbEndpoint(endpoint=Endpoint(address=Address(socket_address=SocketAddress(address=host, port_value=port))))
+    hosts = ads_endpoints(spec.ads)
+    endpoints = [LbEndpoint(endpoint=Endpoint(address=Address(socket_address=SocketAddress(address=h, port_value=p))))
+                 for h, p in hosts]
     return Cluster(
         name=rs.XDS_CLUSTER,
-        type=ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.STRICT_DNS,
+        type=ClusterDiscoveryType.STATIC if all(_is_ip(h) for h, _ in hosts) else ClusterDiscoveryType.STRICT_DNS,
         connect_timeout=timedelta(seconds=1),
         load_assignment=ClusterLoadAssignment(
-            cluster_name=rs.XDS_CLUSTER, endpoints=[LocalityLbEndpoints(lb_endpoints=[endpoint])]),
+            cluster_name=rs.XDS_CLUSTER, endpoints=[LocalityLbEndpoints(lb_endpoints=endpoints)]),
     )
+
+
+def _tls_socket(spec: BootstrapSpec) -> dict:
+    """UpstreamTlsContext for the ADS cluster (typed config in its JSON form)."""
+    context: dict = {"validationContext": {"trustedCa": {"filename": spec.xds_ca}}, "alpnProtocols": ["h2"]}
+    if spec.xds_cert and spec.xds_key:
+        context["tlsCertificates"] = [{"certificateChain": {"filename": spec.xds_cert},
+                                       "privateKey": {"filename": spec.xds_key}}]
+    sni = spec.xds_sni or ads_endpoints(spec.ads)[0][0]
+    context["validationContext"]["matchTypedSubjectAltNames"] = [{"sanType": "DNS", "matcher": {"exact": sni}}]
+    return {"name": "envoy.transport_sockets.tls",
+            "typedConfig": {"@type": rs.TYPE_PREFIX + UPSTREAM_TLS, "sni": sni, "commonTlsContext": context}}
 
 
 def build(spec: BootstrapSpec) -> Bootstrap:
@@ -92,10 +115,27 @@ def build(spec: BootstrapSpec) -> Bootstrap:
     )
 
 
+_AMBIGUOUS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes strings that a YAML 1.1 reader (Envoy's yaml-cpp) would take for a bool, null or number."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    ambiguous = value.lower() in _AMBIGUOUS or value.replace(".", "", 1).lstrip("-+").isdigit()
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"' if ambiguous else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render_yaml(spec: BootstrapSpec) -> str:
     data = build(spec).to_dict()
     cluster = data["staticResources"]["clusters"][0]
     # gRPC needs HTTP/2 to the control plane
     cluster["typedExtensionProtocolOptions"] = {
         HTTP_OPTIONS: {"@type": rs.TYPE_PREFIX + HTTP_OPTIONS, "explicitHttpConfig": {"http2ProtocolOptions": {}}}}
-    return yaml.safe_dump(data, sort_keys=False)
+    if spec.xds_ca:
+        cluster["transportSocket"] = _tls_socket(spec)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)

@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--node-id", required=True, help="Envoy node id")
     b.add_argument("--region", default="", help="node locality region (picks its view with --region-scope local)")
     b.add_argument("--cluster", default="builder-proxies", help="node cluster name")
-    b.add_argument("--ads", default="127.0.0.1:18000", help="HOST:PORT of the ADS replicas")
+    b.add_argument("--ads", default="127.0.0.1:18000",
+                   help="HOST:PORT of the ADS replicas; several comma-separated, or a DNS name of all of them")
     b.add_argument("--admin-port", type=int, default=9901, help="admin interface port (on 127.0.0.1)")
     b.add_argument("--admin-address", default="127.0.0.1", help="admin interface address")
     b.add_argument("--listener-port", type=int, default=10443, help="port of the builder listener")
@@ -44,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--routing", choices=("filter_chains", "sni_cluster", "on_demand"), default="filter_chains",
                    help="the xds-server's --routing (on_demand implies delta ADS)")
     b.add_argument("--delta", action="store_true", help="use delta (incremental) ADS")
+    b.add_argument("--xds-ca", help="connect to ADS over TLS, trusting this CA file")
+    b.add_argument("--xds-cert", help="client certificate file for ADS mTLS (with --xds-key)")
+    b.add_argument("--xds-key", help="client key file for ADS mTLS")
+    b.add_argument("--xds-sni", help="server name the replicas' certificate must carry (default: the ADS host)")
     return p
 
 
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = BootstrapSpec(node_id=args.node_id, region=args.region, cluster=args.cluster, ads=args.ads,
                              admin_port=args.admin_port, admin_address=args.admin_address,
                              listener_port=args.listener_port, listener_address=args.listener_address,
-                             routing=args.routing, delta=args.delta)
+                             routing=args.routing, delta=args.delta, xds_ca=args.xds_ca, xds_cert=args.xds_cert,
+                             xds_key=args.xds_key, xds_sni=args.xds_sni)
         sys.stdout.write(render_yaml(spec))
         return 0
     try:
