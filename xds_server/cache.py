@@ -49,11 +49,16 @@ class TypeSnapshot:
         return f"{self.version}{self.label}"
 
     def sotw_body(self) -> bytes:
-        """DiscoveryResponse without its nonce; built once, shared by every stream."""
+        """DiscoveryResponse without its nonce; built once, shared by every stream.
+
+        Resources go in name order: a replica that followed every change and one
+        that loaded the set whole send the same bytes.
+        """
         if self._sotw is None:
+            res = self.resources
             self._sotw = (
                 wire.field_str(F_VERSION_INFO, self.version_info)
-                + b"".join(r.sotw_field for r in self.resources.values())
+                + b"".join(res[n].sotw_field for n in sorted(res))
                 + wire.field_str(F_TYPE_URL, self.type_url)
             )
         return self._sotw

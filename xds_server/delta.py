@@ -138,7 +138,8 @@ class DeltaStream(Stream):
         first = st.wildcard and st.base is None  # answered even when empty: Envoy waits for it to initialize
         if st.wildcard and st.base is not target:
             if st.base is None:
-                updated = [r for n, r in target.resources.items() if st.initial.get(n) != r.version]
+                res = target.resources
+                updated = [res[n] for n in sorted(res) if st.initial.get(n) != res[n].version]
                 removed = [n for n in st.initial if n not in target.resources]
                 st.initial = {}
             else:
@@ -158,8 +159,8 @@ class DeltaStream(Stream):
             return None
         if shared is not None and tuple(removed) == shared.removed:
             return shared.body
-        if st.wildcard and st.names:  # a name both explicit and in the wildcard delta goes once
-            updated = list({r.name: r for r in updated}.values())
+        # in name order (the same bytes from every replica); a name both explicit and wildcard goes once
+        updated = sorted({r.name: r for r in updated}.values(), key=lambda r: r.name)
         return Delta.build(st.type_url, target.version, updated, removed).body
 
     def _explicit(self, st: DeltaState, target: TypeSnapshot):
