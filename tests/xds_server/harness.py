@@ -7,6 +7,7 @@ set after the first load), with short timings so the tests stay fast.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 from dataclasses import dataclass, field
 
@@ -148,7 +149,8 @@ async def start_replica(redis_url: str, *, routing: str = "filter_chains", regio
 
 
 async def eventually(predicate, timeout: float = 3.0, what: str | None = None):
-    """Poll a plain predicate from async code until it is truthy; its value. Bounded by ``timeout``."""
+    """Poll a predicate (plain or async) until it is truthy; its value. Bounded by ``timeout``."""
     async def check():
-        return predicate()
+        value = predicate()
+        return await value if inspect.isawaitable(value) else value
     return await async_wait_until(check, timeout, interval=0.01, what=what or getattr(predicate, "__name__", None))
