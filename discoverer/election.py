@@ -94,8 +94,9 @@ class Election:
     async def _tick(self) -> None:
         sent = time.monotonic()
         if self._lease is None:
-            lease = await bounded(self.store.acquire(self.holder, self.ttl_ms, self.version_floor),
-                                  self.times.command_timeout, "acquiring the lease")
+            lease, version = await bounded(self.store.try_acquire(self.holder, self.ttl_ms, self.version_floor),
+                                           self.times.command_timeout, "acquiring the lease")
+            self.version_floor = max(self.version_floor, version)  # standbys track it too
             if lease is not None:
                 self._lease, self._valid_until = lease, sent + self.times.ttl - self.times.safety
                 self.version_floor = max(self.version_floor, lease.version)

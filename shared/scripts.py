@@ -5,10 +5,13 @@ KEYS[1] leader, KEYS[2] epoch, KEYS[3] builders, KEYS[4] routes,
 KEYS[5] version, KEYS[6] changes.
 """
 
-# ARGV: holder, ttl_ms, version floor. Returns {epoch, version} or nil.
+# ARGV: holder, ttl_ms, version floor. Returns {epoch, version}; epoch 0 when the lease is
+# another's (the version still tells a standby how far the set has got: its floor).
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return false end
+if holder and holder ~= ARGV[1] then
+  return {0, tonumber(redis.call('GET', KEYS[5]) or '0')}
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local epoch = redis.call('INCR', KEYS[2])
 local v = tonumber(redis.call('GET', KEYS[5]) or '0')

@@ -88,11 +88,16 @@ class Store:
 
     # --- leadership -------------------------------------------------------
     async def acquire(self, holder: str, ttl_ms: int, version_floor: int = 0) -> Lease | None:
+        return (await self.try_acquire(holder, ttl_ms, version_floor))[0]
+
+    async def try_acquire(self, holder: str, ttl_ms: int, version_floor: int = 0) -> tuple[Lease | None, int]:
+        """(the lease or None, the version Redis holds). The floor keeps versions monotonic
+        when Redis comes back empty: the set restarts above every version ever served."""
         with translating("acquiring the lease"):
-            got = await self._acquire(keys=self.keys.fenced_write_keys(), args=[holder, ttl_ms, version_floor])
-        if not got:
-            return None
-        return Lease(holder, int(got[0]), int(got[1]))
+            epoch, version = await self._acquire(keys=self.keys.fenced_write_keys(),
+                                                 args=[holder, ttl_ms, version_floor])
+        lease = Lease(holder, int(epoch), int(version)) if int(epoch) else None
+        return lease, int(version)
 
     async def renew(self, lease: Lease, ttl_ms: int) -> bool:
         with translating("renewing the lease"):

@@ -32,7 +32,8 @@ class Gap(Exception):
 
 
 class Follower:
-    def __init__(self, store: Store, cache: Cache, *, block_ms: int = 1000, backoff: float = 0.5):
+    def __init__(self, store: Store, cache: Cache, *, block_ms: int = 1000, backoff: float = 0.5,
+                 accept_reset_after: float = 30.0):
         self.store = store
         self.cache = cache
         self.block_ms = block_ms
@@ -41,6 +42,8 @@ class Follower:
         self.last_id = "0-0"
         self.loaded = asyncio.Event()
         self.behind = False  # Redis holds an older set than we serve: wait for a version past ours
+        self.accept_reset_after = accept_reset_after
+        self._behind_since = 0.0
 
     async def run(self) -> None:
         delay = self.backoff
@@ -70,8 +73,9 @@ class Follower:
             metrics.CORRUPT_RECORDS.inc()
             log.error("builder %r in Redis is corrupt JSON; skipped", bid)
         self.last_id = snap.last_change_id
-        if self._is_behind(snap.version, snap.builders):
+        if self._is_behind(snap.version, snap.builders) and not self._reset_accepted():
             if not self.behind:
+                self._behind_since = time.monotonic()
                 metrics.RESYNCS.labels("behind").inc()
                 log.warning("Redis holds version %d with %d builders, behind our version %d with %d; "
                             "serving ours until Redis passes it", snap.version, len(snap.builders),
@@ -87,6 +91,15 @@ class Follower:
                      (time.perf_counter() - started) * 1000)
         self.loaded.set()
 
+    def _reset_accepted(self) -> bool:
+        """Behind for ``accept_reset_after`` seconds: Redis and every discoverer lost their state
+        together (a discoverer restarts versions above all it knew); take Redis' set as it is."""
+        if not self.behind or time.monotonic() - self._behind_since < self.accept_reset_after:
+            return False
+        log.error("Redis has stayed behind our version %d for %.0fs: accepting its set as a reset",
+                  self.cache.version, time.monotonic() - self._behind_since)
+        return True
+
     def _is_behind(self, version: int, builders: dict[str, Builder]) -> bool:
         """Redis went back in time (restarted empty or from an old dump, or a lagging replica)."""
         if not self.loaded.is_set():
@@ -100,6 +113,8 @@ class Follower:
                 current = await self.store.version()
                 if current > self.cache.version or (current != self.cache.version and not self.behind):
                     raise Gap(f"Redis is at version {current}, we are at {self.cache.version} and the stream is quiet")
+                if self.behind and time.monotonic() - self._behind_since >= self.accept_reset_after:
+                    raise Gap(f"Redis has stayed at version {current}, behind our {self.cache.version}")
                 continue
             for change in changes:
                 self.apply(change)

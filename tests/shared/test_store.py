@@ -198,3 +198,10 @@ def test_records_are_json_that_lua_compares_byte_for_byte():
     raw = b(1).to_json()
     assert orjson.loads(raw)["sni"] == "b01.builders.internal"
     assert Builder.from_json(raw).to_json() == raw
+
+
+async def test_a_standby_learns_the_version_from_a_failed_acquire(store):
+    lease = await store.acquire("a", 5000)
+    await store.apply(lease, lease.version, [b(1)], [])
+    got, version = await store.try_acquire("standby", 5000)
+    assert got is None and version == lease.version + 1
