@@ -64,7 +64,7 @@ class Follower:
                 log.warning("Redis unavailable (%s); serving version %d with %d builders, retrying in %.1fs",
                             exc, self.cache.version, len(self.builders), delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)  # back within ~1 s of Redis returning
 
     async def resync(self) -> None:
         started = time.perf_counter()
