@@ -47,13 +47,18 @@ class StatusPublisher:
         peers = [p for p in self.registry.peers if full or p.dirty]
         envoys = {p.node_id: p.status(self.replica) for p in peers}
         for p in peers:
-            p.dirty = False
+            p.dirty = False  # before the writes: a change while they run marks the peer again
+        left = set(self.registry.gone)
         lag = [self.cache.version - _int(v) for p in self.registry.peers for v in p.acked.values()]
         metrics.VERSION_LAG.set(max(lag, default=0))
-        await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
-        gone = await self._ours(self.registry.gone)
-        self.registry.gone.clear()
-        await self.store.put_status(keys.envoys, envoys, stale=gone)
+        try:
+            await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
+            await self.store.put_status(keys.envoys, envoys, stale=await self._ours(left))
+        except StoreUnavailable:
+            for p in peers:  # not written: publish them again next time
+                p.dirty = True
+            raise
+        self.registry.gone -= left  # not clear(): others may have left while we wrote
         if full:
             self._last_full = now
             await self._prune(now)

@@ -1,6 +1,8 @@
 """The gRPC server around the transports: stream limit, health, status in Redis, the real process."""
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -87,3 +89,27 @@ async def test_process_reports_serving_only_after_the_first_load(writer, redis_s
         assert resp.version_info == str(version) and sorted(ads.names(resp)) == [sni("a"), sni("b")]
     assert proc.stop() == 0, proc.tail()  # SIGTERM: a graceful stop
     assert proc.log_has("stopped")
+
+
+async def test_status_written_while_redis_was_down_is_published_when_it_returns(
+        writer, replicas, clients, redis_server):
+    version = await writer.put(builder("a"))
+    replica = await replicas(replica_id="status-2")
+    ads = await clients(replica, node_id="envoy-d").sotw()
+    await sync(ads, CDS)
+    await ads.request(LDS)
+    held = await ads.recv(LDS)
+
+    def acked():
+        with redis_server.client() as c:
+            raw = c.hget(KEYS.envoys, "envoy-d")
+        return orjson.loads(raw)["acked"] if raw else None
+    await eventually(lambda: acked() == {"cds": str(version)}, what="the CDS ACK published")
+    with redis_server.client() as c:
+        c.save()
+    redis_server.stop()
+    await ads.ack(held)  # while Redis is away
+    await asyncio.sleep(0.4)  # the publisher tries and fails a few times
+    await asyncio.to_thread(redis_server.start)
+    # well before the next full publish (every stale_after/3 = 5 s)
+    await eventually(lambda: acked() == {"cds": str(version), "lds": str(version)}, 1.5, "the LDS ACK published")
