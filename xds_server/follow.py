@@ -129,13 +129,14 @@ class Follower:
         if change.version != self.cache.version + 1:
             raise Gap(f"expected version {self.cache.version + 1}, got {change.version}")
         records = {b.id: b for b in change.records}
+        for bid in (*change.added, *change.updated):
+            if bid not in records:  # checked before any change: self.builders is the cache's map
+                raise CorruptState(f"change {change.version} names {bid!r} without its record")
         pairs: list[Pair] = []
         for bid in change.removed:
             pairs.append((self.builders.pop(bid, None), None))
         for bid in (*change.added, *change.updated):
-            new = records.get(bid)
-            if new is None:
-                raise CorruptState(f"change {change.version} names {bid!r} without its record")
+            new = records[bid]
             pairs.append((self.builders.get(bid), new))
             self.builders[bid] = new
         self.last_id = change.stream_id

@@ -110,3 +110,23 @@ async def test_redis_restarting_with_its_data_is_followed_on(writer, replicas, c
     version = await writer.put(builder("b"))
     resp = await ads.recv(CDS)
     assert resp.version_info == str(version) and sorted(ads.names(resp)) == [sni("a"), sni("b")]
+
+
+async def test_a_corrupt_entry_changes_nothing_and_the_resync_is_exact(writer, replicas, clients, redis_server):
+    """An entry that removes a and names x without its record: refused whole, then a full load."""
+    start = await writer.put(builder("a"), builder("b"))
+    replica = await replicas(routing="sni_cluster")
+    ads = await clients(replica).sotw()
+    await sync(ads, CDS)
+    x = builder("x")
+    with redis_server.client() as c:
+        pipe = c.pipeline(transaction=True)
+        pipe.hdel(KEYS.builders, "a")
+        pipe.hset(KEYS.builders, "x", x.to_json())
+        pipe.set(KEYS.version, start + 1)
+        pipe.xadd(KEYS.changes, {"version": start + 1, "epoch": 1, "added": '["x"]', "removed": '["a"]',
+                                 "updated": "[]", "records": "[]"})
+        pipe.execute()
+    resp = await ads.recv(CDS)
+    assert resp.version_info == str(start + 1)
+    assert sorted(ads.names(resp)) == [sni("b"), sni("x")], "a's cluster must go with the resync"
