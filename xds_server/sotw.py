@@ -58,7 +58,8 @@ class SotwStream(Stream):
         st = self.states.get(req.type_url)
         if st is None:
             st = self.states[req.type_url] = TypeState(req.type_url)
-        names = frozenset(n for n in req.resource_names if n != "*") or None
+        # "*" among names is wildcard plus those names: everything (xDS wildcard semantics)
+        names = None if "*" in req.resource_names else frozenset(req.resource_names) or None
         if not req.response_nonce:
             st.names = names
             self._initial(st, req)

@@ -236,3 +236,12 @@ async def test_per_type_services(writer, replicas, clients):
     await cds.ack(resp)
     newer = await writer.put(builder("b"))
     assert (await cds.recv(CDS)).version_info == str(newer)
+
+
+async def test_star_among_names_is_wildcard(writer, replicas, clients):
+    await writer.put(builder("a"), builder("b"))
+    replica = await replicas(routing="sni_cluster")
+    ads = await clients(replica).sotw()
+    await ads.request(CDS, ["*", sni("a")])
+    resp = await ads.recv(CDS)
+    assert sorted(ads.names(resp)) == [sni("a"), sni("b")]
