@@ -82,7 +82,7 @@ class Discoverer:
         except SourceError as exc:
             metrics.POLLS.labels("error").inc()
             metrics.SOURCE_ERRORS.inc()
-            self._error(f"source failed: {exc}; keeping the last good set, retrying in ~{self.timing.backoff:.0f}s")
+            self._error(f"source failed: {exc}; keeping the last good set, retrying in ~{self.timing.backoff:.1f}s")
             return False
         seen = validate(answer.records, self.rules, time.time())
         for err in (*answer.rejected, *seen.rejected):
