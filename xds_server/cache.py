@@ -42,6 +42,7 @@ class TypeSnapshot:
     resources: Mapping[str, Rendered]
     uses: frozenset[str] = frozenset()  # listeners: the cluster names they route to
     label: str = ""  # appended to version_info (transitional snapshots)
+    seq: int = 0  # the cache update that made it: orders snapshots even when Redis versions restart
     _sotw: bytes | None = field(default=None, repr=False)
 
     @property
@@ -92,28 +93,32 @@ class Delta:
 
 
 class _Series:
-    """The snapshots of one (view, type): the newest, and a log of changed names."""
+    """The snapshots of one (view, type): the newest, and a log of changed names.
+
+    The log is keyed by ``seq``, not by Redis version: after a reset the
+    versions start again and would alias older entries.
+    """
 
     def __init__(self, snap: TypeSnapshot):
         self.current = snap
         self.log: collections.deque[tuple[int, frozenset[str]]] = collections.deque(maxlen=DIFF_LOG)
-        self.complete_from = snap.version  # every change after this version is in the log
+        self.complete_from = snap.seq  # every change after this seq is in the log
         self.deltas: collections.OrderedDict[tuple, tuple] = (
             collections.OrderedDict())
 
     def advance(self, snap: TypeSnapshot, changed: frozenset[str]) -> None:
         if len(self.log) == self.log.maxlen:
             self.complete_from = self.log[0][0]
-        self.log.append((snap.version, changed))
+        self.log.append((snap.seq, changed))
         self.current = snap
 
     def changed_between(self, old: int, new: int) -> set[str] | None:
-        """Names changed after version ``old`` up to ``new``; None when the log does not reach back."""
+        """Names changed after seq ``old`` up to ``new``; None when the log does not reach back."""
         if old < self.complete_from:
             return None
         out: set[str] = set()
-        for version, names in self.log:
-            if old < version <= new:
+        for seq, names in self.log:
+            if old < seq <= new:
                 out |= names
         return out
 
@@ -125,6 +130,7 @@ class Cache:
         self.renderer = renderer
         self.region_scope = region_scope
         self.version = -1  # -1 until the first full load
+        self.seq = 0  # counts updates; never goes back, unlike a Redis version after a reset
         self.builders: Mapping[str, Builder] = {}
         self._series: dict[tuple[ViewKey, str], _Series] = {}
         self._watchers: set[asyncio.Event] = set()
@@ -154,6 +160,7 @@ class Cache:
         else:
             self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
         self.version = version
+        self.seq += 1
         self._seen_at[version] = at if at is not None else time.time()
         while len(self._seen_at) > 256:
             del self._seen_at[next(iter(self._seen_at))]
@@ -186,7 +193,7 @@ class Cache:
             changed = {n for n in resources if prev.resources.get(n) is None
                        or prev.resources[n].version != resources[n].version}
         if changed:
-            series.advance(TypeSnapshot(type_url, self.version, resources, uses), frozenset(changed))
+            series.advance(TypeSnapshot(type_url, self.version, resources, uses, seq=self.seq), frozenset(changed))
 
     def _in_view(self, view: ViewKey, b: Builder | None) -> bool:
         return b is not None and (view.region is None or b.region == view.region)
@@ -208,9 +215,9 @@ class Cache:
     def _full(self, view: ViewKey, type_url: str) -> TypeSnapshot:
         if type_url == rs.CLUSTER:
             resources = {b.sni: self.renderer.cluster(b) for b in self.builders.values() if self._in_view(view, b)}
-            return TypeSnapshot(type_url, self.version, resources)
+            return TypeSnapshot(type_url, self.version, resources, seq=self.seq)
         resources, uses = self._listeners(view)
-        return TypeSnapshot(type_url, self.version, resources, uses)
+        return TypeSnapshot(type_url, self.version, resources, uses, seq=self.seq)
 
     def union(self, view: ViewKey, have: TypeSnapshot, target: TypeSnapshot) -> TypeSnapshot:
         """Clusters of both: bridges a change that adds and removes (make before break)."""
@@ -219,7 +226,7 @@ class Cache:
         hit = series.deltas.get(key)
         if hit is None:
             snap = TypeSnapshot(target.type_url, target.version, {**have.resources, **target.resources},
-                                label="-bridge")
+                                label="-bridge", seq=target.seq)
             hit = series.deltas[key] = (have, target, snap)
             self._trim(series)
         return hit[2]
@@ -239,7 +246,7 @@ class Cache:
         hit = series.deltas.get(key)
         if hit is not None:
             return hit[2]
-        names = series.changed_between(old.version, new.version)
+        names = series.changed_between(old.seq, new.seq)
         if names is None:
             names = set(old.resources) | set(new.resources)
         updated = [new.resources[n] for n in sorted(names)

@@ -119,7 +119,8 @@ class Replica:
 
 async def start_replica(redis_url: str, *, routing: str = "filter_chains", region_scope: str = "all",
                         on_demand_wait: float = 5.0, max_streams: int = 100, replica_id: str = "r1",
-                        block_ms: int = 100, publish_every: float = 0.1) -> Replica:
+                        block_ms: int = 100, publish_every: float = 0.1,
+                        accept_reset_after: float = 30.0) -> Replica:
     """One replica wired like xds_server.main.serve, with short timings for tests."""
     cfg = XdsConfig(redis=RedisSettings(url=redis_url), listen="127.0.0.1:0", routing=routing, domain=DOMAIN,
                     region_scope=region_scope, on_demand_wait=on_demand_wait, max_streams=max_streams,
@@ -133,7 +134,7 @@ async def start_replica(redis_url: str, *, routing: str = "filter_chains", regio
     await grpc_server.start()
     client = connect(redis_url, name=f"xds:{replica_id}")
     store = Store(client, cfg.redis.keys)
-    follower = Follower(store, cache, block_ms=block_ms, backoff=0.1)
+    follower = Follower(store, cache, block_ms=block_ms, backoff=0.1, accept_reset_after=accept_reset_after)
     publisher = StatusPublisher(store, cache, registry, replica=replica_id, address=f"127.0.0.1:{port}",
                                 every=publish_every)
     replica = Replica(cfg, cache, registry, follower, publisher, grpc_server, health, port, client)

@@ -130,3 +130,28 @@ async def test_a_corrupt_entry_changes_nothing_and_the_resync_is_exact(writer, r
     resp = await ads.recv(CDS)
     assert resp.version_info == str(start + 1)
     assert sorted(ads.names(resp)) == [sni("b"), sni("x")], "a's cluster must go with the resync"
+
+
+@pytest.mark.parametrize("kind", ["sotw", "delta"])
+async def test_streams_follow_a_reset_that_restarts_the_versions(writer, replicas, clients, redis_server, kind):
+    """Redis and every discoverer lost their state: versions start again at 1 and, once the replica
+    accepts that, each stream is brought to the new set (a delta by content, not by version numbers)."""
+    for name in "abc":
+        old = await writer.put(builder(name))
+    replica = await replicas(routing="sni_cluster", accept_reset_after=0.5)
+    client = clients(replica)
+    ads = await (client.sotw() if kind == "sotw" else client.delta())
+    await (sync(ads, CDS) if kind == "sotw" else dsync(ads, CDS))
+    with redis_server.client() as c:
+        c.flushall()
+    writer.lease = None
+    assert await writer.put(builder("z")) == 1 < old
+    resp = await ads.recv(CDS, timeout=5)
+    if kind == "sotw":
+        assert ads.names(resp) == [sni("z")]
+    else:
+        assert updated(resp) == [sni("z")] and sorted(resp.removed_resources) == [sni(n) for n in "abc"]
+    await ads.ack(resp)
+    version = await writer.put(builder("y"))  # and the new versions are followed on
+    resp = await ads.recv(CDS)
+    assert (resp.version_info if kind == "sotw" else resp.system_version_info) == str(version)
