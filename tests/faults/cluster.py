@@ -1,0 +1,152 @@
+"""A full control plane for fault tests: DNS, 2 discoverers, 2 replicas, Envoys on both replicas."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+from tests.support.envoy import EnvoyProc, start_backends, tls_reach
+from tests.support.procs import ProcGroup, free_port, wait_until
+from tools.flyzone import FlyBuilder
+from tools.tls_backend import client_context
+
+DOMAIN = "builders.internal"
+
+
+def sni(bid: str) -> str:
+    return f"{bid}.{DOMAIN}"
+
+
+class Cluster:
+    def __init__(self, tmp: Path, redis_server, dns_server, procs: ProcGroup, *, stable: int = 6, pool: int = 10,
+                 replicas: int = 2, routing: str = "sni_cluster"):
+        self.tmp, self.redis, self.dns, self.procs = tmp, redis_server, dns_server, procs
+        self.port = free_port("127.0.0.2")
+        self.certs = tmp / "certs"
+        self.stable = [FlyBuilder(f"5{n:013x}", "builder", f"127.0.4.{n + 1}", "ord") for n in range(stable)]
+        self.pool = [FlyBuilder(f"c{n:013x}", "builder", f"127.0.5.{n + 1}", "ord") for n in range(pool)]
+        start_backends(procs, self.certs, {sni(b.id): (b.ip, self.port) for b in self.stable + self.pool})
+        self.ctx = client_context(self.certs)
+        self.in_dns = list(self.stable)
+        self.dns.set_builders(self.in_dns)
+        common = ["--redis-url", redis_server.url]
+        self.discoverers = [procs.start("discoverer", [
+            *common, "--source", "fly", "--dns-server", dns_server.addr, "--builder-port", str(self.port),
+            "--poll-interval", "0.1", "--lease-ttl", "2", "--id", f"d{n}"], label=f"discoverer{n}") for n in (1, 2)]
+        self.ads_ports = [free_port() for _ in range(replicas)]
+        self.replicas = [procs.start("xds-server", [
+            *common, "--listen", f"127.0.0.1:{p}", "--routing", routing, "--replica-id", f"r{n}"],
+            label=f"xds{n}") for n, p in enumerate(self.ads_ports, 1)]
+        self.routing = routing
+        self.envoys: list[EnvoyProc] = []
+
+    def envoy(self, node_id: str, ports: list[int] | None = None) -> EnvoyProc:
+        ads = ",".join(f"127.0.0.1:{p}" for p in (ports or self.ads_ports))
+        envoy = EnvoyProc(self.tmp / "envoys", node_id=node_id, ads=ads, region="ord", routing=self.routing)
+        envoy.start()
+        self.procs.procs.append(envoy.proc)
+        self.envoys.append(envoy)
+        return envoy
+
+    def reach(self, envoy: EnvoyProc, bid: str, timeout: float = 2.0) -> bool:
+        return tls_reach(envoy.listener_port, sni(bid), self.ctx, timeout=timeout) == sni(bid)
+
+    def wait_routed(self, envoy: EnvoyProc, builders, timeout: float = 15) -> None:
+        for b in builders:
+            wait_until(lambda b=b: self.reach(envoy, b.id), timeout, what=f"{b.id} through {envoy.node_id}")
+
+    def set_dns(self, builders) -> None:
+        self.in_dns = list(builders)
+        self.dns.set_builders(self.in_dns)
+
+    def redis_routes(self) -> set[str]:
+        with self.redis.client() as c:
+            return {k.decode() for k in c.hkeys("{xds}:routes")}
+
+    def redis_version(self) -> int:
+        with self.redis.client() as c:
+            return int(c.get("{xds}:version") or 0)
+
+
+class Traffic(threading.Thread):
+    """Connects to stable builders through an Envoy every ``every`` seconds; counts failures."""
+
+    def __init__(self, cluster: Cluster, envoy: EnvoyProc, every: float = 0.05):
+        super().__init__(daemon=True)
+        self.cluster, self.envoy, self.every = cluster, envoy, every
+        self.ok = self.failed = 0
+        self.failures: list[str] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            b = random.choice(self.cluster.stable)
+            if self.cluster.reach(self.envoy, b.id, timeout=2):
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.failures.append(f"{time.strftime('%X')} {b.id}")
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class Churn(threading.Thread):
+    """Toggles pool builders in DNS every ``every`` seconds."""
+
+    def __init__(self, cluster: Cluster, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.cluster, self.every = cluster, every
+        self.changes = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self._halt.is_set():
+            b = self.cluster.pool[i % len(self.cluster.pool)]
+            current = list(self.cluster.in_dns)
+            self.cluster.set_dns([x for x in current if x != b] if b in current else current + [b])
+            self.changes += 1
+            i += 1
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class VersionWatch(threading.Thread):
+    """Samples an Envoy's ACKed CDS version; records any step backwards."""
+
+    def __init__(self, envoy: EnvoyProc, every: float = 0.05):
+        super().__init__(daemon=True)
+        self.envoy, self.every = envoy, every
+        self.seen: list[int] = []
+        self.backwards: list[tuple[int, int]] = []
+        self._halt = threading.Event()
+
+    def current(self) -> int | None:
+        try:
+            for line in self.envoy.admin("/stats?filter=cluster_manager.cds.version_text").splitlines():
+                if "version_text" in line:
+                    text = line.split(":", 1)[1].strip().strip('"')
+                    return int(text.split("-")[0]) if text else None
+        except OSError:
+            return None
+        return None
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            v = self.current()
+            if v is not None:
+                if self.seen and v < self.seen[-1]:
+                    self.backwards.append((self.seen[-1], v))
+                self.seen.append(v)
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
