@@ -83,8 +83,9 @@ class Follower:
             self.behind = True
             return
         self.behind = False
+        differs = snap.builders != self.builders  # an accepted reset may keep our version number
         self.builders = dict(snap.builders)
-        if snap.version != self.cache.version or not self.loaded.is_set():
+        if snap.version != self.cache.version or not self.loaded.is_set() or differs:
             self.cache.update(snap.version, self.builders, None)
             metrics.VERSION.set(snap.version)
             log.info("loaded version %d: %d builders in %.0f ms", snap.version, len(self.builders),

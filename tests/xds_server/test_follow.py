@@ -1,6 +1,8 @@
 """Redis -> replica: gaps resync from a full load; a Redis that restarts never empties the Envoys."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared.keys import Keys
@@ -155,3 +157,22 @@ async def test_streams_follow_a_reset_that_restarts_the_versions(writer, replica
     version = await writer.put(builder("y"))  # and the new versions are followed on
     resp = await ads.recv(CDS)
     assert (resp.version_info if kind == "sotw" else resp.system_version_info) == str(version)
+
+
+async def test_a_reset_accepted_at_our_own_version_number_is_served(writer, replicas, clients, redis_server):
+    for name in "abc":
+        served = await writer.put(builder(name))
+    replica = await replicas(routing="sni_cluster", accept_reset_after=0.4)
+    ads = await clients(replica).delta()
+    await dsync(ads, CDS)
+    await asyncio.to_thread(redis_server.restart)  # empty
+    write_behind_the_stream(redis_server, served, builder("z"))  # our number, another set
+    resp = await ads.recv(CDS, timeout=5)
+    assert updated(resp) == [sni("z")] and sorted(resp.removed_resources) == [sni(n) for n in "abc"]
+    await ads.ack(resp)
+    writer.lease = None
+    await writer.put(builder("y"))
+    resp = await ads.recv(CDS)
+    assert updated(resp) == [sni("y")] and not resp.removed_resources
+    assert set(replica.cache.snapshot(replica.registry.peers.copy().pop().view, CDS).resources) == \
+        {sni("y"), sni("z")}
