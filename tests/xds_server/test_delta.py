@@ -4,10 +4,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from shared import resources as rs
 
-from .harness import builder, sni
+from .harness import DOMAIN, builder, sni
 from .test_sotw import ROUTE, peer_of
 from .xds_client import CDS, LDS
 
@@ -193,6 +194,12 @@ async def test_on_demand_name_is_held_until_its_builder_appears(writer, replicas
     await writer.put(builder("a"))
     replica = await replicas(routing="on_demand", on_demand_wait=3.0)
     ads = await clients(replica).delta()
+    [listener] = ads.resources((await dsync(ads, LDS))[LDS]).values()
+    [chain] = listener.filter_chains
+    assert list(chain.filter_chain_match.server_names) == ["*." + DOMAIN]
+    assert [f.name for f in chain.filters] == [rs.SNI_CLUSTER, rs.TCP_PROXY]
+    proxy = tcp_proxy_pb2.TcpProxy.FromString(chain.filters[1].typed_config.value)
+    assert proxy.on_demand.odcds_config.HasField("ads") and proxy.on_demand.timeout.seconds == 3
     await ads.request(CDS, [sni("late")])
     await ads.expect_silence(0.5)
     version = await writer.put(builder("late"))
