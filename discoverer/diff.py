@@ -35,16 +35,46 @@ class Validated:
     ignored: int = 0  # valid records of other apps
 
 
-def validate(records: list[dict], rules: Rules, now: float) -> Validated:
-    """Validate raw records; conflicting duplicates (same id or same SNI) are rejected."""
+_MISSING = object()
+
+
+def _make(raw: dict, rules: Rules, now: float, cache: dict | None) -> Builder | RecordError:
+    """make_builder, remembered by the raw fields when a cache is given."""
+    key = None
+    if cache is not None:
+        get = raw.get
+        key = (get("id", _MISSING), get("app", _MISSING), get("region", _MISSING), get("ip", _MISSING),
+               get("port", _MISSING))
+        try:
+            hit = cache.get(key)
+        except TypeError:  # an unhashable value (a list in a JSON file): not cached
+            key, hit = None, None
+        if hit is not None:
+            return hit
+    try:
+        result: Builder | RecordError = make_builder(
+            raw, sni_template=rules.sni_template, port=rules.port, allowed=rules.allowed, now=now)
+    except RecordError as err:
+        result = err
+    if key is not None:
+        cache[key] = result
+    return result
+
+
+def validate(records: list[dict], rules: Rules, now: float, cache: dict | None = None) -> Validated:
+    """Validate raw records; conflicting duplicates (same id or same SNI) are rejected.
+
+    With ``cache`` (a dict the caller keeps and bounds, for one ``rules``), a
+    record whose fields are unchanged since an earlier call is not validated
+    again; its ``seen_at`` is then when it was first validated.
+    """
     out = Validated()
     by_id: dict[str, Builder] = {}
     conflicted: set[str] = set()
     for raw in records:
-        try:
-            b = make_builder(raw, sni_template=rules.sni_template, port=rules.port, allowed=rules.allowed, now=now)
-        except RecordError as err:
-            out.rejected.append(err)
+        b = _make(raw, rules, now, cache)
+        if isinstance(b, RecordError):
+            out.rejected.append(b)
             continue
         if rules.apps and b.app not in rules.apps:
             out.ignored += 1  # _instances.internal lists every machine of the org, not only builders
@@ -90,7 +120,7 @@ class Planner:
         plan = Plan()
         for bid, b in seen.builders.items():
             old = current.get(bid)
-            if old is None or old != b:
+            if old is None or (old is not b and old != b):
                 plan.upsert.append(b if old is None else _keep_seen_at(b, old))
         for bid in list(self.missing_since):
             if bid in seen.builders or bid not in current:

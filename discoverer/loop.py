@@ -17,9 +17,9 @@ from shared.model import Builder
 from shared.store import SetSnapshot, Store
 
 from . import metrics
-from .diff import Planner, Rules, validate
+from .diff import Planner, Rules, Validated, validate
 from .election import Election, bounded
-from .sources import Source
+from .sources import Answer, Source
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Discoverer:
         self._mirror_term = -1
         self._log_once = LogOnce(log)
         self.last_error: str | None = None
+        self._validated: dict = {}  # raw record fields -> Builder | RecordError
+        self._last_answer: Answer | None = None
+        self._last_seen: Validated | None = None
 
     async def run(self) -> None:
         while True:
@@ -84,7 +87,7 @@ class Discoverer:
             metrics.SOURCE_ERRORS.inc()
             self._error(f"source failed: {exc}; keeping the last good set, retrying in ~{self.timing.backoff:.1f}s")
             return False
-        seen = validate(answer.records, self.rules, time.time())
+        seen = self._validate(answer)
         for err in (*answer.rejected, *seen.rejected):
             metrics.REJECTED.labels(err.reason).inc()
             self._log_once.warning(f"{err.reason}:{err.detail}", "record skipped: %s", err)
@@ -101,6 +104,17 @@ class Discoverer:
             log.info("recovered: polling normally again")
             self.last_error = None
         return True
+
+    def _validate(self, answer: Answer) -> Validated:
+        """Validation is most of a poll's CPU: skip it for an answer the source repeats,
+        and for each record seen before (the cache holds at most ~2 answers' worth)."""
+        if answer is self._last_answer and self._last_seen is not None:
+            return self._last_seen
+        if len(self._validated) > 2 * len(answer.records) + 1024:
+            self._validated.clear()
+        seen = validate(answer.records, self.rules, time.time(), cache=self._validated)
+        self._last_answer, self._last_seen = answer, seen
+        return seen
 
     @property
     def _command_timeout(self) -> float:

@@ -132,12 +132,17 @@ def make_builder(
 ) -> Builder:
     """Validate one raw record from any source; raises RecordError."""
     try:
-        bid = str(fields["id"]).strip()
-        app = str(fields.get("app", "")).strip().lower()
-        region = str(fields.get("region", "")).strip().lower()
-        raw_ip = str(fields["ip"])
+        raw = {"id": fields["id"], "app": fields.get("app", ""), "region": fields.get("region", ""),
+               "ip": fields["ip"]}
     except KeyError as exc:
         raise RecordError("missing_field", str(exc)) from exc
+    for name, value in raw.items():
+        if not isinstance(value, str):  # a JSON null or number must not become the id "None" or "12"
+            raise RecordError("bad_address" if name == "ip" else f"bad_{name}", repr(value)[:80])
+    bid = raw["id"].strip()
+    app = raw["app"].strip().lower()
+    region = raw["region"].strip().lower()
+    raw_ip = raw["ip"]
     if not ID_RE.match(bid):
         raise RecordError("bad_id", repr(bid)[:80])
     if not APP_RE.match(app):

@@ -7,9 +7,12 @@ key (two ``ip=``) is ambiguous and rejected.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
+import struct
+import time
 from typing import Iterator
 
 import dns.asyncquery
@@ -31,35 +34,47 @@ MAX_SEGMENT = 1024  # a sane record is about 90 bytes
 KEY_MAP = {"instance": "id", "app": "app", "ip": "ip", "region": "region"}
 
 
-def parse_instances(payload: bytes) -> Iterator[dict | RecordError]:
-    """Yield one dict per record, or a RecordError for a record that is unusable."""
+def parse_instances(payload: bytes, cache: dict | None = None) -> Iterator[dict | RecordError]:
+    """Yield one dict per record, or a RecordError for a record that is unusable.
+
+    With ``cache`` (kept and bounded by the caller), a record seen before is
+    not parsed again; the same dict is yielded, so callers must not change it.
+    """
     for segment in payload.split(b";"):
-        segment = segment.strip()
-        if not segment:
-            continue
-        if len(segment) > MAX_SEGMENT:
-            yield RecordError("too_long", f"{len(segment)} bytes")
-            continue
-        try:
-            text = segment.decode("utf-8")
-        except UnicodeDecodeError:
-            yield RecordError("not_utf8", repr(segment[:60]))
-            continue
-        fields: dict[str, str] = {}
-        repeated = False
-        for part in text.split(","):
-            key, sep, value = part.partition("=")
-            key = key.strip().lower()
-            if sep and key in KEY_MAP:
-                repeated |= KEY_MAP[key] in fields
-                fields[KEY_MAP[key]] = value.strip()
-        if repeated:
-            yield RecordError("duplicate_key", repr(text[:80]))
-            continue
-        if "id" not in fields or "ip" not in fields:
-            yield RecordError("missing_field", repr(text[:80]))
-            continue
-        yield fields
+        if cache is None:
+            item = parse_record(segment)
+        else:
+            item = cache.get(segment)
+            if item is None:
+                item = cache[segment] = parse_record(segment)
+        if item is not None:
+            yield item
+
+
+def parse_record(segment: bytes) -> dict | RecordError | None:
+    """One ``instance=..,app=..,ip=..,region=..`` record; None for an empty segment."""
+    segment = segment.strip()
+    if not segment:
+        return None
+    if len(segment) > MAX_SEGMENT:
+        return RecordError("too_long", f"{len(segment)} bytes")
+    try:
+        text = segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return RecordError("not_utf8", repr(segment[:60]))
+    fields: dict[str, str] = {}
+    repeated = False
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if sep and key in KEY_MAP:
+            repeated |= KEY_MAP[key] in fields
+            fields[KEY_MAP[key]] = value.strip()
+    if repeated:
+        return RecordError("duplicate_key", repr(text[:80]))
+    if "id" not in fields or "ip" not in fields:
+        return RecordError("missing_field", repr(text[:80]))
+    return fields
 
 
 def join_txt(response: dns.message.Message) -> bytes:
@@ -94,21 +109,53 @@ def parse_server(value: str | None) -> tuple[str, int]:
 class DnsClient:
     """One query: UDP, TCP when truncated, bounded by ``timeout``."""
 
+    TCP_STICKY = 60.0  # after a truncated answer, go straight to TCP for this long
+
     def __init__(self, server: str | None, timeout: float):
         self.host, self.port = parse_server(server)
         self.timeout = timeout
+        self._tcp_until = 0.0
+        self._last: tuple[bytes, dns.message.Message] | None = None  # last TCP answer, less its ID
 
     async def query(self, name: str, rdtype: str) -> dns.message.Message:
         q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
         try:
+            if time.monotonic() < self._tcp_until:
+                return self._check(name, rdtype, await self._tcp(q))
             resp = await dns.asyncquery.udp(q, self.host, timeout=self.timeout, port=self.port,
                                             ignore_trailing=True)
             if resp.flags & dns.flags.TC:
-                resp = await dns.asyncquery.tcp(q, self.host, timeout=self.timeout, port=self.port)
-        except dns.exception.Timeout as exc:
+                # An org-wide answer rarely fits a datagram: skip the wasted UDP round trip for a while.
+                self._tcp_until = time.monotonic() + self.TCP_STICKY
+                resp = await self._tcp(q)
+        except (dns.exception.Timeout, TimeoutError) as exc:
             raise SourceError(f"DNS {name} {rdtype}: timeout after {self.timeout}s") from exc
         except (dns.exception.DNSException, OSError, EOFError) as exc:
             raise SourceError(f"DNS {name} {rdtype}: {exc.__class__.__name__}: {exc}") from exc
+        return self._check(name, rdtype, resp)
+
+    async def _tcp(self, q: dns.message.Message) -> dns.message.Message:
+        """One query over TCP. An answer whose bytes (less the ID) equal the previous
+        one is not parsed again: dnspython spends milliseconds on a 500-record TXT."""
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                query = q.to_wire()
+                writer.write(struct.pack("!H", len(query)) + query)
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                wire = await reader.readexactly(size)
+            finally:
+                writer.close()
+        if self._last is not None and wire[:2] == query[:2] and wire[2:] == self._last[0]:
+            return self._last[1]
+        resp = dns.message.from_wire(wire)
+        if not q.is_response(resp):
+            raise dns.exception.FormError("the TCP answer does not match the query")
+        self._last = (wire[2:], resp)
+        return resp
+
+    @staticmethod
+    def _check(name: str, rdtype: str, resp: dns.message.Message) -> dns.message.Message:
         rcode = resp.rcode()
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             raise SourceError(f"DNS {name} {rdtype}: {dns.rcode.to_text(rcode)}")
@@ -121,6 +168,8 @@ class FlySource:
     def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME):
         self.dns = DnsClient(server, timeout)
         self.name = name
+        self._last: tuple[bytes, Answer] | None = None
+        self._records: dict[bytes, dict | RecordError | None] = {}  # raw record -> parsed
 
     async def fetch(self) -> Answer:
         resp = await self.dns.query(self.name, "TXT")
@@ -129,9 +178,14 @@ class FlySource:
             # The discoverer itself is a started machine of the org, so a real
             # answer is never empty: treat it as a failure, keep the last set.
             raise SourceError(f"DNS {self.name}: empty answer ({dns.rcode.to_text(resp.rcode())})")
+        if self._last is not None and self._last[0] == payload:
+            return self._last[1]  # the same object: the loop skips validating it again
+        if len(self._records) > 4 * payload.count(b";") + 1024:
+            self._records.clear()
         answer = Answer()
-        for item in parse_instances(payload):
+        for item in parse_instances(payload, self._records):
             (answer.rejected if isinstance(item, RecordError) else answer.records).append(item)
+        self._last = (payload, answer)
         return answer
 
     async def aclose(self) -> None:

@@ -191,3 +191,28 @@ def test_parse_server(value, expected):
 def test_parse_server_rejects_what_it_cannot_query(value):
     with pytest.raises(ConfigError):
         parse_server(value)
+
+
+@given(st.lists(st.sampled_from([record(1), record(2), "", " ", "instance=x", "ip=fdaa::1,instance=\u00e9",
+                                 "instance=a,ip=1,ip=2"]), max_size=12), st.binary(max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_parsing_with_a_cache_gives_the_same_items(parts, noise):
+    payload = ";".join(parts).encode() + b";" + noise
+    cache: dict = {}
+    plain = [repr(i) if isinstance(i, RecordError) else i for i in parse_instances(payload)]
+    for _ in range(2):
+        cached = [repr(i) if isinstance(i, RecordError) else i for i in parse_instances(payload, cache)]
+        assert cached == plain
+
+
+def test_validation_with_a_cache_gives_the_same_result_and_survives_unhashable_values():
+    records = [{"id": "a1", "app": "web", "region": "ams", "ip": "fdaa::1"},
+               {"id": "a2", "app": "web", "region": "ams", "ip": ["fdaa::2"]},
+               {"id": "a3", "app": "web", "region": "ams", "ip": "10.0.0.1"}]
+    cache: dict = {}
+    plain = validate(records, RULES, 1.0)
+    for now in (2.0, 3.0):
+        cached = validate(records, RULES, now, cache)
+        assert cached.builders == plain.builders
+        assert [e.reason for e in cached.rejected] == [e.reason for e in plain.rejected] == ["bad_address", "address_not_allowed"]
+    assert cached.builders["a1"].seen_at == 2.0  # when the record was first validated

@@ -70,3 +70,34 @@ async def test_a_stopped_server_is_an_error(dns_server):
     with pytest.raises(SourceError):
         await FlySource(addr, timeout=0.3).fetch()
     assert time.monotonic() - started < 1.5
+
+
+async def test_a_repeated_answer_is_the_same_object_and_a_changed_one_is_seen(dns_server):
+    dns_server.set_builders(builders(500))
+    source = FlySource(dns_server.addr, timeout=1)
+    first = await source.fetch()
+    assert await source.fetch() is first  # over TCP: the bytes were equal, nothing parsed again
+    moved = builders(500)
+    moved[250] = (moved[250][0], "web", "fdaa:0:2::1", "ams")
+    dns_server.set_builders(moved)
+    second = await source.fetch()
+    assert second is not first
+    assert {r["id"]: r["ip"] for r in second.records}[moved[250][0]] == "fdaa:0:2::1"
+    dns_server.set_mode("servfail")
+    with pytest.raises(SourceError, match="SERVFAIL"):
+        await source.fetch()
+
+
+async def test_failures_on_the_tcp_path_raise_source_error_in_bounded_time(dns_server):
+    dns_server.set_builders(builders(500))
+    source = FlySource(dns_server.addr, timeout=0.3)
+    await source.fetch()  # truncated: TCP from now on
+    for fault in ("drop", "empty", "stopped"):
+        if fault == "stopped":
+            dns_server.stop()
+        else:
+            dns_server.set_mode(fault)
+        started = time.monotonic()
+        with pytest.raises(SourceError):
+            await source.fetch()
+        assert time.monotonic() - started < 1.0, fault

@@ -89,3 +89,12 @@ def test_redact_hides_passwords_only():
 def test_connect_rejects_unknown_schemes():
     with pytest.raises(ConfigError):
         connect("http://localhost:6379")
+
+
+@pytest.mark.parametrize("fields,reason", [
+    ({"id": None}, "bad_id"), ({"id": 12}, "bad_id"), ({"ip": ["fdaa::1"]}, "bad_address"),
+    ({"app": None}, "bad_app"), ({"region": 3}, "bad_region"),
+])
+def test_non_string_fields_are_rejected(fields, reason):
+    with pytest.raises(RecordError, match=reason):
+        make(**fields)
