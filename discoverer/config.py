@@ -13,6 +13,7 @@ from shared.model import DEFAULT_ALLOWED_NETWORKS, Network, domain_of, parse_net
 from .diff import Rules
 from .election import LeaseTimes
 from .loop import Timing
+from .sources.fly import parse_server
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +91,8 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         raise ConfigError("--source file needs --file PATH")
     if a.poll_interval <= 0 or a.lease_ttl <= 0.4:
         raise ConfigError("--poll-interval must be > 0 and --lease-ttl > 0.4 s")
+    if a.source == "fly" and a.dns_server:
+        parse_server(a.dns_server)  # a typo fails at startup, not at every poll
     try:
         domain_of(a.sni_template)
     except RecordError as exc:
