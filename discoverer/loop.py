@@ -6,6 +6,7 @@ from an empty set), so a failover writes only the difference.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -57,6 +58,7 @@ class Discoverer:
         self._mirror_term = -1
         self._log_once = LogOnce(log)
         self.last_error: str | None = None
+        self.last_poll_at: float | None = None  # wall clock of the last successful poll
         self._validated: dict = {}  # raw record fields -> Builder | RecordError
         self._last_answer: Answer | None = None
         self._last_seen: Validated | None = None
@@ -68,10 +70,10 @@ class Discoverer:
                 metrics.IS_LEADER.set(0)
                 metrics.EPOCH.set(0)
                 self.election.changed.clear()
-                try:
-                    await asyncio.wait_for(self.election.changed.wait(), 0.5)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await self.election.changed.wait()
                 continue
             ok = await self.poll_once()
             delay = self.timing.interval if ok else self.timing.backoff * random.uniform(0.8, 1.2)
@@ -99,6 +101,7 @@ class Discoverer:
             self._error(f"Redis unavailable: {exc}; nothing written, retrying")
             return False
         metrics.POLLS.labels("changed" if wrote else "unchanged").inc()
+        self.last_poll_at = round(time.time(), 3)
         metrics.POLL_SECONDS.observe(time.perf_counter() - started)
         if self.last_error:
             log.info("recovered: polling normally again")

@@ -9,7 +9,7 @@ from shared.connect import redis_client
 from shared.runner import run_service
 from shared.store import Store
 
-from . import config
+from . import config, status
 from .election import Election
 from .loop import Discoverer
 from .sources import Source
@@ -35,11 +35,13 @@ async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:
         disc = Discoverer(store=store, source=make_source(cfg), election=election,
                           rules=cfg.rules, timing=cfg.timing)
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(election.run()), tg.create_task(disc.run())]
+            tasks = [tg.create_task(election.run()), tg.create_task(disc.run()),
+                     tg.create_task(status.publish(election, disc))]
             await stop.wait()
             for t in tasks:
                 t.cancel()
         await election.release()
+        await status.withdraw(election)
         await disc.source.aclose()
     log.info("stopped")
 

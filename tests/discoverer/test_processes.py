@@ -203,3 +203,33 @@ def test_a_standby_takes_over_a_set_that_only_it_still_sees(env):
     b.wait_for_log("leadership won", 2)
     time.sleep(0.5)
     assert len(env.changes()) == length
+
+
+def test_a_mass_removal_is_held_before_it_is_applied(env):
+    env.dns.set_builders(fleet(range(1, 9)))
+    a = env.discoverer("a", "--mass-removal-hold", "1.5")
+    env.wait_routes(range(1, 9), 10)
+    env.dns.set_builders(fleet([1, 2]))  # 6 of 8 gone at once: more likely a broken answer than a fleet
+    a.wait_for_log("mass removal held", 3)
+    held = time.monotonic()
+    time.sleep(0.8)
+    assert len(env.routes()) == 8
+    env.wait_routes([1, 2], 3)
+    assert time.monotonic() - held >= 1.0
+    a.wait_for_log("mass removal applied", 1)
+
+
+def test_each_discoverer_publishes_its_status_and_removes_it_on_stop(env):
+    a, b = start_pair(env)
+
+    def status() -> dict:
+        return {k.decode(): orjson.loads(v) for k, v in env.r.hgetall(KEYS.discoverers).items()}
+
+    wait_until(lambda: set(status()) == {"a", "b"} and status()["a"]["builders"] == 3, 3, what="both statuses")
+    s = status()
+    assert (s["a"]["role"], s["a"]["epoch"], s["a"]["version"]) == ("leader", env.epoch(), env.version())
+    assert (s["b"]["role"], s["b"]["epoch"], s["b"]["last_error"]) == ("standby", None, None)
+    assert s["a"]["pid"] == a.pid and time.time() - s["a"]["updated_at"] < 2
+    a.kill(signal.SIGTERM)
+    assert a.wait(5) == 0
+    wait_until(lambda: set(status()) == {"b"} and status()["b"]["role"] == "leader", 3, what="b leads in status")

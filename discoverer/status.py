@@ -1,0 +1,62 @@
+"""Each discoverer's own status in Redis: ``{xds}:discoverers`` (holder -> JSON).
+
+Leaders and standbys alike refresh their entry every second, so
+``redis-cli HGETALL {xds}:discoverers`` (or xdsctl) shows who leads, at which
+epoch and version, when each last polled and what last failed. An entry whose
+``updated_at`` is old belongs to a process that died; a graceful stop removes it.
+Status is best effort: failing to write it never stops discovery.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import redis.exceptions
+
+from shared.errors import StoreUnavailable
+
+from .election import Election, bounded
+from .loop import Discoverer
+
+log = logging.getLogger(__name__)
+
+EVERY = 1.0
+
+
+def snapshot(election: Election, disc: Discoverer) -> dict:
+    lease = election.lease()
+    mirror = disc.mirror if lease is not None else None
+    return {
+        "role": "leader" if lease is not None else "standby",
+        "epoch": lease.epoch if lease is not None else None,
+        "version": mirror.version if mirror is not None else None,
+        "builders": len(mirror.builders) if mirror is not None else None,
+        "last_poll_at": disc.last_poll_at,
+        "last_error": disc.last_error,
+        "pid": os.getpid(),
+        "updated_at": round(time.time(), 3),
+    }
+
+
+async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
+    """Refresh our entry every ``every`` seconds until cancelled."""
+    store, holder = election.store, election.holder
+    while True:
+        try:
+            await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
+                          election.times.command_timeout, "writing status")
+        except (StoreUnavailable, redis.exceptions.ResponseError) as exc:
+            log.debug("status not written: %s", exc)
+        await asyncio.sleep(every)
+
+
+async def withdraw(election: Election) -> None:
+    """Remove our entry on a graceful stop."""
+    store = election.store
+    try:
+        await bounded(store.put_status(store.keys.discoverers, {}, stale=[election.holder]),
+                      election.times.command_timeout, "removing status")
+    except (StoreUnavailable, redis.exceptions.ResponseError) as exc:
+        log.debug("status not removed: %s", exc)
