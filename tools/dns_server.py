@@ -289,8 +289,9 @@ class DnsServer:
         self._conns.add(task)
         try:
             while True:
-                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))[0]
-                wire = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
+                async with asyncio.timeout(TCP_IDLE):  # not wait_for: it can swallow a cancel on 3.11
+                    size = struct.unpack("!H", await reader.readexactly(2))[0]
+                    wire = await reader.readexactly(size)
                 out = self.responder.answer(wire, udp=False)
                 if out is None:
                     continue  # drop mode: the client times out
@@ -318,7 +319,8 @@ class DnsServer:
             for task in list(self._conns):
                 task.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tcp.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._tcp.wait_closed()
             self._tcp = None
 
 

@@ -156,9 +156,12 @@ class TlsBackend:
         sock = server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
         self.connections = 0
+        self._handlers: set[asyncio.Task] = set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        self._handlers.add(task)
         try:
             writer.write(f"builder={self.name}\n".encode())
             await writer.drain()
@@ -167,15 +170,25 @@ class TlsBackend:
                 await writer.drain()
         except (ConnectionError, OSError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            pass  # close(): the connection ends here (a cancelled handler makes asyncio log noise)
         finally:
+            self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
     async def close(self) -> None:
         self.server.close()
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.wait(handlers, timeout=2)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.server.wait_closed(), 2)
+            async with asyncio.timeout(2):
+                await self.server.wait_closed()
 
 
 async def start_tls_backend(host: str, port: int, name: str, cert_dir: str | os.PathLike,
