@@ -56,6 +56,7 @@ class Discoverer:
         self.timing = timing
         self.mirror: Mirror | None = None
         self._mirror_term = -1
+        self._corrupt: set[str] = set()  # ids whose record in Redis is unreadable
         self._log_once = LogOnce(log)
         self.last_error: str | None = None
         self.last_poll_at: float | None = None  # wall clock of the last successful poll
@@ -140,12 +141,18 @@ class Discoverer:
             term = self.election.term
             snap = await bounded(self.store.load(), self._command_timeout, "loading the set")
             self.mirror, self._mirror_term = Mirror(snap), term
+            self._corrupt = set(snap.corrupt)
+            if snap.corrupt:
+                log.error("Redis holds %d unreadable builder records (%s); replacing or removing them",
+                          len(snap.corrupt), ", ".join(sorted(snap.corrupt)[:5]))
             self.election.version_floor = max(self.election.version_floor, snap.version)
             metrics.IS_LEADER.set(1)
             metrics.EPOCH.set(lease.epoch)
             metrics.BUILDERS.set(len(snap.builders))
         plan = self.planner.plan(self.mirror.builders, seen, time.monotonic())
         metrics.HELD_REMOVALS.set(plan.held)
+        if self._corrupt:  # not in the mirror, so the planner cannot see them
+            plan.remove.extend(sorted(self._corrupt - seen.builders.keys()))
         if not plan:
             return False
         t0 = time.perf_counter()
@@ -165,6 +172,7 @@ class Discoverer:
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         metrics.WRITES.labels("ok").inc()
         self.mirror.apply(version, plan.upsert, plan.remove)
+        self._corrupt.clear()
         self.election.version_floor = max(self.election.version_floor, version)
         metrics.BUILDERS.set(len(self.mirror.builders))
         log.info("version %d: +%d/-%d builders (now %d)", version,

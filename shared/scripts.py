@@ -49,7 +49,15 @@ local v = tonumber(redis.call('GET', KEYS[5]) or '0')
 if v ~= tonumber(ARGV[3]) then return {'conflict', tostring(v)} end
 local p = cjson.decode(ARGV[5])
 local added, updated, removed, records = {}, {}, {}, {}
+-- Redis does not roll a script back: nothing below may fail halfway, so a
+-- stored record that is not valid JSON (written by hand) only loses its SNI.
+local function sni_of(raw)
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and type(rec) == 'table' and type(rec.sni) == 'string' then return rec.sni end
+  return nil
+end
 local function drop_route(sni, id)
+  if not sni then return end
   local route = redis.call('HGET', KEYS[4], sni)
   if route and string.sub(route, -(#id + 1)) == ' ' .. id then
     redis.call('HDEL', KEYS[4], sni)
@@ -58,7 +66,7 @@ end
 for _, id in ipairs(p.remove) do
   local old = redis.call('HGET', KEYS[3], id)
   if old then
-    drop_route(cjson.decode(old).sni, id)
+    drop_route(sni_of(old), id)
     redis.call('HDEL', KEYS[3], id)
     removed[#removed + 1] = id
   end
@@ -68,7 +76,7 @@ for _, u in ipairs(p.upsert) do
   local old = redis.call('HGET', KEYS[3], id)
   if old then
     if old ~= rec then
-      local oldsni = cjson.decode(old).sni
+      local oldsni = sni_of(old)
       if oldsni ~= sni then drop_route(oldsni, id) end
       updated[#updated + 1] = id
       records[#records + 1] = rec

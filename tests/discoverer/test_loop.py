@@ -237,3 +237,17 @@ async def test_two_elections_never_lead_at_once(nodes, redis_server):
         for t in tasks:
             t.cancel()
     assert leaders == {"a", "b"}
+
+
+async def test_unreadable_records_in_redis_are_replaced_or_removed(nodes, redis_server, caplog):
+    a = nodes("a", FakeSource([rec(1), rec(2)]))
+    with redis_server.client() as c:
+        c.hset(KEYS.builders, mapping={"b01": b"{garbage", "b09": b"{garbage"})
+    await a.lead()
+    assert await a.disc.poll_once()
+    assert "unreadable builder records" in caplog.text
+    with redis_server.client() as c:
+        assert sorted(c.hkeys(KEYS.builders)) == [b"b01", b"b02"]
+    assert routes(redis_server) == {"b01.builders.internal": "[fdaa::1]:443 b01",
+                                    "b02.builders.internal": "[fdaa::2]:443 b02"}
+    assert await a.disc.poll_once() and xlen(redis_server) == 1

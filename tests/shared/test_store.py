@@ -205,3 +205,17 @@ async def test_a_standby_learns_the_version_from_a_failed_acquire(store):
     await store.apply(lease, lease.version, [b(1)], [])
     got, version = await store.try_acquire("standby", 5000)
     assert got is None and version == lease.version + 1
+
+
+@pytest.mark.parametrize("garbage", [b"{not json", b"5", b'{"sni": 7}'])
+async def test_an_unreadable_stored_record_is_replaced_or_removed_without_a_script_error(store, redis_server, garbage):
+    lease = await store.acquire("a", 5000)
+    await store.apply(lease, 0, [b(1)], [])
+    c = redis_server.client()
+    c.hset(KEYS.builders, "b01", garbage)
+    c.hset(KEYS.builders, "b02", garbage)
+    assert await store.apply(lease, 1, [b(1, ip="fdaa::77")], ["b02"]) == 2
+    assert c.hkeys(KEYS.builders) == [b"b01"]
+    assert c.hget(KEYS.routes, "b01.builders.internal") == b"[fdaa::77]:443 b01"
+    change = (await store.read_changes("0-0", block_ms=100))[-1]
+    assert (change.updated, change.removed) == (("b01",), ("b02",))
