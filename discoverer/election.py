@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, TypeVar
 
+import redis.exceptions
+
 from shared.errors import StoreUnavailable
 from shared.store import Lease, Store
 
@@ -43,15 +45,20 @@ class LeaseTimes:
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
     """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
 
-    A timeout around the call rather than the client's socket_timeout: with
-    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
-    task's cancellation, and a discoverer told to stop would then never stop.
+    Redis' refusals (ResponseError) become StoreUnavailable too. A timeout
+    around the call rather than the client's socket_timeout: with Python 3.11,
+    redis-py's socket timeouts (asyncio.wait_for) can swallow a task's
+    cancellation, and a discoverer told to stop would then never stop.
     """
     try:
         async with asyncio.timeout(seconds):
             return await aw
     except TimeoutError as exc:
         raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
+    except redis.exceptions.ResponseError as exc:
+        # READONLY (a failover made it a replica), OOM, LOADING...: retried like an outage
+        # instead of crashing the process, and logged with Redis' own words.
+        raise StoreUnavailable(f"{what}: Redis refused: {exc}") from exc
 
 
 class Election:

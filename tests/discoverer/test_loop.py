@@ -251,3 +251,27 @@ async def test_unreadable_records_in_redis_are_replaced_or_removed(nodes, redis_
     assert routes(redis_server) == {"b01.builders.internal": "[fdaa::1]:443 b01",
                                     "b02.builders.internal": "[fdaa::2]:443 b02"}
     assert await a.disc.poll_once() and xlen(redis_server) == 1
+
+
+async def test_a_redis_that_refuses_writes_is_an_outage_not_a_crash(nodes, redis_server):
+    source = FakeSource([rec(1)])
+    a = nodes("a", source, ttl=1.0)
+    await a.lead()
+    await a.disc.poll_once()
+    with redis_server.client() as c:
+        c.replicaof("127.0.0.1", 1)  # a replica of nothing: READONLY for every write
+    try:
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            await a.election._tick()
+        source.records.append(rec(2))
+        assert not await a.disc.poll_once()
+        assert "READONLY" in a.disc.last_error
+    finally:
+        with redis_server.client() as c:
+            c.replicaof("NO", "ONE")
+    await async_wait_until(lambda: asyncio.sleep(0, a.election.lease() is None), 2, what="local lease expiry")
+    await a.tick()  # steps down
+    await a.tick()  # wins again
+    assert a.election.lease() is not None
+    assert await a.disc.poll_once()
+    assert len(routes(redis_server)) == 2
