@@ -143,6 +143,11 @@ class Cache:
     def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
         return ViewKey(region if self.region_scope == "local" else None, listener)
 
+    def drop_view(self, view: ViewKey) -> None:
+        """Forget a view no stream uses any more (it is rebuilt on demand)."""
+        for type_url in rs.SUPPORTED:
+            self._series.pop((view, type_url), None)
+
     # --- writers (the follower) ------------------------------------------------
     def update(self, version: int, builders: Mapping[str, Builder], changes: list[Pair] | None,
                at: float | None = None) -> None:

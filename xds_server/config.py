@@ -35,6 +35,7 @@ class XdsConfig:
     tls_key: str | None = None
     client_ca: str | None = None
     test_nack_builders: frozenset[str] = frozenset()
+    require_node_identity: bool = False
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     sec.add_argument("--tls-cert", default=env("XDS_TLS_CERT"), help="serve ADS over TLS with this certificate")
     sec.add_argument("--tls-key", default=env("XDS_TLS_KEY"), help="key of --tls-cert")
     sec.add_argument("--client-ca", default=env("XDS_CLIENT_CA"), help="require client certificates from this CA")
+    sec.add_argument("--require-node-identity", action="store_true",
+                     help="with --client-ca: a stream's node id must be a name in its client certificate "
+                     "(CN or SAN), so a proxy cannot ask for another node's identity")
     p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--replica-id", default=env("XDS_REPLICA_ID"), help="id in {xds}:replicas (default host:pid)")
     return p
@@ -84,6 +88,8 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         raise ConfigError("--tls-cert and --tls-key go together")
     if a.client_ca and not a.tls_cert:
         raise ConfigError("--client-ca needs --tls-cert and --tls-key")
+    if a.require_node_identity and not a.client_ca:
+        raise ConfigError("--require-node-identity needs --client-ca (client certificates)")
     return XdsConfig(
         redis=RedisSettings.from_args(a), listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
@@ -93,4 +99,4 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",
         log_format=a.log_format, log_level=a.log_level, metrics_listen=a.metrics_listen,
         tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
-        test_nack_builders=frozenset(a.test_nack_builder))
+        test_nack_builders=frozenset(a.test_nack_builder), require_node_identity=a.require_node_identity)

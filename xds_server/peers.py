@@ -4,6 +4,8 @@ The registry is in-memory; ``xds_server.status`` publishes it to Redis.
 """
 from __future__ import annotations
 
+import collections
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +15,8 @@ from shared import resources as rs
 
 from .cache import Cache, ViewKey
 from .render import ListenerSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,22 +79,56 @@ class Peer:
                 "connected_since": round(self.connected_since, 3), "heartbeat": round(time.time(), 3)}
 
 
+class Refused(Exception):
+    """A stream the replica will not serve; ``code`` names the gRPC status for the transport."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 class Registry:
-    def __init__(self, cache: Cache, defaults: ListenerDefaults):
+    """Connected peers, and how many use each view (a view with no peer is dropped from the cache)."""
+
+    def __init__(self, cache: Cache, defaults: ListenerDefaults, *, max_views: int = 256):
         self.cache = cache
         self.defaults = defaults
+        self.max_views = max_views
         self.peers: set[Peer] = set()
         self.gone: set[str] = set()
+        self._nodes: collections.Counter[str] = collections.Counter()
+        self._views: collections.Counter[ViewKey] = collections.Counter()
 
-    def join(self, node: base_pb2.Node, kind: str) -> Peer:
+    def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None) -> Peer:
+        """Register a stream's node; raises Refused for a node it may not be or a view too many."""
+        node_id = node.id or "unknown"
+        if identities is not None and node_id not in identities:
+            raise Refused("PERMISSION_DENIED", f"node id {node_id!r} is not in the client certificate "
+                                               f"({', '.join(sorted(identities)) or 'no names'})")
         region = node_region(node)
+        if region is None and self.cache.region_scope == "local":
+            log.warning("node %s has no region while --region-scope is local: it sees no builders", node_id)
+            region = ""
         view = self.cache.view_for(region, node_listener(node, self.defaults))
-        peer = Peer(node.id or "unknown", region, view, kind)
+        if view not in self._views and len(self._views) >= self.max_views:
+            raise Refused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} distinct views "
+                                                "(region, listener address and port)")
+        peer = Peer(node_id, region, view, kind)
         self.peers.add(peer)
-        self.gone.discard(peer.node_id)
+        self._nodes[node_id] += 1
+        self._views[view] += 1
+        self.gone.discard(node_id)
         return peer
 
     def leave(self, peer: Peer) -> None:
+        if peer not in self.peers:
+            return
         self.peers.discard(peer)
-        if not any(p.node_id == peer.node_id for p in self.peers):
+        self._nodes[peer.node_id] -= 1
+        if self._nodes[peer.node_id] <= 0:
+            del self._nodes[peer.node_id]
             self.gone.add(peer.node_id)
+        self._views[peer.view] -= 1
+        if self._views[peer.view] <= 0:
+            del self._views[peer.view]
+            self.cache.drop_view(peer.view)

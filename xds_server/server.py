@@ -21,7 +21,7 @@ from . import metrics
 from .cache import Cache
 from .config import XdsConfig
 from .delta import DeltaStream
-from .peers import Registry
+from .peers import Refused, Registry
 from .sotw import SotwStream
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,13 @@ METHODS = {
     CDS: {"StreamClusters": (False, (rs.CLUSTER,), False), "DeltaClusters": (True, (rs.CLUSTER,), False)},
     LDS: {"StreamListeners": (False, (rs.LISTENER,), False), "DeltaListeners": (True, (rs.LISTENER,), False)},
 }
+
+
+def peer_identities(context: grpc.aio.ServicerContext) -> frozenset[str]:
+    """Names in the client certificate (CN and SANs); empty without one."""
+    auth = context.auth_context()
+    names = [*auth.get("x509_common_name", []), *auth.get("x509_subject_alternative_name", [])]
+    return frozenset(n.decode() if isinstance(n, bytes) else n for n in names)
 
 
 class XdsService:
@@ -53,14 +60,20 @@ class XdsService:
                 metrics.STREAMS_REFUSED.inc()
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"this replica serves at most {self.cfg.max_streams} streams; try another")
+            identities = peer_identities(context) if self.cfg.require_node_identity else None
             self.open += 1
             try:
                 if delta:
-                    stream = DeltaStream(self.cache, self.registry, types, ordered=ordered,
+                    stream = DeltaStream(self.cache, self.registry, types, identities, ordered=ordered,
                                          domain=self.cfg.domain, wait=self.cfg.on_demand_wait)
                 else:
-                    stream = SotwStream(self.cache, self.registry, types, ordered=ordered)
+                    stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
                 await stream.serve(requests, context.write)
+            except* Refused as group:  # raised inside the stream's TaskGroup
+                exc = group.exceptions[0]
+                metrics.STREAMS_REFUSED.inc()
+                log.warning("stream refused: %s", exc)
+                await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
             finally:
                 self.open -= 1
 

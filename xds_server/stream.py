@@ -25,8 +25,10 @@ class Stream:
     kind = "stream"
     log_once = LogOnce(log)
 
-    def __init__(self, cache: Cache, registry: Registry, types: tuple[str, ...] = rs.SUPPORTED):
+    def __init__(self, cache: Cache, registry: Registry, types: tuple[str, ...] = rs.SUPPORTED,
+                 identities: frozenset[str] | None = None):
         self.cache = cache
+        self.identities = identities  # with mTLS: the node ids the client certificate allows
         self.registry = registry
         self.types = types  # type URLs this endpoint serves (both for ADS)
         self.peer: Peer | None = None
@@ -76,7 +78,7 @@ class Stream:
                 if request is _EOF:
                     return
                 if self.peer is None:
-                    self.peer = self.registry.join(self.node_of(request), self.kind)
+                    self.peer = self.registry.join(self.node_of(request), self.kind, self.identities)
                     metrics.STREAMS.labels(self.kind).inc()
                 self.on_request(request)
             if self.peer is not None and self.cache.ready:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import builder, sni
+from .harness import builder, eventually, sni
 from .test_delta import dsync, updated
 from .test_sotw import sync
 from .test_ordering import chains
@@ -93,3 +93,24 @@ async def test_two_replicas_serve_identical_bytes(writer, replicas, clients, rou
     assert len(sotw["early"][CDS][1]) == 4
     assert sotw["early"] == sotw["late"]
     assert delta["early"] == delta["late"]
+
+
+async def test_views_are_dropped_when_their_last_stream_leaves_and_bounded(writer, replicas, clients):
+    await writer.put(builder("a"))
+    replica = await replicas(routing="sni_cluster")
+    registry = replica.registry
+    registry.max_views = 2
+    client_a = clients(replica, listener_port="20001")
+    ads = await client_a.sotw()
+    await sync(ads, CDS)
+    assert len(registry._views) == 1
+    await client_a.close()
+    await eventually(lambda: not registry._views, what="view dropped after the stream left")
+    assert not replica.cache._series, "the cache forgets a view nobody uses"
+    for port in ("20002", "20003"):
+        s = await clients(replica, listener_port=port).sotw()
+        await sync(s, CDS)
+    late = await clients(replica, listener_port="20004").sotw()
+    await late.request(CDS)
+    end = await late.wait_end(5)
+    assert end.code.name == "RESOURCE_EXHAUSTED", end

@@ -286,12 +286,13 @@ class XdsClient:
 
     def __init__(self, address: str, node_id: str = "envoy-test", region: str = "", *,
                  listener_port: str | None = "10443", listener_address: str | None = "127.0.0.1",
-                 metadata: Mapping[str, str] | None = None, node_every_time: bool = False):
+                 metadata: Mapping[str, str] | None = None, node_every_time: bool = False,
+                 channel: grpc.aio.Channel | None = None):
         self.address = address
         self.node = make_node(node_id, region, listener_port=listener_port,
                               listener_address=listener_address, metadata=metadata)
         self.node_every_time = node_every_time
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = channel or grpc.aio.insecure_channel(address)
         self.streams: list[_Stream] = []
 
     async def sotw(self, service: str = "ads") -> SotwStream:
