@@ -90,7 +90,8 @@ class Stream:
             if inbox:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.tick())
+                async with asyncio.timeout(self.tick()):  # not wait_for: it can lose a cancellation on 3.11
+                    await wake.wait()
 
     def tick(self) -> float | None:
         """How long to wait at most before calling responses() again (None: until woken)."""
