@@ -37,8 +37,8 @@ def test_redis_down_10s_then_back_empty_under_churn(cluster):
     time.sleep(1.0)
     cluster.redis.stop()
     time.sleep(10)
-    cluster.redis.start()  # no persistence: it comes back empty
     back = time.monotonic()
+    cluster.redis.start()  # no persistence: it comes back empty
     wait_until(lambda: cluster.redis_version() > 0, 2.5, what="the leader rewrote the set")
     discoverer_back = time.monotonic() - back
     rewritten = cluster.redis_version()
@@ -51,6 +51,8 @@ def test_redis_down_10s_then_back_empty_under_churn(cluster):
     wait_until(lambda: watch.current() == final, 5, what="Envoy on the final version")
     traffic.stop()
     watch.stop()
+    print(f"\nFIGURE redis-down: discoverer back in {discoverer_back:.2f}s, Envoy's replica in {replica_back:.2f}s; "
+          f"{traffic.ok} TLS connections, {traffic.failed} failed; {churn.changes} DNS changes")
     assert discoverer_back < 2.0 and replica_back < 2.0, (discoverer_back, replica_back)
     assert traffic.failed == 0, traffic.failures[:10]
     assert traffic.ok > 100
@@ -72,9 +74,11 @@ def test_replica_killed_envoy_moves_and_no_connection_drops(cluster):
     traffic.start()
     victim.kill(signal.SIGKILL)
     other = "r2" if holder == "r1" else "r1"
+    killed_at = time.monotonic()
     with cluster.redis.client() as c:
         wait_until(lambda: json.loads(c.hget("{xds}:envoys", "edge-1") or "{}").get("replica") == other, 15,
                    what="Envoy reconnected to the other replica")
+    print(f"\nFIGURE replica-kill: Envoy on the other replica {time.monotonic() - killed_at:.2f}s after the kill")
     cluster.set_dns(cluster.in_dns + [cluster.pool[0]])
     wait_until(lambda: cluster.reach(envoy, cluster.pool[0].id), 5, what="a new builder routed after the kill")
     for i in range(5):
@@ -82,4 +86,5 @@ def test_replica_killed_envoy_moves_and_no_connection_drops(cluster):
         assert reader.readline() == f"still here {i}\n".encode()
     conn.close()
     traffic.stop()
+    print(f"\nFIGURE replica-kill: {traffic.ok} TLS connections during the move, {traffic.failed} failed")
     assert traffic.failed == 0, traffic.failures[:10]
