@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ from shared.errors import ConfigError, RecordError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, Network, domain_of, parse_networks
 
 from .diff import Rules
+
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 from .election import LeaseTimes
 from .loop import Timing
 from .sources.fly import parse_server
@@ -31,6 +34,7 @@ class DiscovererConfig:
     log_format: str = "text"
     log_level: str = "info"
     metrics_listen: str | None = None
+    per_app: bool = False
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,8 +59,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--builder-port", type=int, default=int(env("XDS_BUILDER_PORT", "443")),
                    help="TCP port of every builder (a file record may set its own 'port')")
     b.add_argument("--app", action="append", default=None,
-                   help="only machines of this Fly app are builders (repeatable; default: every app in the "
-                   "answer; env XDS_APPS, comma-separated)")
+                   help="only machines of this Fly app are builders: an exact name or a regex matched in full "
+                   "(repeatable; default: every app in the answer; env XDS_APPS, comma-separated)")
+    b.add_argument("--region", action="append", default=None,
+                   help="only builders in this Fly region (repeatable; env XDS_REGIONS, comma-separated)")
+    s.add_argument("--per-app", action="store_true", default=env("XDS_PER_APP") == "1",
+                   help="query vms.<app>.internal and <id>.vm.<app>.internal per app instead of the org-wide "
+                   "_instances.internal (automatic past 600 machines); needs --app names or patterns")
     b.add_argument("--allow-cidr", action="append", default=None,
                    help="networks builder addresses must be in (repeatable; default "
                    + ", ".join(DEFAULT_ALLOWED_NETWORKS) + "; env XDS_ALLOW_CIDRS, comma-separated)")
@@ -97,14 +106,22 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         domain_of(a.sni_template)
     except RecordError as exc:
         raise ConfigError(f"bad --sni-template: {exc}") from exc
-    apps = a.app or [x for x in (env("XDS_APPS") or "").split(",") if x.strip()]
+    apps = [x.strip().lower() for x in a.app or (env("XDS_APPS") or "").split(",") if x.strip()]
+    regions = [x.strip().lower() for x in a.region or (env("XDS_REGIONS") or "").split(",") if x.strip()]
+    exact = frozenset(x for x in apps if APP_NAME.fullmatch(x))
+    try:
+        patterns = tuple(re.compile(x) for x in apps if x not in exact)
+    except re.error as exc:
+        raise ConfigError(f"bad --app pattern: {exc}") from exc
+    if a.per_app and not apps:
+        raise ConfigError("--per-app needs --app (names or patterns)")
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),
                   grace=a.removal_grace, mass_share=a.mass_removal_share, mass_hold=a.mass_removal_hold,
-                  apps=frozenset(x.strip().lower() for x in apps))
+                  apps=exact, app_patterns=patterns, regions=frozenset(regions))
     return DiscovererConfig(
         redis=RedisSettings.from_args(a), source=a.source, dns_server=a.dns_server, dns_timeout=a.dns_timeout,
         file=a.file, rules=rules, timing=Timing(interval=a.poll_interval, backoff=a.error_backoff),
         lease=LeaseTimes(ttl=a.lease_ttl), holder=a.id or f"{socket.gethostname()}:{os.getpid()}",
         stream_maxlen=a.stream_maxlen, log_format=a.log_format, log_level=a.log_level,
-        metrics_listen=a.metrics_listen,
+        metrics_listen=a.metrics_listen, per_app=a.per_app,
     )

@@ -8,6 +8,7 @@ condition has lasted ``mass_hold`` seconds.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field, replace
 
 from shared.errors import RecordError
@@ -24,7 +25,17 @@ class Rules:
     grace: float = 0.5
     mass_share: float = 0.5
     mass_hold: float = 5.0
-    apps: frozenset[str] = frozenset()  # only builders of these apps (empty: every app)
+    apps: frozenset[str] = frozenset()  # only builders of these apps (with app_patterns; both empty: every app)
+    app_patterns: tuple[re.Pattern, ...] = ()  # regexes an app name must match in full
+    regions: frozenset[str] = frozenset()  # only builders in these regions (empty: every region)
+
+    def wants_app(self, app: str) -> bool:
+        if not (self.apps or self.app_patterns):
+            return True
+        return app in self.apps or any(p.fullmatch(app) for p in self.app_patterns)
+
+    def wants(self, b: Builder) -> bool:
+        return self.wants_app(b.app) and (not self.regions or b.region in self.regions)
 
 
 @dataclass(slots=True)
@@ -76,7 +87,7 @@ def validate(records: list[dict], rules: Rules, now: float, cache: dict | None =
         if isinstance(b, RecordError):
             out.rejected.append(b)
             continue
-        if rules.apps and b.app not in rules.apps:
+        if not rules.wants(b):
             out.ignored += 1  # _instances.internal lists every machine of the org, not only builders
             continue
         prev = by_id.get(b.id)

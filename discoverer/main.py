@@ -22,7 +22,8 @@ log = logging.getLogger("discoverer")
 def make_source(cfg: config.DiscovererConfig) -> Source:
     if cfg.source == "file":
         return FileSource(cfg.file)
-    return FlySource(cfg.dns_server, timeout=cfg.dns_timeout)
+    return FlySource(cfg.dns_server, timeout=cfg.dns_timeout, per_app=cfg.per_app, apps=cfg.rules.apps,
+                     app_wanted=cfg.rules.wants_app)
 
 
 async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:

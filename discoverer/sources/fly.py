@@ -7,25 +7,16 @@ key (two ``ip=``) is ambiguous and rejected.
 """
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
-import re
-import struct
-import time
 from typing import Iterator
 
-import dns.asyncquery
-import dns.exception
-import dns.flags
-import dns.message
 import dns.rcode
-import dns.rdatatype
-import dns.resolver
 
-from shared.errors import ConfigError, RecordError, SourceError
+from shared.errors import RecordError, SourceError
 
 from . import Answer
+from .dns_client import DnsClient, TooBig, join_txt, parse_server  # noqa: F401  (parse_server: re-exported)
+from .fly_apps import PerAppSource
 
 log = logging.getLogger(__name__)
 
@@ -77,101 +68,55 @@ def parse_record(segment: bytes) -> dict | RecordError | None:
     return fields
 
 
-def join_txt(response: dns.message.Message) -> bytes:
-    """Join the character-strings of each TXT record; records are joined by ';'."""
-    chunks = []
-    for rrset in response.answer:
-        if rrset.rdtype != dns.rdatatype.TXT:
-            continue
-        for rdata in rrset:
-            chunks.append(b"".join(rdata.strings))
-    return b";".join(chunks)
-
-
-def parse_server(value: str | None) -> tuple[str, int]:
-    """'HOST:PORT', '[v6]:PORT', 'HOST' or None (the system resolver's first server)."""
-    if not value:
-        try:
-            return dns.resolver.Resolver().nameservers[0], 53
-        except (IndexError, dns.resolver.NoResolverConfiguration) as exc:
-            raise SourceError("no --dns-server and no system resolver") from exc
-    m = re.match(r"^\[(?P<h6>[^\]]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:]+)(?::(?P<p>\d+))?$", value)
-    host, port = (value, "53") if not m else (m.group("h6") or m.group("h"), m.group("p6") or m.group("p") or "53")
-    try:
-        ipaddress.ip_address(host)  # dnspython queries an address, never a name
-    except ValueError as exc:
-        raise ConfigError(f"--dns-server {value!r}: want IP, IP:PORT or [IPv6]:PORT") from exc
-    if not 0 < int(port) < 65536:
-        raise ConfigError(f"--dns-server {value!r}: bad port")
-    return host, int(port)
-
-
-class DnsClient:
-    """One query: UDP, TCP when truncated, bounded by ``timeout``."""
-
-    TCP_STICKY = 60.0  # after a truncated answer, go straight to TCP for this long
-
-    def __init__(self, server: str | None, timeout: float):
-        self.host, self.port = parse_server(server)
-        self.timeout = timeout
-        self._tcp_until = 0.0
-        self._last: tuple[bytes, dns.message.Message] | None = None  # last TCP answer, less its ID
-
-    async def query(self, name: str, rdtype: str) -> dns.message.Message:
-        q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
-        try:
-            if time.monotonic() < self._tcp_until:
-                return self._check(name, rdtype, await self._tcp(q))
-            resp = await dns.asyncquery.udp(q, self.host, timeout=self.timeout, port=self.port,
-                                            ignore_trailing=True)
-            if resp.flags & dns.flags.TC:
-                # An org-wide answer rarely fits a datagram: skip the wasted UDP round trip for a while.
-                self._tcp_until = time.monotonic() + self.TCP_STICKY
-                resp = await self._tcp(q)
-        except (dns.exception.Timeout, TimeoutError) as exc:
-            raise SourceError(f"DNS {name} {rdtype}: timeout after {self.timeout}s") from exc
-        except (dns.exception.DNSException, OSError, EOFError) as exc:
-            raise SourceError(f"DNS {name} {rdtype}: {exc.__class__.__name__}: {exc}") from exc
-        return self._check(name, rdtype, resp)
-
-    async def _tcp(self, q: dns.message.Message) -> dns.message.Message:
-        """One query over TCP. An answer whose bytes (less the ID) equal the previous
-        one is not parsed again: dnspython spends milliseconds on a 500-record TXT."""
-        async with asyncio.timeout(self.timeout):
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            try:
-                query = q.to_wire()
-                writer.write(struct.pack("!H", len(query)) + query)
-                size = struct.unpack("!H", await reader.readexactly(2))[0]
-                wire = await reader.readexactly(size)
-            finally:
-                writer.close()
-        if self._last is not None and wire[:2] == query[:2] and wire[2:] == self._last[0]:
-            return self._last[1]
-        resp = dns.message.from_wire(wire)
-        if not q.is_response(resp):
-            raise dns.exception.FormError("the TCP answer does not match the query")
-        self._last = (wire[2:], resp)
-        return resp
-
-    @staticmethod
-    def _check(name: str, rdtype: str, resp: dns.message.Message) -> dns.message.Message:
-        rcode = resp.rcode()
-        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            raise SourceError(f"DNS {name} {rdtype}: {dns.rcode.to_text(rcode)}")
-        return resp
-
-
 class FlySource:
-    """The org-wide ``_instances.internal`` answer."""
+    """The org-wide ``_instances.internal`` answer; per-app queries when it is too big.
 
-    def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME):
+    Per-app mode (``per_app=True``, or automatic once an org-wide answer holds
+    ``AUTO_PER_APP`` records or no longer fits a DNS message) asks each builder
+    app's ``vms.<app>.internal``. App names come from ``apps`` (exact names)
+    and, for app patterns, from the last org-wide answer.
+    """
+
+    AUTO_PER_APP = 600
+
+    def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME,
+                 per_app: bool = False, apps: frozenset[str] = frozenset(), app_wanted=None):
         self.dns = DnsClient(server, timeout)
         self.name = name
+        self.per_app = per_app
+        self.apps = apps
+        self.app_wanted = app_wanted or (lambda app: not apps or app in apps)
+        self._seen_apps: set[str] = set()
+        self._per_app = None
         self._last: tuple[bytes, Answer] | None = None
         self._records: dict[bytes, dict | RecordError | None] = {}  # raw record -> parsed
 
     async def fetch(self) -> Answer:
+        if self.per_app:
+            if not (self.apps or self._seen_apps):
+                await self._org_wide()  # app patterns: learn the names from one org-wide answer
+            return await self._apps_source().fetch(sorted(self.apps | self._seen_apps))
+        try:
+            answer = await self._org_wide()
+        except TooBig as exc:
+            return await self._switch(str(exc))
+        if len(answer.records) >= self.AUTO_PER_APP and (self.apps or self._seen_apps):
+            return await self._switch(f"{len(answer.records)} machines in one answer")
+        return answer
+
+    async def _switch(self, why: str) -> Answer:
+        if not (self.apps or self._seen_apps):
+            raise SourceError(f"{why}, and no app names for per-app queries: give --app")
+        log.warning("%s: switching to per-app queries for %s", why, ", ".join(sorted(self.apps | self._seen_apps)))
+        self.per_app = True
+        return await self.fetch()
+
+    def _apps_source(self) -> PerAppSource:
+        if self._per_app is None:
+            self._per_app = PerAppSource(self.dns)
+        return self._per_app
+
+    async def _org_wide(self) -> Answer:
         resp = await self.dns.query(self.name, "TXT")
         payload = join_txt(resp)
         if not payload.strip(b"; "):
@@ -185,6 +130,8 @@ class FlySource:
         answer = Answer()
         for item in parse_instances(payload, self._records):
             (answer.rejected if isinstance(item, RecordError) else answer.records).append(item)
+        self._seen_apps = {str(r.get("app", "")).lower() for r in answer.records
+                           if r.get("app") and self.app_wanted(str(r["app"]).lower())}
         self._last = (payload, answer)
         return answer
 

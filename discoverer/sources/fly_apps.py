@@ -1,0 +1,88 @@
+"""Fly DNS, one app at a time: for orgs whose ``_instances.internal`` answer is too big.
+
+``vms.<app>.internal`` TXT gives ``<id> <region>`` pairs (comma-separated);
+``<id>.vm.<app>.internal`` AAAA gives each machine's 6PN address. Addresses
+are cached by machine id (a machine keeps its address), so a steady poll is
+one TXT query per app; new ids are resolved concurrently.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import dns.rcode
+import dns.rdatatype
+
+from shared.errors import RecordError, SourceError
+
+from . import Answer
+from .dns_client import DnsClient, join_txt
+
+log = logging.getLogger(__name__)
+CONCURRENCY = 32
+
+
+def parse_vms(payload: bytes) -> list[tuple[str, str] | RecordError]:
+    """'id region,id region' -> [(id, region)]; a malformed pair becomes a RecordError."""
+    out: list[tuple[str, str] | RecordError] = []
+    for part in payload.replace(b";", b",").split(b","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            fields = part.decode("utf-8").split()
+        except UnicodeDecodeError:
+            out.append(RecordError("not_utf8", repr(part[:60])))
+            continue
+        if len(fields) != 2:
+            out.append(RecordError("bad_vms_record", repr(part[:80])))
+            continue
+        out.append((fields[0], fields[1]))
+    return out
+
+
+class PerAppSource:
+    def __init__(self, client: DnsClient):
+        self.dns = client
+        self._addresses: dict[tuple[str, str], str] = {}  # (app, id) -> address
+        self._sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def fetch(self, apps: list[str]) -> Answer:
+        if not apps:
+            raise SourceError("per-app queries need app names: give --app, or let one org-wide answer name them")
+        answer = Answer()
+        seen: set[tuple[str, str]] = set()
+        for app in sorted(apps):
+            pairs = await self._vms(app)
+            wanted = [(bid, region) for bid, region in pairs if isinstance(bid, str)]
+            answer.rejected.extend(p for p in pairs if isinstance(p, RecordError))
+            missing = [bid for bid, _ in wanted if (app, bid) not in self._addresses]
+            await asyncio.gather(*(self._resolve(app, bid, answer) for bid in missing))
+            for bid, region in wanted:
+                address = self._addresses.get((app, bid))
+                if address is not None:  # an id whose address did not resolve yet waits for the next poll
+                    answer.records.append({"id": bid, "app": app, "region": region, "ip": address})
+                    seen.add((app, bid))
+        for key in set(self._addresses) - seen:
+            del self._addresses[key]
+        return answer
+
+    async def _vms(self, app: str) -> list:
+        resp = await self.dns.query(f"vms.{app}.internal", "TXT")
+        if resp.rcode() == dns.rcode.NXDOMAIN:
+            return []  # an app scaled to zero
+        return parse_vms(join_txt(resp))
+
+    async def _resolve(self, app: str, bid: str, answer: Answer) -> None:
+        name = f"{bid}.vm.{app}.internal"
+        async with self._sem:
+            try:
+                resp = await self.dns.query(name, "AAAA")
+            except SourceError as exc:
+                log.warning("%s; %s waits for the next poll", exc, bid)
+                return
+        for rrset in resp.answer:
+            if rrset.rdtype == dns.rdatatype.AAAA:
+                self._addresses[(app, bid)] = next(iter(rrset)).address
+                return
+        answer.rejected.append(RecordError("no_address", name))

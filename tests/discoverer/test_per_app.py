@@ -1,0 +1,81 @@
+"""Per-app queries (vms.<app>.internal + <id>.vm.<app>.internal) against the real DNS server, and filters."""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from discoverer.config import from_args
+from discoverer.diff import Rules, validate
+from discoverer.sources.fly import FlySource
+from discoverer.sources.fly_apps import parse_vms
+from shared.errors import ConfigError, RecordError
+from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
+
+
+def fleet(n: int, app: str, region: str = "ams", base: int = 0) -> list[tuple[str, str, str, str]]:
+    return [(f"{base + i:014x}", app, f"fdaa:0:1::{base + i + 1:x}", region) for i in range(n)]
+
+
+async def test_per_app_reads_only_the_named_apps_with_addresses_and_regions(dns_server):
+    dns_server.set_builders(fleet(3, "builder", "ord") + fleet(2, "web", base=100))
+    source = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}))
+    answer = await source.fetch()
+    assert sorted((r["id"], r["app"], r["ip"], r["region"]) for r in answer.records) == sorted(
+        (i, a, ip, r) for i, a, ip, r in fleet(3, "builder", "ord"))
+    assert len(source._per_app._addresses) == 3, "addresses are cached by machine id"
+    dns_server.set_builders(fleet(2, "builder", "ord"))
+    assert len((await source.fetch()).records) == 2
+    assert len(source._per_app._addresses) == 2, "gone machines leave the cache"
+
+
+async def test_a_big_org_wide_answer_switches_to_per_app(dns_server, monkeypatch):
+    monkeypatch.setattr(FlySource, "AUTO_PER_APP", 5)
+    dns_server.set_builders(fleet(6, "builder") + fleet(2, "web", base=100))
+    source = FlySource(dns_server.addr, timeout=1, app_wanted=lambda app: app.startswith("build"))
+    answer = await source.fetch()
+    assert source.per_app
+    assert {r["app"] for r in answer.records} == {"builder"} and len(answer.records) == 6
+
+
+async def test_per_app_with_only_patterns_learns_names_first(dns_server):
+    dns_server.set_builders(fleet(2, "bk-ord") + fleet(1, "bk-ams", base=50) + fleet(1, "web", base=100))
+    source = FlySource(dns_server.addr, timeout=1, per_app=True,
+                       app_wanted=lambda app: re.fullmatch(r"bk-.*", app) is not None)
+    answer = await source.fetch()
+    assert sorted({r["app"] for r in answer.records}) == ["bk-ams", "bk-ord"] and len(answer.records) == 3
+
+
+def test_parse_vms_pairs_and_garbage():
+    assert parse_vms(b"a1 ord,b2 ams") == [("a1", "ord"), ("b2", "ams")]
+    out = parse_vms(b"a1 ord,,garbage,\xff\xfe x")
+    assert out[0] == ("a1", "ord") and all(isinstance(x, RecordError) for x in out[1:]) and len(out) == 3
+
+
+RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS))
+
+
+def rec(bid: str, app: str, region: str) -> dict:
+    return {"id": bid, "app": app, "region": region, "ip": "fdaa::1" if bid == "a" else "fdaa::2"}
+
+
+@pytest.mark.parametrize("rules, kept", [
+    (replace(RULES, app_patterns=(re.compile("build.*"),)), {"a"}),
+    (replace(RULES, regions=frozenset({"ams"})), {"b"}),
+    (replace(RULES, apps=frozenset({"web"}), regions=frozenset({"ams"})), {"b"}),
+    (RULES, {"a", "b"}),
+])
+def test_app_patterns_and_regions_filter(rules, kept):
+    seen = validate([rec("a", "builder", "ord"), rec("b", "web", "ams")], rules, 0.0)
+    assert set(seen.builders) == kept and seen.ignored == 2 - len(kept)
+
+
+def test_flags_for_filters_and_per_app():
+    cfg = from_args(["--app", "builder", "--app", "bk-.*", "--region", "ORD", "--per-app"])
+    assert cfg.rules.apps == frozenset({"builder"}) and [p.pattern for p in cfg.rules.app_patterns] == ["bk-.*"]
+    assert cfg.rules.regions == frozenset({"ord"}) and cfg.per_app
+    with pytest.raises(ConfigError):
+        from_args(["--per-app"])
+    with pytest.raises(ConfigError):
+        from_args(["--app", "bk-(["])
