@@ -65,6 +65,10 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
+if __package__ in (None, ""):  # run as a script (python tools/x.py): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import cli  # noqa: E402
+
 log = logging.getLogger("dns_server")
 
 MODES = ("ok", "servfail", "empty", "drop")
@@ -363,12 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT for UDP and TCP (port 0: any free port)")
     p.add_argument("--zone", required=True, help="JSON zone file, re-read when it changes")
     p.add_argument("--port-file", help="also write the bound port to this file")
-    p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_main(args))
-    return 0
+    return cli.run(p, _main, argv)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+if __package__ in (None, ""):  # run as a script (python tools/x.py): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import cli  # noqa: E402
+
 log = logging.getLogger("tls_backend")
 
 CA_NAME = "flyxds test CA"
@@ -247,12 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="the builder's TLS name (single-backend form)")
     p.add_argument("--mtls", action="store_true", help="require a client cert signed by the test CA")
     p.add_argument("--port-file", help="also write the 'NAME HOST PORT' lines to this file")
-    p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_main(args))
-    return 0
+    return cli.run(p, _main, argv)
 
 
 if __name__ == "__main__":

@@ -69,64 +69,68 @@ class Cluster:
             return int(c.get("{xds}:version") or 0)
 
 
-class Traffic(threading.Thread):
+class Ticker(threading.Thread):
+    """Calls ``tick()`` every ``every`` seconds until ``stop()`` (bounded by its join timeout)."""
+
+    def __init__(self, every: float):
+        super().__init__(daemon=True)
+        self.every = every
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.tick()
+            self._halt.wait(self.every)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class Traffic(Ticker):
     """Connects to stable builders through an Envoy every ``every`` seconds; counts failures."""
 
     def __init__(self, cluster: Cluster, envoy: EnvoyProc, every: float = 0.05):
-        super().__init__(daemon=True)
-        self.cluster, self.envoy, self.every = cluster, envoy, every
+        super().__init__(every)
+        self.cluster, self.envoy = cluster, envoy
         self.ok = self.failed = 0
         self.failures: list[str] = []
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        while not self._halt.is_set():
-            b = random.choice(self.cluster.stable)
-            if self.cluster.reach(self.envoy, b.id, timeout=2):
-                self.ok += 1
-            else:
-                self.failed += 1
-                self.failures.append(f"{time.strftime('%X')} {b.id}")
-            self._halt.wait(self.every)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
+    def tick(self) -> None:
+        b = random.choice(self.cluster.stable)
+        if self.cluster.reach(self.envoy, b.id, timeout=2):
+            self.ok += 1
+        else:
+            self.failed += 1
+            self.failures.append(f"{time.strftime('%X')} {b.id}")
 
 
-class Churn(threading.Thread):
+class Churn(Ticker):
     """Toggles pool builders in DNS every ``every`` seconds."""
 
     def __init__(self, cluster: Cluster, every: float = 0.2):
-        super().__init__(daemon=True)
-        self.cluster, self.every = cluster, every
+        super().__init__(every)
+        self.cluster = cluster
         self.changes = 0
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        i = 0
-        while not self._halt.is_set():
-            b = self.cluster.pool[i % len(self.cluster.pool)]
-            current = list(self.cluster.in_dns)
-            self.cluster.set_dns([x for x in current if x != b] if b in current else current + [b])
-            self.changes += 1
-            i += 1
-            self._halt.wait(self.every)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
+    def tick(self) -> None:
+        b = self.cluster.pool[self.changes % len(self.cluster.pool)]
+        current = list(self.cluster.in_dns)
+        self.cluster.set_dns([x for x in current if x != b] if b in current else current + [b])
+        self.changes += 1
 
 
-class VersionWatch(threading.Thread):
+class VersionWatch(Ticker):
     """Samples an Envoy's ACKed CDS version; records any step backwards."""
 
     def __init__(self, envoy: EnvoyProc, every: float = 0.05):
-        super().__init__(daemon=True)
-        self.envoy, self.every = envoy, every
+        super().__init__(every)
+        self.envoy = envoy
         self.seen: list[int] = []
         self.backwards: list[tuple[int, int]] = []
-        self._halt = threading.Event()
 
     def current(self) -> int | None:
         try:
@@ -138,15 +142,9 @@ class VersionWatch(threading.Thread):
             return None
         return None
 
-    def run(self) -> None:
-        while not self._halt.is_set():
-            v = self.current()
-            if v is not None:
-                if self.seen and v < self.seen[-1]:
-                    self.backwards.append((self.seen[-1], v))
-                self.seen.append(v)
-            self._halt.wait(self.every)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
+    def tick(self) -> None:
+        v = self.current()
+        if v is not None:
+            if self.seen and v < self.seen[-1]:
+                self.backwards.append((self.seen[-1], v))
+            self.seen.append(v)
