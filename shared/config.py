@@ -26,7 +26,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def add_common(parser: argparse.ArgumentParser, *, with_metrics: bool = True) -> None:
     g = parser.add_argument_group("common")
     g.add_argument("--redis-url", default=env("XDS_REDIS_URL", DEFAULT_REDIS_URL),
-                   help="Redis URL: redis://, rediss:// (TLS) or unix:// (env XDS_REDIS_URL)")
+                   help="Redis URL: redis://HOST:PORT/DB, rediss:// (TLS), unix://PATH, "
+                   "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB], "
+                   "redis+cluster://HOST:PORT[,HOST:PORT...] (rediss+sentinel, rediss+cluster: TLS); "
+                   "see docs/scaling.md (env XDS_REDIS_URL)")
     g.add_argument("--prefix", default=env("XDS_PREFIX", DEFAULT_PREFIX),
                    help="key prefix with a hash tag, e.g. '{xds}' (env XDS_PREFIX)")
     g.add_argument("--log-format", choices=("text", "json"), default=env("XDS_LOG_FORMAT", "text"),

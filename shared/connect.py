@@ -1,61 +1,244 @@
-"""Redis connections from URLs, and the boundary where redis errors are translated."""
+"""Redis connections from URLs, and the boundary where redis errors are translated.
+
+URL forms (``connect`` and ``redis_client`` take any of them):
+
+- ``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock?db=0``:
+  one Redis node, as redis-py reads them.
+- ``redis+sentinel://[user:pass@]host:port[,host:port...]/MASTERNAME[/db][?options]``:
+  the sentinels to ask (default port 26379) and the name of the monitored
+  master. ``user:pass`` authenticates to the Redis data nodes; the sentinels
+  are asked without credentials unless ``sentinel_username`` /
+  ``sentinel_password`` are given. ``role=replica`` connects to a replica the
+  sentinels name instead of the master (for ``xds-server --redis-read-url``).
+- ``redis+cluster://[user:pass@]host:port[,host:port...][?options]``: seed
+  nodes of a Redis Cluster (default port 6379); the client learns the rest
+  from CLUSTER SLOTS and follows MOVED/ASK. Database 0 only.
+- ``rediss+sentinel://`` and ``rediss+cluster://``: the same over TLS (to the
+  sentinels too).
+
+TLS options, as query parameters of any ``rediss`` form: ``ssl_ca_certs``,
+``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (none, optional,
+required), ``ssl_check_hostname`` (true/false).
+"""
 from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Union
 
 import redis.asyncio as aioredis
-import redis.exceptions
+import redis.asyncio.cluster as aiocluster
+import redis.asyncio.sentinel as aiosentinel
+import redis.exceptions as rex
 
 from .errors import ConfigError, StoreUnavailable
 
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+Client = Union[aioredis.Redis, aiocluster.RedisCluster]
+
+# Redis cannot be reached, or is between masters (MasterNotFoundError and LOADING are ConnectionErrors).
+REDIS_DOWN = (rex.ConnectionError, rex.TimeoutError, OSError)
+# Refusals that a failover or a resharding causes and that go away by themselves: retried like an outage.
+TRANSIENT = (rex.ReadOnlyError, rex.AskError, rex.TryAgainError, rex.ClusterError, rex.SlotNotCoveredError)
+TRANSIENT_CODES = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "NOREPLICAS")
+
+SINGLE_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = SINGLE_SCHEMES + SENTINEL_SCHEMES + CLUSTER_SCHEMES
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+SECRET_OPTIONS = ("password", "sentinel_password")
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe to log."""
+    """The URL with any password (in the user part or the query) replaced, safe to log."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{netloc}")
+    if parts.query:
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if any(k in SECRET_OPTIONS for k, _ in query):
+            masked = [(k, "***" if k in SECRET_OPTIONS else v) for k, v in query]
+            parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*/"))
+    return urllib.parse.urlunsplit(parts)
 
 
-def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> aioredis.Redis:
-    """A client for a redis://, rediss:// or unix:// URL."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
+@dataclass(frozen=True)
+class RedisUrl:
+    """A parsed URL: what ``connect`` builds a client from."""
+
+    kind: str  # "single" | "sentinel" | "cluster"
+    url: str
+    tls: bool = False
+    hosts: tuple[tuple[str, int], ...] = ()
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    master: str = ""
+    role: str = "master"
+    options: dict = field(default_factory=dict)  # TLS options, sentinel credentials
+
+    @property
+    def read_only(self) -> bool:
+        return self.role == "replica"
+
+
+def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
+    hostpart = netloc.rpartition("@")[2]
+    out = []
+    for item in hostpart.split(","):
+        item = item.strip()
+        if not item:
+            raise ConfigError(f"empty host in {redact(url)}")
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+            if rest and not rest.startswith(":"):
+                raise ConfigError(f"bad host {item!r} in {redact(url)}")
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        elif ":" in item:
+            raise ConfigError(f"IPv6 address {item!r} needs brackets, e.g. [{item}]:{default_port}")
+        else:
+            host, port = item, ""
+        try:
+            number = int(port) if port else default_port
+        except ValueError:
+            raise ConfigError(f"bad port {port!r} in {redact(url)}") from None
+        if not host or not 0 < number < 65536:
+            raise ConfigError(f"bad host {item!r} in {redact(url)}")
+        out.append((host, number))
+    return tuple(out)
+
+
+def _bool(value: str, name: str) -> bool:
+    v = value.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean")
+
+
+def parse_url(url: str) -> RedisUrl:
+    """Check a URL and split it; a ConfigError names what is wrong (with the password hidden)."""
     try:
-        return aioredis.Redis.from_url(
-            url,
-            socket_timeout=None,
-            socket_connect_timeout=timeout,
-            health_check_interval=0,
-            client_name=name,
-        )
+        parts = urllib.parse.urlsplit(url)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {redact(url)}: {exc}") from exc
+    scheme = parts.scheme
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}; expected one of "
+                          + ", ".join(f"{s}://" for s in SCHEMES))
+    if scheme in SINGLE_SCHEMES:
+        return RedisUrl("single", url, tls=scheme == "rediss")
+    tls = scheme.startswith("rediss")
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    allowed = set(TLS_OPTIONS if tls else ())
+    unquote = urllib.parse.unquote
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if scheme in SENTINEL_SCHEMES:
+        allowed |= {"sentinel_username", "sentinel_password", "role"}
+        segments = [s for s in parts.path.split("/") if s]
+        if not segments or len(segments) > 2:
+            raise ConfigError(f"{redact(url)}: expected {scheme}://host:port[,host:port...]/MASTERNAME[/db]")
+        try:
+            db = int(segments[1]) if len(segments) == 2 else 0
+        except ValueError:
+            raise ConfigError(f"bad database number {segments[1]!r} in {redact(url)}") from None
+        role = query.get("role", "master")
+        if role not in ("master", "replica"):
+            raise ConfigError(f"role={role!r} in {redact(url)}: expected master or replica")
+        kind, master, hosts = "sentinel", unquote(segments[0]), _hosts(parts.netloc, 26379, url)
+    else:
+        if parts.path not in ("", "/", "/0"):
+            raise ConfigError(f"{redact(url)}: Redis Cluster has only database 0")
+        kind, master, db, role, hosts = "cluster", "", 0, "master", _hosts(parts.netloc, 6379, url)
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {redact(url)}")
+    options: dict = {}
+    for name in TLS_OPTIONS:
+        if name in query:
+            options[name] = _bool(query[name], name) if name == "ssl_check_hostname" else query[name]
+    if "ssl_cert_reqs" in options and options["ssl_cert_reqs"] not in ("none", "optional", "required"):
+        raise ConfigError(f"ssl_cert_reqs={options['ssl_cert_reqs']!r}: expected none, optional or required")
+    for name in ("sentinel_username", "sentinel_password"):
+        if name in query:
+            options[name] = query[name]
+    return RedisUrl(kind, url, tls=tls, hosts=hosts, username=username, password=password, db=db,
+                    master=master, role=role, options=options)
+
+
+def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> Client:
+    """A client for any URL form of the module docstring.
+
+    Sentinel and Cluster clients find the current master themselves: after a
+    failover the next command goes to the new one (errors in between are
+    StoreUnavailable at ``translating``).
+    """
+    spec = parse_url(url)
+    common = dict(socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=0, client_name=name)
+    if spec.kind == "single":
+        try:
+            return aioredis.Redis.from_url(url, **common)
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis URL {redact(url)}: {exc}") from exc
+    tls = {"ssl": True, **{k: v for k, v in spec.options.items() if k in TLS_OPTIONS}} if spec.tls else {}
+    auth = dict(username=spec.username, password=spec.password)
+    if spec.kind == "cluster":
+        nodes = [aiocluster.ClusterNode(host, port) for host, port in spec.hosts]
+        return aiocluster.RedisCluster(startup_nodes=nodes, **auth, **common, **tls)
+    sentinel_kwargs = dict(socket_timeout=timeout, socket_connect_timeout=timeout, **tls,
+                           username=spec.options.get("sentinel_username"),
+                           password=spec.options.get("sentinel_password"))
+    sentinel = aiosentinel.Sentinel(list(spec.hosts), sentinel_kwargs=sentinel_kwargs, **tls)
+    kwargs = dict(db=spec.db, **auth, **common)
+    client = (sentinel.slave_for if spec.read_only else sentinel.master_for)(spec.master, **kwargs)
+    client._flyxds_sentinel = sentinel  # closed with the client by aclose()
+    return client
+
+
+def transient(exc: BaseException) -> bool:
+    """A refusal that a failover causes (READONLY, MOVED, TRYAGAIN, CLUSTERDOWN, LOADING, ...)."""
+    if isinstance(exc, rex.CrossSlotTransactionError):
+        return False  # our bug, not Redis' state
+    if isinstance(exc, TRANSIENT) or isinstance(exc, rex.RedisClusterException):
+        return True
+    if isinstance(exc, rex.ResponseError):
+        text = str(exc)
+        # inside a script Redis words it "... READONLY You can't write ..." after the script's name
+        return text.startswith(TRANSIENT_CODES) or any(f" {code} " in f" {text} " for code in ("READONLY",))
+    return False
 
 
 @contextlib.contextmanager
 def translating(what: str):
-    """Turn redis' connection errors into StoreUnavailable(what)."""
+    """Turn redis' connection errors, and the refusals a failover causes, into StoreUnavailable(what)."""
     try:
         yield
     except REDIS_DOWN as exc:
         raise StoreUnavailable(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+    except (rex.RedisError, rex.RedisClusterException) as exc:
+        if not transient(exc):
+            raise
+        raise StoreUnavailable(f"{what}: Redis refused: {exc.__class__.__name__}: {exc}") from exc
 
 
-async def aclose(client: aioredis.Redis) -> None:
+async def aclose(client: Client) -> None:
     with contextlib.suppress(Exception):
         await client.aclose()
+    sentinel = getattr(client, "_flyxds_sentinel", None)
+    for s in getattr(sentinel, "sentinels", ()):
+        with contextlib.suppress(Exception):
+            await s.aclose()
 
 
 @contextlib.asynccontextmanager
-async def redis_client(url: str, **kwargs) -> AsyncIterator[aioredis.Redis]:
+async def redis_client(url: str, **kwargs) -> AsyncIterator[Client]:
     client = connect(url, **kwargs)
     try:
         yield client
