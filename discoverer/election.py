@@ -69,6 +69,7 @@ class Election:
         self._lease: Lease | None = None
         self._valid_until = 0.0
         self.version_floor = 0  # the highest version this process has known
+        self.epoch_floor = 0  # the highest epoch this process has held
         self.changed = asyncio.Event()  # set whenever leadership is won or lost
         self.term = 0  # +1 on every leadership won: state of an older term is stale
 
@@ -101,12 +102,14 @@ class Election:
     async def _tick(self) -> None:
         sent = time.monotonic()
         if self._lease is None:
-            lease, version = await bounded(self.store.try_acquire(self.holder, self.ttl_ms, self.version_floor),
-                                           self.times.command_timeout, "acquiring the lease")
+            lease, version = await bounded(
+                self.store.try_acquire(self.holder, self.ttl_ms, self.version_floor, self.epoch_floor),
+                self.times.command_timeout, "acquiring the lease")
             self.version_floor = max(self.version_floor, version)  # standbys track it too
             if lease is not None:
                 self._lease, self._valid_until = lease, sent + self.times.ttl - self.times.safety
                 self.version_floor = max(self.version_floor, lease.version)
+                self.epoch_floor = max(self.epoch_floor, lease.epoch)
                 self.term += 1
                 log.info("leadership won: epoch %d at version %d", lease.epoch, lease.version)
                 self.changed.set()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class Timing:
     interval: float = 0.1
     backoff: float = 1.0  # after a source or Redis error, with +-20% jitter
+    verify_every: float = 0.5  # with nothing to write, compare Redis' version with the mirror this often
 
 
 class Mirror:
@@ -56,6 +57,7 @@ class Discoverer:
         self.timing = timing
         self.mirror: Mirror | None = None
         self._mirror_term = -1
+        self._verified_at = 0.0  # monotonic time of the last check that Redis still holds our version
         self._corrupt: set[str] = set()  # ids whose record in Redis is unreadable
         self._log_once = LogOnce(log)
         self.last_error: str | None = None
@@ -129,6 +131,27 @@ class Discoverer:
             log.warning(msg)
         self.last_error = msg
 
+    async def _verify(self, version: int) -> None:
+        """With nothing to write, the version CAS would never notice that Redis lost our writes
+        (a failover to a replica that had not received them): compare versions now and then,
+        and drop the mirror when Redis holds another version, so the next poll reloads the set
+        and writes the difference again."""
+        now = time.monotonic()
+        if now - self._verified_at < self.timing.verify_every:
+            return
+        current = await bounded(self.store.version(), self._command_timeout, "checking the version")
+        self._verified_at = now
+        if current == version:
+            return
+        metrics.WRITES.labels("conflict").inc()
+        if current < version:
+            log.warning("Redis holds version %d, older than the %d we wrote: it lost acknowledged writes "
+                        "(a failover to a replica that had not received them?); reloading the set and "
+                        "writing the difference again", current, version)
+        else:
+            log.warning("Redis holds version %d, not the %d we wrote; reloading the set", current, version)
+        self.mirror = None
+
     async def _write(self, seen) -> bool:
         lease = self.election.lease()
         if lease is None:
@@ -154,14 +177,23 @@ class Discoverer:
         if self._corrupt:  # not in the mirror, so the planner cannot see them
             plan.remove.extend(sorted(self._corrupt - seen.builders.keys()))
         if not plan:
+            await self._verify(self.mirror.version)
             return False
         t0 = time.perf_counter()
         try:
-            version = await bounded(self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove),
+            # floor: a failover that lost acknowledged writes sends Redis back to an older version;
+            # the rewrite then gets a number past every one written, never a reused one.
+            version = await bounded(self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove,
+                                                     floor=self.election.version_floor),
                                     self._command_timeout, "writing the set")
         except VersionConflict as exc:
             metrics.WRITES.labels("conflict").inc()
-            log.warning("write skipped: %s; reloading the set from Redis", exc)
+            if exc.actual < exc.expected:
+                log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
+                            "(a failover to a replica that had not received them?); reloading the set "
+                            "and writing the difference again", exc)
+            else:
+                log.warning("write skipped: %s; reloading the set from Redis", exc)
             self.mirror = None
             return False
         except Fenced as exc:

@@ -5,8 +5,10 @@ KEYS[1] leader, KEYS[2] epoch, KEYS[3] builders, KEYS[4] routes,
 KEYS[5] version, KEYS[6] changes.
 """
 
-# ARGV: holder, ttl_ms, version floor. Returns {epoch, version}; epoch 0 when the lease is
-# another's (the version still tells a standby how far the set has got: its floor).
+# ARGV: holder, ttl_ms, version floor[, epoch floor]. Returns {epoch, version}; epoch 0 when the
+# lease is another's (the version still tells a standby how far the set has got: its floor).
+# The epoch floor is the highest epoch the caller ever held: a failover that lost the INCR of
+# that leadership still gives it a new, higher epoch.
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
@@ -14,6 +16,11 @@ if holder and holder ~= ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local epoch = redis.call('INCR', KEYS[2])
+local efloor = tonumber(ARGV[4] or '0')
+if epoch <= efloor then
+  epoch = efloor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 local v = tonumber(redis.call('GET', KEYS[5]) or '0')
 local floor = tonumber(ARGV[3])
 if v < floor then
@@ -40,7 +47,10 @@ return 1
 """
 
 # ARGV: holder, epoch, expected version, stream maxlen, payload JSON
-#   {"upsert": [[id, record_json, sni, route], ...], "remove": [id, ...]}
+#   {"upsert": [[id, record_json, sni, route], ...], "remove": [id, ...]}[, version floor]
+# The new version is max(expected, floor) + 1: after a failover lost acknowledged writes
+# (Redis went back to an older version), the rewrite gets a version number never used
+# before, so no replica can mistake it for the lost one it may have served.
 # Returns {'fenced', why} | {'conflict', version} | {'noop', version} | {'ok', version}.
 APPLY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced', 'lease'} end
@@ -93,6 +103,8 @@ local function ids(t)
   if #t == 0 then return '[]' end
   return '["' .. table.concat(t, '","') .. '"]'
 end
+local vfloor = tonumber(ARGV[6] or '0')
+if vfloor > v then v = vfloor end
 v = v + 1
 redis.call('SET', KEYS[5], v)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*',

@@ -3,6 +3,12 @@
 Invariant: a write is applied only when the caller still holds the lease with
 the current epoch and expects the version Redis holds; otherwise it is a no-op
 that tells why (Fenced, VersionConflict).
+
+The same code runs on one node, behind Sentinel and on Redis Cluster: every
+key of a prefix carries one hash tag, so each script call and each MULTI
+touches one slot (one shard). On Cluster the atomic reads use redis-py's
+transactional cluster pipeline (same-slot MULTI/EXEC on the slot's master);
+XREAD BLOCK goes to the slot's node.
 """
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import orjson
-import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 
 from . import scripts
-from .connect import translating
+from .connect import Client, translating
 from .errors import CorruptState, Fenced, RecordError, VersionConflict
 from .keys import Keys
 from .model import Builder
@@ -77,9 +83,10 @@ class Change:
 class Store:
     """Typed access to one prefix of one Redis."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, stream_maxlen: int = DEFAULT_STREAM_MAXLEN):
+    def __init__(self, client: Client, keys: Keys, *, stream_maxlen: int = DEFAULT_STREAM_MAXLEN):
         self.client = client
         self.keys = keys
+        self.cluster = isinstance(client, aiocluster.RedisCluster)
         self.stream_maxlen = stream_maxlen
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._renew = client.register_script(scripts.RENEW)
@@ -90,12 +97,15 @@ class Store:
     async def acquire(self, holder: str, ttl_ms: int, version_floor: int = 0) -> Lease | None:
         return (await self.try_acquire(holder, ttl_ms, version_floor))[0]
 
-    async def try_acquire(self, holder: str, ttl_ms: int, version_floor: int = 0) -> tuple[Lease | None, int]:
+    async def try_acquire(self, holder: str, ttl_ms: int, version_floor: int = 0,
+                          epoch_floor: int = 0) -> tuple[Lease | None, int]:
         """(the lease or None, the version Redis holds). The floor keeps versions monotonic
-        when Redis comes back empty: the set restarts above every version ever served."""
+        when Redis comes back empty: the set restarts above every version ever served.
+        A won lease's epoch is above ``epoch_floor`` (a failover may have lost the INCR of
+        the caller's previous leadership)."""
         with translating("acquiring the lease"):
             epoch, version = await self._acquire(keys=self.keys.fenced_write_keys(),
-                                                 args=[holder, ttl_ms, version_floor])
+                                                 args=[holder, ttl_ms, version_floor, epoch_floor])
         lease = Lease(holder, int(epoch), int(version)) if int(epoch) else None
         return lease, int(version)
 
@@ -110,6 +120,7 @@ class Store:
     async def leader(self) -> tuple[str | None, int, int]:
         """(holder or None, epoch, remaining TTL in ms)."""
         with translating("reading the leader"):
+            await self._ready()
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.leader).get(self.keys.epoch).pttl(self.keys.leader)
                 holder, epoch, ttl = await pipe.execute()
@@ -117,16 +128,20 @@ class Store:
 
     # --- the builder set --------------------------------------------------
     async def apply(
-        self, lease: Lease, expected_version: int, upsert: Iterable[Builder], remove: Iterable[str]
+        self, lease: Lease, expected_version: int, upsert: Iterable[Builder], remove: Iterable[str],
+        *, floor: int = 0,
     ) -> int:
-        """Apply one diff as one fenced step; returns the new version (unchanged on a no-op)."""
+        """Apply one diff as one fenced step; returns the new version (unchanged on a no-op).
+
+        The new version is ``max(expected_version, floor) + 1``: a leader passes the highest
+        version it has known, so a rewrite after Redis lost writes never reuses a number."""
         payload = orjson.dumps(
             {
                 "upsert": [[b.id, b.to_json().decode(), b.sni, b.route] for b in upsert],
                 "remove": list(remove),
             }
         )
-        args = [lease.holder, lease.epoch, expected_version, self.stream_maxlen, payload]
+        args = [lease.holder, lease.epoch, expected_version, self.stream_maxlen, payload, floor]
         with translating("writing the builder set"):
             status, value = await self._apply(keys=self.keys.fenced_write_keys(), args=args)
         status = status.decode() if isinstance(status, bytes) else status
@@ -140,6 +155,7 @@ class Store:
     async def load(self) -> SetSnapshot:
         """The version, every builder and the stream position, in one MULTI."""
         with translating("loading the builder set"):
+            await self._ready()
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.version).hgetall(self.keys.builders)
                 pipe.xrevrange(self.keys.changes, count=1)
@@ -154,6 +170,13 @@ class Store:
                 corrupt.append(bid)
         last_id = last[0][0].decode() if last else "0-0"
         return SetSnapshot(int(version or 0), builders, last_id, tuple(corrupt))
+
+    async def _ready(self) -> None:
+        """A cluster client learns the slots before its first transaction: redis-py queues
+        cluster MULTI commands on a helper thread with its own event loop, which must not be
+        the one to open the client's connections."""
+        if self.cluster:
+            await self.client.initialize()
 
     async def read_changes(self, after: str, *, block_ms: int, count: int = 1000) -> list[Change]:
         """Entries after stream id ``after``; waits up to block_ms for the first."""

@@ -182,12 +182,62 @@ async def test_redis_restarted_empty_with_the_same_epoch_is_rewritten(nodes, red
     redis_server.restart()
     await a.tick()  # renew fails: the lease is gone
     assert a.election.lease() is None
-    await a.tick()  # won again, and the epoch is 1 again
-    assert a.election.lease().epoch == 1
+    await a.tick()  # won again: Redis' INCR says 1, the epoch floor makes it 2 (never an epoch held before)
+    assert a.election.lease().epoch == 2
     assert await a.disc.poll_once()
     assert len(routes(redis_server)) == 2
     with redis_server.client() as c:
         assert int(c.get(KEYS.version)) == 2  # the version never goes back
+
+
+async def test_writes_lost_in_a_failover_are_written_again_under_a_new_version(nodes, redis_server, caplog):
+    """Async replication: the new master lacks an acknowledged write. The leader's version CAS
+    sees Redis behind its mirror, reloads, and writes the difference again on its next poll,
+    as a version past the lost one (a replica may have served the lost version)."""
+    source = FakeSource([rec(1)])
+    a = nodes("a", source)
+    await a.lead()
+    assert await a.disc.poll_once()
+    data = [KEYS.builders, KEYS.routes, KEYS.version, KEYS.changes, KEYS.epoch]
+    with redis_server.client() as c:
+        replica = {k: c.dump(k) for k in data}  # what the replica had received
+    source.records.append(rec(2))
+    assert await a.disc.poll_once()
+    assert len(routes(redis_server)) == 2 and a.disc.mirror.version == 2  # acknowledged
+    with redis_server.client() as c:  # the failover: the replica's data, the lease still ours
+        for k, v in replica.items():
+            c.restore(k, 0, v, replace=True)
+        assert len(c.hgetall(KEYS.routes)) == 1 and int(c.get(KEYS.version)) == 1
+    assert await a.disc.poll_once()  # nothing to write, but the version check sees Redis at 1, not 2
+    assert "it lost acknowledged writes" in caplog.text
+    assert await a.disc.poll_once()  # reloaded: b02 is written again
+    assert sorted(routes(redis_server)) == ["b01.builders.internal", "b02.builders.internal"]
+    with redis_server.client() as c:
+        version = int(c.get(KEYS.version))
+        last = c.xrevrange(KEYS.changes, count=1)[0][1]
+    assert version == 3 and int(last[b"version"]) == 3 and last[b"added"] == b'["b02"]'
+
+
+async def test_a_lost_write_found_by_the_version_cas_is_written_again(nodes, redis_server, caplog):
+    """The same loss seen by the next write instead: VersionConflict, reload, the union written."""
+    source = FakeSource([rec(1)])
+    a = nodes("a", source)
+    await a.lead()
+    assert await a.disc.poll_once()
+    with redis_server.client() as c:
+        replica = {k: c.dump(k) for k in (KEYS.builders, KEYS.routes, KEYS.version, KEYS.changes)}
+    source.records.append(rec(2))
+    assert await a.disc.poll_once()
+    with redis_server.client() as c:
+        for k, v in replica.items():
+            c.restore(k, 0, v, replace=True)
+    source.records.append(rec(3))  # a change before any version check: the write's CAS fails
+    assert await a.disc.poll_once()
+    assert "expected version 2, Redis holds 1" in caplog.text
+    assert await a.disc.poll_once()
+    assert len(routes(redis_server)) == 3
+    with redis_server.client() as c:
+        assert int(c.get(KEYS.version)) == 3
 
 
 async def test_redis_down_is_reported_and_survived(nodes, redis_server):

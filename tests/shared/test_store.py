@@ -219,3 +219,22 @@ async def test_an_unreadable_stored_record_is_replaced_or_removed_without_a_scri
     assert c.hget(KEYS.routes, "b01.builders.internal") == b"[fdaa::77]:443 b01"
     change = (await store.read_changes("0-0", block_ms=100))[-1]
     assert (change.updated, change.removed) == (("b01",), ("b02",))
+
+
+async def test_a_version_floor_makes_the_write_skip_past_it(store, redis_server):
+    """After a failover lost versions 2..5 the leader rewrites as 6, never reusing a number."""
+    lease = await store.acquire("a", 5000)
+    assert await store.apply(lease, 0, [b(1)], []) == 1
+    assert await store.apply(lease, 1, [b(2)], [], floor=5) == 6
+    assert await store.apply(lease, 6, [b(3)], [], floor=2) == 7  # a lower floor changes nothing
+    with redis_server.client() as c:
+        assert [int(f[b"version"]) for _, f in c.xrange(KEYS.changes)] == [1, 6, 7]
+
+
+async def test_an_epoch_floor_gives_a_new_leadership_a_higher_epoch(store):
+    """A failover that lost the INCR of our last leadership still gives us a new epoch."""
+    lease, _ = await store.try_acquire("a", 2000, 0, epoch_floor=4)
+    assert lease.epoch == 5
+    await store.release(lease)
+    lease, _ = await store.try_acquire("a", 2000, 0, epoch_floor=2)
+    assert lease.epoch == 6
