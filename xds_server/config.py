@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from shared import resources as rs
 from shared.config import HelpFormatter, RedisSettings, add_common, env
+from shared.connect import parse_url
 from shared.errors import ConfigError, RecordError
 from shared.model import domain_of
 
@@ -15,6 +16,7 @@ from shared.model import domain_of
 @dataclass(frozen=True, kw_only=True)
 class XdsConfig:
     redis: RedisSettings
+    redis_read_url: str | None = None  # the builder set and the change stream are read here
     listen: str = "127.0.0.1:18000"
     routing: str = "filter_chains"
     listener_port: int = 10443
@@ -44,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
         description="A stateless ADS replica: follows the builder set in Redis and pushes Envoy "
         "clusters and listeners over gRPC (state-of-the-world and delta).")
     add_common(p)
+    p.add_argument("--redis-read-url", default=env("XDS_REDIS_READ_URL"),
+                   help="read the builder set and follow the change stream here, e.g. a nearby Redis replica "
+                   "(any --redis-url form; redis+sentinel://.../MASTER?role=replica asks the sentinels for one); "
+                   "status is still written to --redis-url. Default: --redis-url (env XDS_REDIS_READ_URL)")
     g = p.add_argument_group("serving")
     g.add_argument("--listen", default=env("XDS_LISTEN", "127.0.0.1:18000"), help="gRPC HOST:PORT")
     g.add_argument("--routing", choices=rs.ROUTING_MODES, default=env("XDS_ROUTING", "filter_chains"),
@@ -90,8 +96,11 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         raise ConfigError("--client-ca needs --tls-cert and --tls-key")
     if a.require_node_identity and not a.client_ca:
         raise ConfigError("--require-node-identity needs --client-ca (client certificates)")
+    read_url = a.redis_read_url or None
+    if read_url:
+        parse_url(read_url)  # a bad URL is exit code 2 now, not a retry loop later
     return XdsConfig(
-        redis=RedisSettings.from_args(a), listen=a.listen, routing=a.routing, listener_port=a.listener_port,
+        redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
         connect_timeout=a.connect_timeout, on_demand_wait=a.on_demand_wait, max_streams=a.max_streams,
         max_message_bytes=a.max_message_mb * 1024 * 1024, max_connection_age=a.max_connection_age,

@@ -33,8 +33,11 @@ class Gap(Exception):
 
 class Follower:
     def __init__(self, store: Store, cache: Cache, *, block_ms: int = 1000, backoff: float = 0.5,
-                 accept_reset_after: float = 30.0):
+                 accept_reset_after: float = 30.0, primary: Store | None = None):
         self.store = store
+        # With --redis-read-url, ``store`` is a replica and ``primary`` the Redis the leader writes:
+        # a replica that stays behind is lag, not a reset, while the primary is not behind us.
+        self.primary = primary if primary is not store else None
         self.cache = cache
         self.block_ms = block_ms
         self.backoff = backoff
@@ -44,6 +47,9 @@ class Follower:
         self.behind = False  # Redis holds an older set than we serve: wait for a version past ours
         self.accept_reset_after = accept_reset_after
         self._behind_since = 0.0
+        # The version the Redis we read held at our last read: with --redis-read-url a replica
+        # that lags shows here (and in {xds}:replicas) while we keep serving what we had.
+        self.source_version = 0
 
     async def run(self) -> None:
         delay = self.backoff
@@ -73,7 +79,8 @@ class Follower:
             metrics.CORRUPT_RECORDS.inc()
             log.error("builder %r in Redis is corrupt JSON; skipped", bid)
         self.last_id = snap.last_change_id
-        if self._is_behind(snap.version, snap.builders) and not self._reset_accepted():
+        self._saw(snap.version)
+        if self._is_behind(snap.version, snap.builders) and not await self._reset_accepted():
             if not self.behind:
                 self._behind_since = time.monotonic()
                 metrics.RESYNCS.labels("behind").inc()
@@ -92,11 +99,27 @@ class Follower:
                      (time.perf_counter() - started) * 1000)
         self.loaded.set()
 
-    def _reset_accepted(self) -> bool:
+    async def _reset_accepted(self) -> bool:
         """Behind for ``accept_reset_after`` seconds: Redis and every discoverer lost their state
-        together (a discoverer restarts versions above all it knew); take Redis' set as it is."""
+        together (a discoverer restarts versions above all it knew); take Redis' set as it is.
+        Never when we read a replica and the primary holds our version or a newer one: that
+        replica only lags (or resynced from an older master), and we never serve an older set."""
         if not self.behind or time.monotonic() - self._behind_since < self.accept_reset_after:
             return False
+        if self.primary is not None:
+            try:
+                primary = await self.primary.version()
+            except StoreUnavailable as exc:
+                log.warning("the read replica is behind our version %d and the primary cannot say whether "
+                            "it is too (%s); serving ours", self.cache.version, exc)
+                self._behind_since = time.monotonic()
+                return False
+            if primary >= self.cache.version:
+                log.warning("the read replica has stayed behind our version %d for %.0fs while the primary "
+                            "holds %d: it lags; serving ours", self.cache.version,
+                            time.monotonic() - self._behind_since, primary)
+                self._behind_since = time.monotonic()  # ask again after another wait, not every read
+                return False
         log.error("Redis has stayed behind our version %d for %.0fs: accepting its set as a reset",
                   self.cache.version, time.monotonic() - self._behind_since)
         return True
@@ -112,6 +135,7 @@ class Follower:
             changes = await self.store.read_changes(self.last_id, block_ms=self.block_ms)
             if not changes:
                 current = await self.store.version()
+                self._saw(current)
                 if current > self.cache.version or (current != self.cache.version and not self.behind):
                     raise Gap(f"Redis is at version {current}, we are at {self.cache.version} and the stream is quiet")
                 if self.behind and time.monotonic() - self._behind_since >= self.accept_reset_after:
@@ -120,7 +144,12 @@ class Follower:
             for change in changes:
                 self.apply(change)
 
+    def _saw(self, version: int) -> None:
+        self.source_version = version
+        metrics.SOURCE_VERSION.set(version)
+
     def apply(self, change: Change) -> None:
+        self._saw(change.version)
         if change.version <= self.cache.version:
             self.last_id = change.stream_id
             return

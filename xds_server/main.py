@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from shared import logs, metrics
-from shared.connect import redis_client
+from shared.connect import redact, redis_client
 from shared.metrics import split_hostport
 from shared.runner import run_service
 from shared.store import Store
@@ -34,10 +35,18 @@ async def serve(cfg: config.XdsConfig, stop: asyncio.Event) -> None:
     await grpc_server.start()
     log.info("replica %s serving ADS on %s (routing %s, region scope %s) from %r",
              cfg.replica_id, address, cfg.routing, cfg.region_scope, cfg.redis)
-    async with redis_client(cfg.redis.url, name=f"xds:{cfg.replica_id}") as client:
+    async with contextlib.AsyncExitStack() as clients:
+        client = await clients.enter_async_context(redis_client(cfg.redis.url, name=f"xds:{cfg.replica_id}"))
         store = Store(client, cfg.redis.keys)
-        follower = Follower(store, cache)
-        publisher = StatusPublisher(store, cache, registry, replica=cfg.replica_id, address=address)
+        reader = store
+        if cfg.redis_read_url:
+            log.info("reading the builder set from %s; status goes to the primary", redact(cfg.redis_read_url))
+            read_client = await clients.enter_async_context(
+                redis_client(cfg.redis_read_url, name=f"xds-read:{cfg.replica_id}"))
+            reader = Store(read_client, cfg.redis.keys)
+        follower = Follower(reader, cache, primary=store)
+        publisher = StatusPublisher(store, cache, registry, replica=cfg.replica_id, address=address,
+                                    follower=follower, reads="replica" if cfg.redis_read_url else "primary")
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(follower.run()), tg.create_task(publisher.run())]
             loaded = tg.create_task(follower.loaded.wait())

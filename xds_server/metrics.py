@@ -9,6 +9,7 @@ ACKS = Counter("xds_acks_total", "ACKs received", ["type"])
 NACKS = Counter("xds_nacks_total", "NACKs received", ["type"])
 BAD_REQUESTS = Counter("xds_bad_requests_total", "Requests refused (unknown type, malformed)", ["reason"])
 VERSION = Gauge("xds_version", "Builder set version served")
+SOURCE_VERSION = Gauge("xds_redis_source_version", "Version the Redis this replica reads from held at the last read")
 RESYNCS = Counter("xds_resyncs_total", "Full reloads from Redis", ["reason"])
 CORRUPT_RECORDS = Counter("xds_corrupt_records_total", "Builder records in Redis that failed to parse")
 CHANGE_TO_ACK = Histogram(

@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = 15.0):
-        self.store = store
+                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary"):
+        self.store = store  # the primary: status is written there even when the set is read elsewhere
+        self.follower = follower
+        self.reads = reads  # "primary", or "replica" with --redis-read-url
         self.cache = cache
         self.registry = registry
         self.replica = replica
@@ -64,8 +66,12 @@ class StatusPublisher:
             await self._prune(now)
 
     def _replica_status(self, now: float) -> dict:
-        return {"id": self.replica, "address": self.address, "streams": len(self.registry.peers),
-                "version": self.cache.version, "ready": self.cache.ready, "heartbeat": round(now, 3)}
+        status = {"id": self.replica, "address": self.address, "streams": len(self.registry.peers),
+                  "version": self.cache.version, "ready": self.cache.ready, "heartbeat": round(now, 3),
+                  "reads": self.reads}
+        if self.follower is not None:
+            status["source_version"] = self.follower.source_version
+        return status
 
     async def _ours(self, node_ids: set[str]) -> list[str]:
         """Of the disconnected nodes, those whose entry is still ours (not taken by another replica)."""

@@ -28,7 +28,9 @@ async def collect(store: Store, command: str, args) -> dict | list:
         holder, epoch, ttl = await store.leader()
         return {"holder": holder, "epoch": epoch, "ttl_ms": ttl}
     if command == "replicas":
-        return {"replicas": _fresh(await store.get_status(store.keys.replicas))}
+        version = await store.version()
+        return {"version": version, "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)),
+                                                             version)}
     if command == "envoys":
         version = await store.version()
         return {"version": version, "envoys": _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)}
@@ -48,13 +50,23 @@ async def status(store: Store) -> dict:
     for e in envoys.values():
         counts[e["state"]] += 1
     return {"version": version, "leader": {"holder": holder, "epoch": epoch, "ttl_ms": ttl},
-            "replicas": _fresh(await store.get_status(store.keys.replicas)), "envoys": counts,
+            "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)), version),
+            "envoys": counts,
             "empty": version == 0 and holder is None}
 
 
 def _fresh(entries: dict[str, dict]) -> dict[str, dict]:
     now = time.time()
     return {k: v for k, v in sorted(entries.items()) if now - float(v.get("heartbeat", 0)) <= STALE_AFTER}
+
+
+def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
+    """``lag``: versions between what Redis (this --redis-url) holds and what the replica serves.
+    A replica reading a Redis replica (--redis-read-url) also reports ``source_version``, the
+    version that replica held at its last read: replication lag shows as a lower number there."""
+    for r in replicas.values():
+        r["lag"] = max(version - _version_of(r.get("version", 0)), 0)
+    return replicas
 
 
 def _version_of(value: str) -> int:
@@ -116,9 +128,9 @@ def show(command: str, data: dict) -> None:
     elif command == "leader":
         console.print(f"leader: {data['holder'] or '(none)'}  epoch {data['epoch']}  lease {max(data['ttl_ms'], 0)} ms")
     elif command == "replicas":
-        _table(("replica", "address", "streams", "version", "ready"),
-               ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("ready"))
-                for k, v in data["replicas"].items()), "ADS replicas")
+        _table(("replica", "address", "streams", "version", "lag", "reads", "ready"),
+               ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v), v.get("ready"))
+                for k, v in data["replicas"].items()), f"ADS replicas (Redis at version {data['version']})")
     elif command == "envoys":
         _table(("node", "region", "replica", "acked", "lag", "state", "last NACK"),
                ((k, v.get("region"), v.get("replica"), _acked(v), v["lag"], v["state"], _nack(v))
@@ -137,9 +149,17 @@ def show_status(data: dict) -> None:
     console.print(f"version {data['version']}   leader {leader['holder'] or '(none)'} (epoch {leader['epoch']})")
     replicas = data["replicas"]
     console.print(f"replicas {len(replicas)}: " + ", ".join(
-        f"{k} v{v.get('version')} {v.get('streams')} streams" for k, v in replicas.items()))
+        f"{k} v{v.get('version')} (lag {v.get('lag', 0)}"
+        + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
+        + f") {v.get('streams')} streams" for k, v in replicas.items()), highlight=False)
     e = data["envoys"]
     console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing")
+
+
+def _reads(v: dict) -> str:
+    if v.get("reads") == "replica":
+        return f"replica v{v.get('source_version')}"
+    return v.get("reads") or "primary"
 
 
 def _acked(v: dict) -> str:
