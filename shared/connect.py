@@ -40,7 +40,9 @@ Client = Union[aioredis.Redis, aiocluster.RedisCluster]
 REDIS_DOWN = (rex.ConnectionError, rex.TimeoutError, OSError)
 # Refusals that a failover or a resharding causes and that go away by themselves: retried like an outage.
 TRANSIENT = (rex.ReadOnlyError, rex.AskError, rex.TryAgainError, rex.ClusterError, rex.SlotNotCoveredError)
-TRANSIENT_CODES = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "NOREPLICAS")
+# UNBLOCKED: a blocked XREAD is released when its Redis turns from master into replica.
+TRANSIENT_CODES = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "NOREPLICAS",
+                   "UNBLOCKED", "BUSY")
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")

@@ -103,6 +103,8 @@ async def test_unreachable_sentinels_are_store_unavailable():
     MasterNotFoundError("No master found for 'mymaster'"),
     rex.ResponseError("LOADING Redis is loading the dataset in memory"),
     rex.ResponseError("NOREPLICAS Not enough good replicas to write."),
+    rex.ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"),
+    rex.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT."),
     rex.ResponseError("Error in script: READONLY You can't write against a read only replica. script: abc"),
 ])
 def test_the_refusals_of_a_failover_are_store_unavailable(exc):
