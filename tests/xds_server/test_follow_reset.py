@@ -37,3 +37,43 @@ async def test_redis_behind_for_long_is_accepted_as_a_reset(store, redis_server)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Primary:
+    """The primary's version as a replica reading a Redis replica (--redis-read-url) asks it."""
+
+    def __init__(self, version: int):
+        self.v = version
+
+    async def version(self) -> int:
+        return self.v
+
+
+async def test_a_read_replica_behind_us_is_lag_not_a_reset_while_the_primary_is_not(store, redis_server):
+    lease = await store.acquire("w", 60_000)
+    version = lease.version
+    for name in "abcde":
+        version = await store.apply(lease, version, [builder(name)], [])
+    cache = Cache(Renderer("sni_cluster", "builders.internal"))
+    primary = Primary(7)
+    follower = Follower(store, cache, block_ms=100, accept_reset_after=0.4, primary=primary)
+    task = asyncio.ensure_future(follower.run())
+    try:
+        await asyncio.wait_for(follower.loaded.wait(), 5)
+        with redis_server.client() as c:  # the read replica resynced from a master that lost everything
+            c.flushall()
+        fresh = await store.acquire("w2", 60_000)
+        assert await store.apply(fresh, fresh.version, [builder("z")], []) == 1
+        await asyncio.sleep(1.5)  # several reset waits: each time the primary says it is ahead of us
+        assert cache.version == 5 and set(cache.builders) == set("abcde")
+        assert follower.source_version == 1
+        primary.v = 1  # the primary is behind us too: Redis and the discoverers lost their state
+        for _ in range(60):
+            if cache.version == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert cache.version == 1 and set(cache.builders) == {"z"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
