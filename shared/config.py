@@ -9,7 +9,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from .connect import redact
+from .connect import parse_url, redact
 from .keys import DEFAULT_PREFIX, Keys
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -49,6 +49,7 @@ class RedisSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", Keys(self.prefix))
+        parse_url(self.url)  # a malformed URL is a ConfigError (exit code 2) before anything starts
 
     def __repr__(self) -> str:
         return f"RedisSettings(url={redact(self.url)!r}, prefix={self.prefix!r})"
