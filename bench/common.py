@@ -125,9 +125,11 @@ def save(section: str, data) -> None:
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True))
 
 
-def table(title: str, header: list[str], rows: list[list]) -> str:
+def table(title: str, header: list[str], rows: list[list], left: int = 0) -> str:
+    """A plain-text table; the first ``left`` columns are left-aligned, the others right-aligned."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
     return "\n".join(out)
 

@@ -6,15 +6,23 @@
 Each stream subscribes to CDS and LDS (wildcard), ACKs everything at once and
 records, per response, (type, version, wall-clock receive time). When every
 stream has had its first response, ``--ready-file`` is written. After
-``--duration`` seconds (or SIGTERM) the records go to ``--out`` as JSON.
+``--duration`` seconds (or SIGTERM) the records go to ``--out`` as JSON:
+``{"records": [[[type, version, time], ...] per stream], "bytes": total,
+"sizes": [[bytes of each response, parallel to records] per stream],
+"errors": {gRPC status, exception or ENDED: count}}``. As Envoy does, a
+stream that fails or ends is opened again after a jittered backoff (0.5 s
+doubling to 5 s); the first failure is also printed on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import random
 import signal
+import sys
 import time
 
 import grpc
@@ -26,6 +34,7 @@ from shared import resources as rs
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 TYPES = (rs.CLUSTER, rs.LISTENER)
+RETRY_BASE, RETRY_MAX = 0.5, 5.0  # seconds; Envoy's ADS stream retries with jittered exponential backoff too
 
 
 def node(node_id: str, region: str) -> base_pb2.Node:
@@ -38,11 +47,31 @@ class Loader:
     def __init__(self, args):
         self.args = args
         self.records: list[list] = [[] for _ in range(args.streams)]
-        self.first = 0
+        self.sizes: list[list[int]] = [[] for _ in range(args.streams)]
         self.all_first = asyncio.Event()
         self.bytes = 0
+        self.errors: dict[str, int] = {}  # stream failures by gRPC status / exception; each is retried
+        self.served: set[int] = set()
 
     async def stream(self, channel: grpc.aio.Channel, i: int) -> None:
+        """One simulated Envoy: like Envoy, it opens its stream again after a failure, with jittered backoff."""
+        failures = 0
+        while True:
+            try:
+                await self._stream(channel, i)
+                key = "ENDED"  # the server closed the stream
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted and reported, then retried
+                key = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+                if not self.errors:
+                    print(f"loadclient {self.args.id_prefix}: stream {i} failed (retrying): {exc!r}"[:300],
+                          file=sys.stderr)
+            self.errors[key] = self.errors.get(key, 0) + 1
+            failures += 1
+            await asyncio.sleep(min(RETRY_MAX, RETRY_BASE * 2 ** (failures - 1)) * random.uniform(0.5, 1.0))
+
+    async def _stream(self, channel: grpc.aio.Channel, i: int) -> None:
         delta = self.args.kind == "delta"
         method = ADS + ("DeltaAggregatedResources" if delta else "StreamAggregatedResources")
         req_type = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
@@ -52,21 +81,23 @@ class Loader:
         n = node(f"{self.args.id_prefix}-{i}", self.args.region)
         for type_url in TYPES:
             await call.write(req_type(node=n, type_url=type_url))
-        got_first = False
+        seen: set[str] = set()
         async for size, resp in call:
             now = time.time()
             version = resp.system_version_info if delta else resp.version_info
-            self.records[i].append((rs.SHORT[resp.type_url], version, now))
+            short = rs.SHORT[resp.type_url]
+            self.records[i].append((short, version, now))
+            self.sizes[i].append(size)
             self.bytes += size
             if delta:
                 await call.write(req_type(type_url=resp.type_url, response_nonce=resp.nonce))
             else:
                 await call.write(req_type(type_url=resp.type_url, version_info=resp.version_info,
                                           response_nonce=resp.nonce))
-            if not got_first and {r[0] for r in self.records[i]} >= {"cds", "lds"}:
-                got_first = True
-                self.first += 1
-                if self.first == self.args.streams:
+            seen.add(short)
+            if i not in self.served and seen >= {"cds", "lds"}:
+                self.served.add(i)
+                if len(self.served) == self.args.streams:
                     self.all_first.set()
 
     async def run(self) -> None:
@@ -76,6 +107,8 @@ class Loader:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+        with contextlib.suppress(TimeoutError):  # connected before the streams start (they retry anyway)
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 30)
         tasks = [asyncio.ensure_future(self.stream(channels[i // per_channel], i)) for i in range(self.args.streams)]
 
         async def mark_ready():
@@ -96,7 +129,7 @@ class Loader:
             await c.close()
         tmp = self.args.out + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"records": self.records, "bytes": self.bytes}, f)
+            json.dump({"records": self.records, "bytes": self.bytes, "sizes": self.sizes, "errors": self.errors}, f)
         os.replace(tmp, self.args.out)
 
 
