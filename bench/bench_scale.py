@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (REPO, Writer, builder, cpu_seconds, pct, rss_mb, save, seed, start_redis, start_xds, table,
+from .common import (REPO, Writer, builder, cpu_seconds, rss_mb, save, seed, start_redis, start_xds, table,
                      wait_ready)
 
 CHANGES = 100
@@ -29,6 +29,14 @@ def loader(target: str, kind: str, out: Path, ready: Path, duration: float) -> s
     return subprocess.Popen([sys.executable, "-m", "bench.loadclient", "--target", target, "--streams", str(STREAMS),
                              "--kind", kind, "--duration", str(duration), "--ready-file", str(ready),
                              "--out", str(out)], cwd=REPO)
+
+
+def set_version(version: str) -> int:
+    """The builder-set version a response carries ('' or unparsable: 0)."""
+    try:
+        return int(version.split("-")[0])
+    except ValueError:
+        return 0
 
 
 def wait_file(path: Path, timeout: float) -> None:
@@ -74,12 +82,21 @@ def run_one(size: int, routing: str, kind: str, tmp: Path) -> dict:
         for recs in data["records"]:
             finals += any(v.split("-")[0] == str(final) for _, v, _ in recs)
         total_bytes = data["bytes"]
-        # bytes of the initial full responses are excluded by measuring the steady-state share
+        # bytes of the initial full responses are excluded: only responses carrying a later version count
         initial = [r for recs in data["records"] for r in recs if r[1].split("-")[0] == str(version)]
+        change_bytes = change_responses = 0
+        for recs, sizes in zip(data["records"], data.get("sizes") or [[] for _ in data["records"]]):
+            for (_, ver, _), nbytes in zip(recs, sizes):
+                if set_version(ver) > version:
+                    change_bytes += nbytes
+                    change_responses += 1
         return {"builders": size, "routing": routing, "kind": kind, "ready_s": round(ready_s, 3),
                 "served_s": round(served_s, 3), "cpu_ms_per_change": round(cpu / CHANGES * 1000, 2),
                 "bytes_total": total_bytes, "rss_mb": round(rss, 1), "streams_on_final": finals,
-                "initial_responses": len(initial)}
+                "initial_responses": len(initial),
+                # what one Envoy receives per builder change (SotW: fewer, larger responses when changes coalesce)
+                "bytes_per_change_per_envoy": round(change_bytes / CHANGES / STREAMS),
+                "responses_per_change_per_envoy": round(change_responses / CHANGES / STREAMS, 2)}
     finally:
         for p in (load, xds):
             if p is not None and p.poll() is None:
@@ -103,9 +120,10 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         r["cpu_ratio_vs_smallest"] = round(r["cpu_ms_per_change"] / base, 2) if base else None
     print(table(f"scale: routing {args.routing}, {args.kind}, {STREAMS} streams, {CHANGES} changes",
-                ["builders", "ready s", "served s", "cpu ms/change", "ratio", "RSS MB", "streams on final"],
+                ["builders", "ready s", "served s", "cpu ms/change", "ratio", "bytes/change/Envoy", "RSS MB",
+                 "streams on final"],
                 [[r["builders"], r["ready_s"], r["served_s"], r["cpu_ms_per_change"], r["cpu_ratio_vs_smallest"],
-                  r["rss_mb"], f"{r['streams_on_final']}/{STREAMS}"] for r in rows]))
+                  r["bytes_per_change_per_envoy"], r["rss_mb"], f"{r['streams_on_final']}/{STREAMS}"] for r in rows]))
     save(f"scale_{args.routing}_{args.kind}", rows)
     return rows
 
