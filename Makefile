@@ -25,12 +25,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
-## benchmarks; figures go to bench/results.json and docs/performance.md
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## benchmarks (about 10 minutes on 2 cores): table, bench/results.json, docs/img/*.png, docs/performance.md
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run
 
 ## 10 minutes of churn with leader kills (not in CI)
-soak: $(STAMP)
+soak: $(BENCH_STAMP)
 	$(BIN)/python -m bench.soak
 
 clean:

