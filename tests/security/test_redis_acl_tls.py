@@ -72,7 +72,9 @@ def test_the_replica_user_cannot_touch_the_builder_set(secure_redis):
     xds = client("xds")
     for attempt in (lambda: xds.hset("{xds}:builders", "x", "{}"), lambda: xds.set("{xds}:version", 99),
                     lambda: xds.xadd("{xds}:changes", {"version": 1}), lambda: xds.set("{xds}:leader", "me"),
-                    lambda: xds.eval("return 1", 0), lambda: xds.get("other:key")):
+                    lambda: xds.eval("return 1", 0), lambda: xds.get("other:key"),
+                    lambda: xds.execute_command("CLIENT", "KILL", "TYPE", "normal"),
+                    lambda: xds.execute_command("CLIENT", "PAUSE", "10")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             attempt()
     xds.hset("{xds}:envoys", "n", "{}")  # its own status: allowed
