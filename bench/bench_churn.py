@@ -88,6 +88,8 @@ def main(argv=None) -> dict:
     p.add_argument("--kinds", default="sotw,delta", help="the streams split evenly between these")
     p.add_argument("--builders", type=int, default=500, help="size of the set before and during the churn")
     p.add_argument("--routing", default="sni_cluster")
+    p.add_argument("--profile", type=Path, help="write a py-spy flame graph of the xds-server during the churn here")
+    p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
     args = p.parse_args(argv)
     kinds = args.kinds.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-churn-") as d:
@@ -120,10 +122,21 @@ def main(argv=None) -> dict:
             pids = {"xds-server": xds.pid, "redis-server": redis.proc.pid,
                     **{f"loader{i}-{kind}": lp.pid for i, (lp, kind, _, _) in enumerate(loaders)}}
             rss0 = rss_mb(xds.pid)
+            spy = None
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                                        "--rate", "200", "--idle", "--format", "flamegraph",
+                                        "-o", str(args.profile / "profile-churn-xds-server.svg"),
+                                        "--pid", str(xds.pid)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
             cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
             t0 = time.monotonic()
             written, achieved = asyncio.run(churn(redis.url, args.builders, args.rate, args.duration))
             elapsed = time.monotonic() - t0
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
+                spy.wait(30)
             cpu = {k: round((cpu_seconds(pid) - cpu0[k]) / elapsed * 100, 1) for k, pid in pids.items()}
             rss1 = rss_mb(xds.pid)
             final = written[-1][0]
@@ -171,7 +184,8 @@ def main(argv=None) -> dict:
                 [[k, v["streams"], v["on_final"], v["lag_p50_ms"], v["lag_p99_ms"], v["cds_responses_per_s_per_stream"],
                   v["mb_received"]] for k, v in kinds_out.items()]))
     print(f"xds-server RSS {rss0:.1f} MB -> {rss1:.1f} MB; every stream on the final version: {result['all_on_final']}")
-    save("churn", result)
+    if not args.no_save:
+        save("churn", result)
     return result
 
 
