@@ -19,9 +19,13 @@ def sni(bid: str) -> str:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, redis_server, dns_server, procs: ProcGroup, *, stable: int = 6, pool: int = 10,
-                 replicas: int = 2, routing: str = "sni_cluster"):
-        self.tmp, self.redis, self.dns, self.procs = tmp, redis_server, dns_server, procs
+    """``redis`` needs ``.url`` and ``.client()`` (a synchronous client of the primary);
+    ``xds_args`` are added to every xds-server's command line."""
+
+    def __init__(self, tmp: Path, redis, dns_server, procs: ProcGroup, *, stable: int = 6, pool: int = 10,
+                 discoverers: int = 2, replicas: int = 2, routing: str = "sni_cluster",
+                 xds_args: list[str] | None = None):
+        self.tmp, self.redis, self.dns, self.procs = tmp, redis, dns_server, procs
         self.port = free_port("127.0.0.2")
         self.certs = tmp / "certs"
         self.stable = [FlyBuilder(f"5{n:013x}", "builder", f"127.0.4.{n + 1}", "ord") for n in range(stable)]
@@ -30,13 +34,14 @@ class Cluster:
         self.ctx = client_context(self.certs)
         self.in_dns = list(self.stable)
         self.dns.set_builders(self.in_dns)
-        common = ["--redis-url", redis_server.url]
+        common = ["--redis-url", redis.url]
         self.discoverers = [procs.start("discoverer", [
             *common, "--source", "fly", "--dns-server", dns_server.addr, "--builder-port", str(self.port),
-            "--poll-interval", "0.1", "--lease-ttl", "2", "--id", f"d{n}"], label=f"discoverer{n}") for n in (1, 2)]
+            "--poll-interval", "0.1", "--lease-ttl", "2", "--id", f"d{n}"], label=f"discoverer{n}")
+            for n in range(1, discoverers + 1)]
         self.ads_ports = [free_port() for _ in range(replicas)]
         self.replicas = [procs.start("xds-server", [
-            *common, "--listen", f"127.0.0.1:{p}", "--routing", routing, "--replica-id", f"r{n}"],
+            *common, *(xds_args or []), "--listen", f"127.0.0.1:{p}", "--routing", routing, "--replica-id", f"r{n}"],
             label=f"xds{n}") for n, p in enumerate(self.ads_ports, 1)]
         self.routing = routing
         self.envoys: list[EnvoyProc] = []

@@ -39,32 +39,8 @@ class Plane(Cluster):
     ``xds_args`` are added to every xds-server's command line.
     """
 
-    def __init__(self, tmp, redis, dns_server, procs: ProcGroup, *, discoverers: int = 2, replicas: int = 1,
-                 xds_args: list[str] | None = None, stable: int = 6, pool: int = 8, routing: str = "sni_cluster"):
-        from tests.support.envoy import start_backends
-        from tools.flyzone import FlyBuilder
-        from tools.tls_backend import client_context
-
-        self.tmp, self.redis, self.dns, self.procs = tmp, redis, dns_server, procs
-        self.port = free_port("127.0.0.2")
-        self.certs = tmp / "certs"
-        self.stable = [FlyBuilder(f"5{n:013x}", "builder", f"127.0.4.{n + 1}", "ord") for n in range(stable)]
-        self.pool = [FlyBuilder(f"c{n:013x}", "builder", f"127.0.5.{n + 1}", "ord") for n in range(pool)]
-        start_backends(procs, self.certs, {sni(b.id): (b.ip, self.port) for b in self.stable + self.pool})
-        self.ctx = client_context(self.certs)
-        self.in_dns = list(self.stable)
-        self.dns.set_builders(self.in_dns)
-        common = ["--redis-url", redis.url]
-        self.discoverers = [procs.start("discoverer", [
-            *common, "--source", "fly", "--dns-server", dns_server.addr, "--builder-port", str(self.port),
-            "--poll-interval", "0.1", "--lease-ttl", "2", "--id", f"d{n}"], label=f"discoverer{n}")
-            for n in range(1, discoverers + 1)]
-        self.ads_ports = [free_port() for _ in range(replicas)]
-        self.replicas = [procs.start("xds-server", [
-            *common, *(xds_args or []), "--listen", f"127.0.0.1:{p}", "--routing", routing, "--replica-id", f"r{n}"],
-            label=f"xds{n}") for n, p in enumerate(self.ads_ports, 1)]
-        self.routing = routing
-        self.envoys = []
+    def __init__(self, tmp, redis, dns_server, procs: ProcGroup, *, replicas: int = 1, pool: int = 8, **kwargs):
+        super().__init__(tmp, redis, dns_server, procs, replicas=replicas, pool=pool, **kwargs)
 
     def status(self) -> dict:
         """``xdsctl --json status`` through the same URL the services use."""
