@@ -78,9 +78,12 @@ class Discoverer:
                     async with asyncio.timeout(0.5):
                         await self.election.changed.wait()
                 continue
+            started = time.monotonic()
             ok = await self.poll_once()
-            delay = self.timing.interval if ok else self.timing.backoff * random.uniform(0.8, 1.2)
-            await asyncio.sleep(delay)
+            # a fixed cadence: polls start every interval, however long the last one took
+            delay = (self.timing.interval - (time.monotonic() - started) if ok
+                     else self.timing.backoff * random.uniform(0.8, 1.2))
+            await asyncio.sleep(max(0.0, delay))
 
     async def poll_once(self) -> bool:
         """One poll as leader; False when it failed and the caller should back off."""

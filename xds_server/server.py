@@ -101,6 +101,10 @@ def server_options(cfg: XdsConfig) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # a burst of new streams (a region of Envoys reconnecting) is queued, not refused by gRPC itself;
+        # --max-streams decides what is shed, with RESOURCE_EXHAUSTED
+        ("grpc.server.max_pending_requests", max(1000, 2 * cfg.max_streams)),
+        ("grpc.server.max_pending_requests_hard_limit", max(3000, 4 * cfg.max_streams)),
     ]
     if cfg.max_connection_age > 0:
         opts += [("grpc.max_connection_age_ms", int(cfg.max_connection_age * 1000)),
