@@ -118,6 +118,9 @@ def _rdata(rdtype: int, value) -> dns.rdata.Rdata:
     return dns.rdata.from_text(dns.rdataclass.IN, rdtype, str(value))
 
 
+WATCH_EVERY = 0.002  # seconds between checks of the zone file's stamp (a stat)
+
+
 class ZoneFile:
     """The zone, re-read when the file changes."""
 
@@ -265,6 +268,14 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._conns: set[asyncio.Task] = set()
+        self._watch: asyncio.Task | None = None
+
+    async def _watch_zone(self) -> None:
+        """Load a changed zone as soon as it is written, as a real server has it loaded when it
+        serves it; a query then never waits for the parse (80 ms for 500 machines)."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            self.zone.reload()
 
     @classmethod
     async def start(cls, host: str, port: int, zone_path: str | os.PathLike) -> "DnsServer":
@@ -272,6 +283,7 @@ class DnsServer:
         for _ in range(20 if port == 0 else 1):
             try:
                 await self._bind(host, port)
+                self._watch = asyncio.ensure_future(self._watch_zone())
                 return self
             except OSError as exc:
                 await self.stop()
@@ -315,6 +327,9 @@ class DnsServer:
         self.zone.reload(force=True)
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
