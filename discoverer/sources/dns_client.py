@@ -18,8 +18,71 @@ import dns.resolver
 from shared.errors import ConfigError, SourceError
 
 
-def join_txt(response: dns.message.Message) -> bytes:
+TXT = 16
+QR = 0x8000
+
+
+class TxtAnswer:
+    """A TXT answer read straight off the wire: dnspython spends milliseconds hashing
+    one big TXT rdata into a set, on every changed org-wide answer."""
+
+    __slots__ = ("flags", "_rcode", "payload")
+
+    def __init__(self, flags: int, rcode: int, payload: bytes):
+        self.flags, self._rcode, self.payload = flags, rcode, payload
+
+    def rcode(self) -> int:
+        return self._rcode
+
+
+def _skip_name(wire: bytes, pos: int) -> int:
+    while True:
+        if pos >= len(wire):
+            raise dns.exception.FormError("a name runs past the message")
+        length = wire[pos]
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length == 0:
+            return pos + 1
+        pos += 1 + length
+
+
+def parse_txt_wire(wire: bytes, query: bytes) -> TxtAnswer:
+    """The answer to ``query`` (a TXT question): flags, rcode and its records joined by ';'."""
+    if len(wire) < 12:
+        raise dns.exception.FormError("short message")
+    qid, flags, qdcount, ancount = struct.unpack_from("!4H", wire)
+    qend = _skip_name(query, 12) + 4
+    if qid != struct.unpack_from("!H", query)[0] or not flags & QR or qdcount != 1 \
+            or wire[12:qend].lower() != query[12:qend].lower():
+        raise dns.exception.FormError("the answer does not match the query")
+    pos, chunks = qend, []
+    for _ in range(ancount):
+        pos = _skip_name(wire, pos)
+        if pos + 10 > len(wire):
+            raise dns.exception.FormError("a record runs past the message")
+        rtype, _, _, rdlen = struct.unpack_from("!HHIH", wire, pos)
+        pos += 10
+        end = pos + rdlen
+        if end > len(wire):
+            raise dns.exception.FormError("rdata runs past the message")
+        if rtype == TXT:
+            strings = []
+            while pos < end:
+                length = wire[pos]
+                strings.append(wire[pos + 1:pos + 1 + length])
+                pos += 1 + length
+            if pos != end:
+                raise dns.exception.FormError("a TXT string runs past its record")
+            chunks.append(b"".join(strings))
+        pos = end
+    return TxtAnswer(flags, flags & 0xF, b";".join(chunks))
+
+
+def join_txt(response: dns.message.Message | TxtAnswer) -> bytes:
     """Join the character-strings of each TXT record; records are joined by ';'."""
+    if isinstance(response, TxtAnswer):
+        return response.payload
     chunks = []
     for rrset in response.answer:
         if rrset.rdtype != dns.rdatatype.TXT:
@@ -62,7 +125,7 @@ class DnsClient:
         self._tcp_until = 0.0
         self._last: tuple[bytes, dns.message.Message] | None = None  # last TCP answer, less its ID
 
-    async def query(self, name: str, rdtype: str) -> dns.message.Message:
+    async def query(self, name: str, rdtype: str) -> dns.message.Message | TxtAnswer:
         q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
         try:
             if time.monotonic() < self._tcp_until:
@@ -84,7 +147,7 @@ class DnsClient:
             raise SourceError(f"DNS {name} {rdtype}: {exc.__class__.__name__}: {exc}") from exc
         return self._check(name, rdtype, resp)
 
-    async def _tcp(self, q: dns.message.Message) -> dns.message.Message:
+    async def _tcp(self, q: dns.message.Message) -> dns.message.Message | TxtAnswer:
         """One query over TCP. An answer whose bytes (less the ID) equal the previous
         one is not parsed again: dnspython spends milliseconds on a 500-record TXT."""
         async with asyncio.timeout(self.timeout):
@@ -98,14 +161,17 @@ class DnsClient:
                 writer.close()
         if self._last is not None and wire[:2] == query[:2] and wire[2:] == self._last[0]:
             return self._last[1]
-        resp = dns.message.from_wire(wire)
-        if not q.is_response(resp):
-            raise dns.exception.FormError("the TCP answer does not match the query")
+        if q.question[0].rdtype == dns.rdatatype.TXT:
+            resp = parse_txt_wire(wire, query)
+        else:
+            resp = dns.message.from_wire(wire)
+            if not q.is_response(resp):
+                raise dns.exception.FormError("the TCP answer does not match the query")
         self._last = (wire[2:], resp)
         return resp
 
     @staticmethod
-    def _check(name: str, rdtype: str, resp: dns.message.Message) -> dns.message.Message:
+    def _check(name: str, rdtype: str, resp):
         rcode = resp.rcode()
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             raise SourceError(f"DNS {name} {rdtype}: {dns.rcode.to_text(rcode)}")
