@@ -24,9 +24,11 @@ def secure_ads(tmp_path, redis_server, procs):
     port = free_port()
     xds = procs.start("xds-server", ["--redis-url", redis_server.url, "--listen", f"127.0.0.1:{port}",
                                "--tls-cert", str(server.cert), "--tls-key", str(server.key),
-                               "--client-ca", str(server.ca), "--require-node-identity"])
+                               "--client-ca", str(server.ca), "--require-node-identity", "--replica-id", "r1"])
     wait_until(lambda: redis_server.client().hlen("{xds}:routes") == 1, 10)
     xds.wait_for_log("ready: version", 20)
+    wait_until(lambda: '"version":1' in (redis_server.client().hget("{xds}:replicas", "r1") or b"").decode(), 10,
+               what="the replica at version 1")
     return {"certs": certs, "port": port, "ca": server.ca}
 
 
