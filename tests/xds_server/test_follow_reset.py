@@ -8,24 +8,29 @@ from xds_server.cache import Cache
 from xds_server.follow import Follower
 from xds_server.render import Renderer
 
-from .harness import builder
+from .harness import builder, eventually
 
 
-async def test_redis_behind_for_long_is_accepted_as_a_reset(store, redis_server):
+async def five_versions_then_a_reset(store, redis_server, follower: Follower) -> None:
+    """Versions 1-5 (a..e) loaded by ``follower``; then Redis loses everything and restarts at version 1 (z)."""
     lease = await store.acquire("w", 60_000)
     version = lease.version
     for name in "abcde":
         version = await store.apply(lease, version, [builder(name)], [])
+    assert version == 5
+    await eventually(lambda: follower.cache.version == 5, 5, what="the follower at version 5")
+    with redis_server.client() as c:
+        c.flushall()
+    fresh = await store.acquire("w2", 60_000)  # a discoverer that knew nothing: versions restart
+    assert await store.apply(fresh, fresh.version, [builder("z")], []) == 1
+
+
+async def test_redis_behind_for_long_is_accepted_as_a_reset(store, redis_server):
     cache = Cache(Renderer("sni_cluster", "builders.internal"))
     follower = Follower(store, cache, block_ms=100, accept_reset_after=0.6)
     task = asyncio.ensure_future(follower.run())
     try:
-        await asyncio.wait_for(follower.loaded.wait(), 5)
-        assert cache.version == version == 5
-        with redis_server.client() as c:
-            c.flushall()
-        fresh = await store.acquire("w2", 60_000)  # a discoverer that knew nothing: versions restart
-        assert await store.apply(fresh, fresh.version, [builder("z")], []) == 1
+        await five_versions_then_a_reset(store, redis_server, follower)
         await asyncio.sleep(0.3)
         assert cache.version == 5 and set(cache.builders) == set("abcde"), "not before the wait"
         for _ in range(100):
@@ -50,20 +55,13 @@ class Primary:
 
 
 async def test_a_read_replica_behind_us_is_lag_not_a_reset_while_the_primary_is_not(store, redis_server):
-    lease = await store.acquire("w", 60_000)
-    version = lease.version
-    for name in "abcde":
-        version = await store.apply(lease, version, [builder(name)], [])
     cache = Cache(Renderer("sni_cluster", "builders.internal"))
     primary = Primary(7)
     follower = Follower(store, cache, block_ms=100, accept_reset_after=0.4, primary=primary)
     task = asyncio.ensure_future(follower.run())
     try:
-        await asyncio.wait_for(follower.loaded.wait(), 5)
-        with redis_server.client() as c:  # the read replica resynced from a master that lost everything
-            c.flushall()
-        fresh = await store.acquire("w2", 60_000)
-        assert await store.apply(fresh, fresh.version, [builder("z")], []) == 1
+        # the read replica resynced from a master that lost everything
+        await five_versions_then_a_reset(store, redis_server, follower)
         await asyncio.sleep(1.5)  # several reset waits: each time the primary says it is ahead of us
         assert cache.version == 5 and set(cache.builders) == set("abcde")
         assert follower.source_version == 1
