@@ -47,6 +47,7 @@ class Soak:
         self.pool = [FlyBuilder(f"{0x50a4 << 40 | n:014x}", "builder", f"fdaa:0:1::{n + 1:x}", "ord")
                      for n in range(100)]
         self.present = set(range(50))
+        self.holders: dict[str, str] = {}  # lease holder id -> process name
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")
@@ -57,8 +58,12 @@ class Soak:
         write_zone(self.zone, [self.pool[i] for i in sorted(self.present)])
 
     def discoverer(self, n: int) -> None:
+        """Discoverer ``n``; each start gets a new holder id, like a new process (host:pid) would."""
+        self.starts = getattr(self, "starts", 0) + 1
+        holder = f"d{n}.{self.starts}"
+        self.holders[holder] = f"d{n}"
         self.spawn(f"d{n}", [str(BIN / "discoverer"), "--redis-url", self.redis.url, "--dns-server",
-                             f"127.0.0.1:{self.dns_port}", "--id", f"d{n}", "--log-level", "warning"])
+                             f"127.0.0.1:{self.dns_port}", "--id", holder, "--log-level", "warning"])
 
     def run(self) -> int:
         a = self.args
@@ -113,10 +118,11 @@ class Soak:
             if now >= next_kill:
                 with self.redis.client() as c:
                     holder = (c.get("{xds}:leader") or b"").decode()
-                if holder in self.procs:
-                    self.procs[holder].kill()
-                    self.procs[holder].wait(10)
-                    self.discoverer(int(holder[1:]))
+                name = self.holders.get(holder)
+                if name is not None:
+                    self.procs[name].kill()
+                    self.procs[name].wait(10)
+                    self.discoverer(int(name[1:]))
                     kills += 1
                     print(f"{now - start:6.0f}s killed leader {holder}", flush=True)
                 next_kill += a.kill_every
