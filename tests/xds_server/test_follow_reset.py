@@ -25,23 +25,29 @@ async def five_versions_then_a_reset(store, redis_server, follower: Follower) ->
     assert await store.apply(fresh, fresh.version, [builder("z")], []) == 1
 
 
-async def test_redis_behind_for_long_is_accepted_as_a_reset(store, redis_server):
-    cache = Cache(Renderer("sni_cluster", "builders.internal"))
-    follower = Follower(store, cache, block_ms=100, accept_reset_after=0.6)
+@contextlib.asynccontextmanager
+async def running(follower: Follower):
     task = asyncio.ensure_future(follower.run())
     try:
-        await five_versions_then_a_reset(store, redis_server, follower)
-        await asyncio.sleep(0.3)
-        assert cache.version == 5 and set(cache.builders) == set("abcde"), "not before the wait"
-        for _ in range(100):
-            if cache.version == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert cache.version == 1 and set(cache.builders) == {"z"}
+        yield follower
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def wait_for_the_reset(cache: Cache, timeout: float) -> None:
+    await eventually(lambda: cache.version == 1, timeout, what="the reset accepted")
+    assert set(cache.builders) == {"z"}
+
+
+async def test_redis_behind_for_long_is_accepted_as_a_reset(store, redis_server):
+    cache = Cache(Renderer("sni_cluster", "builders.internal"))
+    async with running(Follower(store, cache, block_ms=100, accept_reset_after=0.6)) as follower:
+        await five_versions_then_a_reset(store, redis_server, follower)
+        await asyncio.sleep(0.3)
+        assert cache.version == 5 and set(cache.builders) == set("abcde"), "not before the wait"
+        await wait_for_the_reset(cache, 5)
 
 
 class Primary:
@@ -57,21 +63,11 @@ class Primary:
 async def test_a_read_replica_behind_us_is_lag_not_a_reset_while_the_primary_is_not(store, redis_server):
     cache = Cache(Renderer("sni_cluster", "builders.internal"))
     primary = Primary(7)
-    follower = Follower(store, cache, block_ms=100, accept_reset_after=0.4, primary=primary)
-    task = asyncio.ensure_future(follower.run())
-    try:
+    async with running(Follower(store, cache, block_ms=100, accept_reset_after=0.4, primary=primary)) as follower:
         # the read replica resynced from a master that lost everything
         await five_versions_then_a_reset(store, redis_server, follower)
         await asyncio.sleep(1.5)  # several reset waits: each time the primary says it is ahead of us
         assert cache.version == 5 and set(cache.builders) == set("abcde")
         assert follower.source_version == 1
         primary.v = 1  # the primary is behind us too: Redis and the discoverers lost their state
-        for _ in range(60):
-            if cache.version == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert cache.version == 1 and set(cache.builders) == {"z"}
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await wait_for_the_reset(cache, 3)
