@@ -133,8 +133,11 @@ class DnsClient:
                 if resp.flags & dns.flags.TC:
                     raise TooBig(f"DNS {name} {rdtype}: the answer is truncated even over TCP")
                 return self._check(name, rdtype, resp)
-            resp = await dns.asyncquery.udp(q, self.host, timeout=self.timeout, port=self.port,
-                                            ignore_trailing=True)
+            # our own timeout: dnspython's (asyncio.wait_for) can swallow a cancellation on
+            # Python 3.11, and a discoverer told to stop would poll on forever
+            async with asyncio.timeout(self.timeout):
+                resp = await dns.asyncquery.udp(q, self.host, timeout=None, port=self.port,
+                                                ignore_trailing=True)
             if resp.flags & dns.flags.TC:
                 # An org-wide answer rarely fits a datagram: skip the wasted UDP round trip for a while.
                 self._tcp_until = time.monotonic() + self.TCP_STICKY
