@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 
 from bench.common import builder, cpu_seconds, machine, pct, save, table  # noqa: E402
+from tests.support.lease import acquire
 from shared.connect import aclose, connect  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.store import Store  # noqa: E402
@@ -68,7 +69,7 @@ def cluster(tmp: Path) -> Topology:
 
 async def seeded(url: str, count: int):
     store = Store(connect(url, name="bench-leader"), KEYS)
-    with_lease = await store.acquire("bench", 600_000)
+    with_lease = await acquire(store, "bench", 600_000)
     version = with_lease.version
     for start in range(0, count, 500):
         version = await store.apply(with_lease, version, [builder(n) for n in range(start, min(count, start + 500))], [])

@@ -25,7 +25,7 @@ RUNS = 30
 def one(mode: str, size: int) -> dict:
     cache = Cache(Renderer(mode, "builders.internal"))
     builders = {b.id: b for b in (builder(n) for n in range(size))}
-    cache.update(1, builders, None)
+    cache.replace(1, builders)
     view = cache.view_for(None, ListenerSpec("0.0.0.0", 10443))
     times, sotw_bytes, delta_bytes = [], 0, 0
     for run in range(RUNS):
@@ -35,7 +35,7 @@ def one(mode: str, size: int) -> dict:
         new = builder(size + run)
         t0 = time.perf_counter()
         builders[new.id] = new
-        cache.update(cache.version + 1, builders, [(None, new)])
+        cache.apply(cache.version + 1, [(None, new)])
         sotw_bytes = delta_bytes = 0
         for t in (rs.CLUSTER, rs.LISTENER):
             after = cache.snapshot(view, t)

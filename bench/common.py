@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.lease import acquire
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import Builder, make_builder, parse_networks
@@ -37,7 +38,7 @@ class Writer:
         self.version = 0
 
     async def __aenter__(self) -> "Writer":
-        self.lease = await self.store.acquire("bench-writer", 600_000)
+        self.lease = await acquire(self.store, "bench-writer", 600_000)
         self.version = self.lease.version
         return self
 

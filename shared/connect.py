@@ -72,7 +72,6 @@ class RedisUrl:
     """A parsed URL: what ``connect`` builds a client from."""
 
     kind: str  # "single" | "sentinel" | "cluster"
-    url: str
     tls: bool = False
     hosts: tuple[tuple[str, int], ...] = ()
     username: str | None = None
@@ -135,7 +134,7 @@ def parse_url(url: str) -> RedisUrl:
         raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}; expected one of "
                           + ", ".join(f"{s}://" for s in SCHEMES))
     if scheme in SINGLE_SCHEMES:
-        return RedisUrl("single", url, tls=scheme == "rediss")
+        return RedisUrl("single", tls=scheme == "rediss")
     tls = scheme.startswith("rediss")
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     allowed = set(TLS_OPTIONS if tls else ())
@@ -171,7 +170,7 @@ def parse_url(url: str) -> RedisUrl:
     for name in ("sentinel_username", "sentinel_password"):
         if name in query:
             options[name] = query[name]
-    return RedisUrl(kind, url, tls=tls, hosts=hosts, username=username, password=password, db=db,
+    return RedisUrl(kind, tls=tls, hosts=hosts, username=username, password=password, db=db,
                     master=master, role=role, options=options)
 
 

@@ -94,9 +94,6 @@ class Store:
         self._apply = client.register_script(scripts.APPLY)
 
     # --- leadership -------------------------------------------------------
-    async def acquire(self, holder: str, ttl_ms: int, version_floor: int = 0) -> Lease | None:
-        return (await self.try_acquire(holder, ttl_ms, version_floor))[0]
-
     async def try_acquire(self, holder: str, ttl_ms: int, version_floor: int = 0,
                           epoch_floor: int = 0) -> tuple[Lease | None, int]:
         """(the lease or None, the version Redis holds). The floor keeps versions monotonic

@@ -1,5 +1,8 @@
 """Versioned views of the builder set, rendered once and shared by every stream.
 
+The cache implements ``snapshot.SnapshotSource``, the transports' whole
+contract with it; the follower writes it with ``replace`` and ``apply``.
+
 A *view* is what one class of Envoys may see: a region (or all regions) and
 the listener spec from its bootstrap. For each (view, type) the cache holds
 one immutable ``TypeSnapshot`` per content change; every stream with that view
@@ -13,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from shared import resources as rs
 from shared.model import Builder
 
-from . import wire
 from .render import ListenerSpec, Rendered, Renderer
+from .snapshot import Delta, TypeSnapshot
 
 DIFF_LOG = 64  # versions of per-view change sets kept for delta streams
-F_VERSION_INFO, F_TYPE_URL, F_NONCE, F_REMOVED = 1, 4, 5, 6
 Pair = tuple[Builder | None, Builder | None]
 
 
@@ -31,65 +33,6 @@ Pair = tuple[Builder | None, Builder | None]
 class ViewKey:
     region: str | None  # None: every region
     listener: ListenerSpec
-
-
-@dataclass(eq=False)
-class TypeSnapshot:
-    """All resources of one type for one view, at one version of the set."""
-
-    type_url: str
-    version: int
-    resources: Mapping[str, Rendered]
-    uses: frozenset[str] = frozenset()  # listeners: the cluster names they route to
-    label: str = ""  # appended to version_info (transitional snapshots)
-    seq: int = 0  # the cache update that made it: orders snapshots even when Redis versions restart
-    _sotw: bytes | None = field(default=None, repr=False)
-
-    @property
-    def version_info(self) -> str:
-        return f"{self.version}{self.label}"
-
-    def sotw_body(self) -> bytes:
-        """DiscoveryResponse without its nonce; built once, shared by every stream.
-
-        Resources go in name order: a replica that followed every change and one
-        that loaded the set whole send the same bytes.
-        """
-        if self._sotw is None:
-            res = self.resources
-            self._sotw = (
-                wire.field_str(F_VERSION_INFO, self.version_info)
-                + b"".join(res[n].sotw_field for n in sorted(res))
-                + wire.field_str(F_TYPE_URL, self.type_url)
-            )
-        return self._sotw
-
-
-def sotw_response(body: bytes, nonce: str) -> bytes:
-    return body + wire.field_str(F_NONCE, nonce)
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """What turns one snapshot into another, as a DeltaDiscoveryResponse body."""
-
-    updated: tuple[Rendered, ...]
-    removed: tuple[str, ...]
-    body: bytes
-
-    @classmethod
-    def build(cls, type_url: str, version: int, updated: Iterable[Rendered], removed: Iterable[str]) -> "Delta":
-        updated, removed = tuple(updated), tuple(removed)
-        body = (
-            wire.field_str(F_VERSION_INFO, str(version))
-            + b"".join(r.delta_field for r in updated)
-            + wire.field_str(F_TYPE_URL, type_url)
-            + b"".join(wire.field_str(F_REMOVED, n) for n in removed)
-        )
-        return cls(updated, removed, body)
-
-    def __bool__(self) -> bool:
-        return bool(self.updated or self.removed)
 
 
 class _Series:
@@ -131,10 +74,11 @@ class Cache:
         self.region_scope = region_scope
         self.version = -1  # -1 until the first full load
         self.seq = 0  # counts updates; never goes back, unlike a Redis version after a reset
-        self.builders: Mapping[str, Builder] = {}
+        self.builders: dict[str, Builder] = {}  # its own: the follower keeps another
         self._series: dict[tuple[ViewKey, str], _Series] = {}
         self._watchers: set[asyncio.Event] = set()
         self._seen_at: dict[int, float] = {}
+        self._domain_suffix = "." + renderer.domain
 
     @property
     def ready(self) -> bool:
@@ -149,21 +93,28 @@ class Cache:
             self._series.pop((view, type_url), None)
 
     # --- writers (the follower) ------------------------------------------------
-    def update(self, version: int, builders: Mapping[str, Builder], changes: list[Pair] | None,
-               at: float | None = None) -> None:
-        """Move to ``version``. ``changes`` lists (old, new) records; None means a full resync.
+    def replace(self, version: int, builders: Mapping[str, Builder]) -> None:
+        """A full load: move to ``version`` holding exactly ``builders`` (copied)."""
+        old = self.builders
+        self.builders = dict(builders)
+        self.renderer.forget(set(old) - set(builders))
+        changes = [(old.get(i), builders.get(i)) for i in set(old) | set(builders) if old.get(i) != builders.get(i)]
+        self._moved(version, changes, None)
+
+    def apply(self, version: int, changes: list[Pair], at: float | None = None) -> None:
+        """One change entry: ``changes`` lists (old, new) records, None for added / removed.
 
         ``at`` is the wall-clock time the change entered Redis (from its stream id).
         """
-        old_builders = self.builders
-        self.builders = builders  # owned by the caller, which only mutates it through update()
-        if changes is None:
-            gone = set(old_builders) - set(builders)
-            changes = [(old_builders.get(i), builders.get(i)) for i in set(old_builders) | set(builders)
-                       if old_builders.get(i) != builders.get(i)]
-            self.renderer.forget(gone)
-        else:
-            self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
+        for old, new in changes:
+            if new is not None:
+                self.builders[new.id] = new
+            elif old is not None:
+                self.builders.pop(old.id, None)
+        self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
+        self._moved(version, changes, at)
+
+    def _moved(self, version: int, changes: list[Pair], at: float | None) -> None:
         self.version = version
         self.seq += 1
         self._seen_at[version] = at if at is not None else time.time()
@@ -175,7 +126,7 @@ class Cache:
             event.set()
 
     def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
-        if type_url == rs.LISTENER and not self.renderer.listener_uses_clusters:
+        if type_url == rs.LISTENER and not self.make_before_break:
             return  # one wildcard chain: the listener never changes with the builders
         relevant = [(o, n) for o, n in changes if self._in_view(view, o) or self._in_view(view, n)]
         if not relevant:
@@ -206,10 +157,17 @@ class Cache:
     def _listeners(self, view: ViewKey) -> tuple[dict[str, Rendered], frozenset[str]]:
         members = [b for b in self.builders.values() if self._in_view(view, b)]
         listener = self.renderer.listener(view.listener, members)
-        uses = frozenset(b.sni for b in members) if self.renderer.listener_uses_clusters else frozenset()
+        uses = frozenset(b.sni for b in members) if self.make_before_break else frozenset()
         return {listener.name: listener}, uses
 
-    # --- readers (the transports) ----------------------------------------------
+    # --- readers (the transports: snapshot.SnapshotSource) -----------------------
+    @property
+    def make_before_break(self) -> bool:
+        return self.renderer.listener_uses_clusters
+
+    def may_appear(self, type_url: str, name: str) -> bool:
+        return type_url == rs.CLUSTER and self.renderer.on_demand and name.endswith(self._domain_suffix)
+
     def snapshot(self, view: ViewKey, type_url: str) -> TypeSnapshot:
         series = self._series.get((view, type_url))
         if series is None:
@@ -223,18 +181,6 @@ class Cache:
             return TypeSnapshot(type_url, self.version, resources, seq=self.seq)
         resources, uses = self._listeners(view)
         return TypeSnapshot(type_url, self.version, resources, uses, seq=self.seq)
-
-    def union(self, view: ViewKey, have: TypeSnapshot, target: TypeSnapshot) -> TypeSnapshot:
-        """Clusters of both: bridges a change that adds and removes (make before break)."""
-        series = self._series[(view, target.type_url)]
-        key = ("union", id(have), id(target))
-        hit = series.deltas.get(key)
-        if hit is None:
-            snap = TypeSnapshot(target.type_url, target.version, {**have.resources, **target.resources},
-                                label="-bridge", seq=target.seq)
-            hit = series.deltas[key] = (have, target, snap)
-            self._trim(series)
-        return hit[2]
 
     def seen_at(self, version: int) -> float:
         """Wall-clock time ``version`` entered Redis (or reached us, after a full load)."""

@@ -18,9 +18,9 @@ class XdsConfig:
     redis: RedisSettings
     redis_read_url: str | None = None  # the builder set and the change stream are read here
     listen: str = "127.0.0.1:18000"
-    routing: str = "filter_chains"
-    listener_port: int = 10443
-    listener_address: str = "0.0.0.0"
+    routing: str = rs.FILTER_CHAINS
+    listener_port: int = rs.DEFAULT_LISTENER_PORT
+    listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
     domain: str = "builders.internal"
     region_scope: str = "all"
     connect_timeout: float = 1.0
@@ -38,6 +38,11 @@ class XdsConfig:
     client_ca: str | None = None
     test_nack_builders: frozenset[str] = frozenset()
     require_node_identity: bool = False
+    # timings (tests shorten them)
+    follow_block_ms: int = 1000  # XREAD BLOCK on the change stream
+    follow_backoff: float = 0.5  # first retry after Redis went away (doubles up to 1 s)
+    accept_reset_after: float = 30.0  # Redis behind us this long: take its set as a reset
+    status_every: float = 1.0  # heartbeat of {xds}:replicas and {xds}:envoys
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,11 +57,11 @@ def parser() -> argparse.ArgumentParser:
                    "status is still written to --redis-url. Default: --redis-url (env XDS_REDIS_READ_URL)")
     g = p.add_argument_group("serving")
     g.add_argument("--listen", default=env("XDS_LISTEN", "127.0.0.1:18000"), help="gRPC HOST:PORT")
-    g.add_argument("--routing", choices=rs.ROUTING_MODES, default=env("XDS_ROUTING", "filter_chains"),
+    g.add_argument("--routing", choices=rs.ROUTING_MODES, default=env("XDS_ROUTING", rs.FILTER_CHAINS),
                    help="how Envoy routes SNI to builders (see docs/routing.md)")
-    g.add_argument("--listener-port", type=int, default=int(env("XDS_LISTENER_PORT", "10443")),
+    g.add_argument("--listener-port", type=int, default=int(env("XDS_LISTENER_PORT", str(rs.DEFAULT_LISTENER_PORT))),
                    help="port of the builder listener for Envoys whose bootstrap does not choose one")
-    g.add_argument("--listener-address", default=env("XDS_LISTENER_ADDRESS", "0.0.0.0"),
+    g.add_argument("--listener-address", default=env("XDS_LISTENER_ADDRESS", rs.DEFAULT_LISTENER_ADDRESS),
                    help="address of the builder listener for Envoys whose bootstrap does not choose one")
     g.add_argument("--sni-template", default=env("XDS_SNI_TEMPLATE", "{id}.builders.internal"),
                    help="the discoverer's SNI template; its fixed suffix is the builder domain")

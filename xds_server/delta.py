@@ -16,8 +16,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from shared import resources as rs
 
-from . import metrics, wire
-from .cache import F_NONCE, Delta, TypeSnapshot
+from . import metrics
+from .snapshot import Delta, TypeSnapshot, with_nonce
 from .stream import Stream
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,14 @@ class DeltaState:
     held: set[str] = field(default_factory=set)  # removals held back (make before break)
     nonce: str | None = None
     sent_version: str = ""
-    nacked: str | None = None
 
 
 class DeltaStream(Stream):
     kind = "delta"
 
-    def __init__(self, *args, ordered: bool = True, domain: str = "", wait: float = 5.0, **kwargs):
+    def __init__(self, *args, ordered: bool = True, wait: float = 5.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.ordered = ordered
-        self.domain_suffix = "." + domain if domain else None
         self.wait = wait
         self.states: dict[str, DeltaState] = {}
 
@@ -92,14 +90,13 @@ class DeltaStream(Stream):
         st.nonce = None
         short = rs.SHORT[st.type_url]
         if req.HasField("error_detail"):
-            st.nacked = st.sent_version
             metrics.NACKS.labels(short).inc()
             self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
                         self.peer.node_id, short, st.sent_version, req.error_detail.message[:300])
             return
         metrics.ACKS.labels(short).inc()
-        metrics.CHANGE_TO_ACK.labels(short).observe(self.cache.ack_latency(int(st.sent_version.split('-')[0] or 0)))
+        metrics.CHANGE_TO_ACK.labels(short).observe(self.cache.ack_latency(rs.version_number(st.sent_version)))
         self.peer.ack(st.type_url, st.sent_version)
 
     # --- responses ------------------------------------------------------------
@@ -121,11 +118,11 @@ class DeltaStream(Stream):
             if body is None:
                 continue
             st.nonce, st.sent_version = self.nonce(), target.version_info
-            yield type_url, body + wire.field_str(F_NONCE, st.nonce)
+            yield type_url, with_nonce(body, st.nonce)
 
     def _may_send(self, st: DeltaState, target: TypeSnapshot) -> bool:
         """Make before break: a listener only after the clusters it uses are ACKed."""
-        if not (self.ordered and self.cache.renderer.listener_uses_clusters and st.type_url == rs.LISTENER):
+        if not (self.ordered and self.cache.make_before_break and st.type_url == rs.LISTENER):
             return True
         cds = self.states.get(rs.CLUSTER)
         if cds is None or not cds.wildcard:
@@ -179,21 +176,16 @@ class DeltaStream(Stream):
                 del st.known[name]
                 removed.append(name)
             elif name in st.dirty or name in st.waiting:
-                if self._waits(st, name) and st.waiting.setdefault(name, now + self.wait) > now:
+                if self.cache.may_appear(st.type_url, name) and st.waiting.setdefault(name, now + self.wait) > now:
                     continue
                 st.waiting.pop(name, None)
                 removed.append(name)  # report the unknown name as removed
         st.dirty.clear()
         return updated, removed
 
-    def _waits(self, st: DeltaState, name: str) -> bool:
-        """On-demand clusters under the builder domain may appear later; anything else is unknown now."""
-        return (st.type_url == rs.CLUSTER and self.cache.renderer.mode == "on_demand"
-                and self.domain_suffix is not None and name.endswith(self.domain_suffix))
-
     def _hold_removals(self, st: DeltaState, removed: list[str]) -> list[str]:
         """Clusters still used by the listener the Envoy has are removed after that listener is replaced."""
-        if not (removed and self.ordered and st.type_url == rs.CLUSTER and self.cache.renderer.listener_uses_clusters):
+        if not (removed and self.ordered and st.type_url == rs.CLUSTER and self.cache.make_before_break):
             return removed
         lds = self.states.get(rs.LISTENER)
         if lds is None:

@@ -93,7 +93,7 @@ class Follower:
         differs = snap.builders != self.builders  # an accepted reset may keep our version number
         self.builders = dict(snap.builders)
         if snap.version != self.cache.version or not self.loaded.is_set() or differs:
-            self.cache.update(snap.version, self.builders, None)
+            self.cache.replace(snap.version, self.builders)
             metrics.VERSION.set(snap.version)
             log.info("loaded version %d: %d builders in %.0f ms", snap.version, len(self.builders),
                      (time.perf_counter() - started) * 1000)
@@ -160,7 +160,7 @@ class Follower:
             raise Gap(f"expected version {self.cache.version + 1}, got {change.version}")
         records = {b.id: b for b in change.records}
         for bid in (*change.added, *change.updated):
-            if bid not in records:  # checked before any change: self.builders is the cache's map
+            if bid not in records:  # checked before any change is made
                 raise CorruptState(f"change {change.version} names {bid!r} without its record")
         pairs: list[Pair] = []
         for bid in change.removed:
@@ -170,5 +170,5 @@ class Follower:
             pairs.append((self.builders.get(bid), new))
             self.builders[bid] = new
         self.last_id = change.stream_id
-        self.cache.update(change.version, self.builders, pairs, at=change.written_at)
+        self.cache.apply(change.version, pairs, at=change.written_at)
         metrics.VERSION.set(change.version)

@@ -19,12 +19,6 @@ from .render import ListenerSpec
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ListenerDefaults:
-    address: str = "0.0.0.0"
-    port: int = 10443
-
-
 def _meta(node: base_pb2.Node, key: str) -> str | None:
     value = node.metadata.fields.get(key)
     if value is None:
@@ -39,18 +33,19 @@ def _meta(node: base_pb2.Node, key: str) -> str | None:
 
 def node_region(node: base_pb2.Node) -> str | None:
     """locality.region, else metadata 'region', else locality.zone (``envoy --service-zone $FLY_REGION``)."""
-    return (node.locality.region or _meta(node, "region") or node.locality.zone or "").lower() or None
+    return (node.locality.region or _meta(node, rs.META_REGION) or node.locality.zone or "").lower() or None
 
 
-def node_listener(node: base_pb2.Node, defaults: ListenerDefaults) -> ListenerSpec:
-    port = _meta(node, "listener_port")
+def node_listener(node: base_pb2.Node, defaults: ListenerSpec) -> ListenerSpec:
+    """The listener address and port the node's bootstrap asks for, else the replica's defaults."""
+    port = _meta(node, rs.META_LISTENER_PORT)
     try:
         port_value = int(float(port)) if port else defaults.port
     except (ValueError, OverflowError):
         port_value = defaults.port
     if not 0 < port_value < 65536:
         port_value = defaults.port
-    return ListenerSpec(address=_meta(node, "listener_address") or defaults.address, port=port_value)
+    return ListenerSpec(address=_meta(node, rs.META_LISTENER_ADDRESS) or defaults.address, port=port_value)
 
 
 @dataclass(eq=False)
@@ -90,7 +85,7 @@ class Refused(Exception):
 class Registry:
     """Connected peers, and how many use each view (a view with no peer is dropped from the cache)."""
 
-    def __init__(self, cache: Cache, defaults: ListenerDefaults, *, max_views: int = 256):
+    def __init__(self, cache: Cache, defaults: ListenerSpec, *, max_views: int = 256):
         self.cache = cache
         self.defaults = defaults
         self.max_views = max_views

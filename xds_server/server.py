@@ -65,7 +65,7 @@ class XdsService:
             try:
                 if delta:
                     stream = DeltaStream(self.cache, self.registry, types, identities, ordered=ordered,
-                                         domain=self.cfg.domain, wait=self.cfg.on_demand_wait)
+                                         wait=self.cfg.on_demand_wait)
                 else:
                     stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
                 await stream.serve(requests, context.write)

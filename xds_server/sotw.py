@@ -9,8 +9,8 @@ that both adds and removes).
 """
 from __future__ import annotations
 
+import collections
 import logging
-import time
 from dataclasses import dataclass
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -18,7 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from shared import resources as rs
 
 from . import metrics
-from .cache import TypeSnapshot, sotw_response
+from .snapshot import TypeSnapshot, with_nonce
 from .stream import Stream
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ class TypeState:
     nonce: str | None = None  # of the response in flight
     last_nonce: str | None = None  # of the latest response sent; any other is stale
     resend: bool = False  # the subscription changed: send again even without a new version
-    sent_at: float = 0.0
     acked: TypeSnapshot | None = None
     nacked: TypeSnapshot | None = None
 
@@ -103,9 +102,9 @@ class SotwStream(Stream):
             snap = self._next(st)
             if snap is None or (not st.resend and (snap is st.sent or snap is st.nacked)):
                 continue
-            st.sent, st.nonce, st.sent_at = snap, self.nonce(), time.monotonic()
+            st.sent, st.nonce = snap, self.nonce()
             st.last_nonce, st.resend = st.nonce, False
-            yield type_url, sotw_response(self._body(st, snap), st.nonce)
+            yield type_url, with_nonce(self._body(st, snap), st.nonce)
 
     def _body(self, st: TypeState, snap: TypeSnapshot) -> bytes:
         if st.names is None:
@@ -115,7 +114,7 @@ class SotwStream(Stream):
 
     def _next(self, st: TypeState) -> TypeSnapshot | None:
         target = self.cache.snapshot(self.peer.view, st.type_url)
-        if not (self.ordered and self.cache.renderer.listener_uses_clusters):
+        if not (self.ordered and self.cache.make_before_break):
             return target
         cds, lds = self.states.get(rs.CLUSTER), self.states.get(rs.LISTENER)
         if cds is None or lds is None:
@@ -132,7 +131,7 @@ class SotwStream(Stream):
             return None  # the listener is being replaced; remove clusters after
         if cds.acked is not None and self._has_clusters(cds.acked, self.cache.snapshot(self.peer.view, rs.LISTENER)):
             return None  # the new listener can go out first
-        return self.cache.union(self.peer.view, cds.acked or target, target)
+        return bridge(cds.acked or target, target)
 
     @staticmethod
     def _has_clusters(clusters: TypeSnapshot | None, listener: TypeSnapshot) -> bool:
@@ -140,3 +139,22 @@ class SotwStream(Stream):
         if clusters is None:
             return not listener.uses
         return listener.uses.issubset(clusters.resources.keys())
+
+
+_BRIDGES: collections.OrderedDict[tuple[int, int], tuple] = collections.OrderedDict()
+
+
+def bridge(have: TypeSnapshot, target: TypeSnapshot) -> TypeSnapshot:
+    """Clusters of both: bridges a change that adds and removes (make before break).
+
+    One per (have, target) pair, shared by every stream that needs it; the memo
+    holds both snapshots, which keeps their ids unique while it is in use."""
+    key = (id(have), id(target))
+    hit = _BRIDGES.get(key)
+    if hit is None:
+        snap = TypeSnapshot(target.type_url, target.version, {**have.resources, **target.resources},
+                            label="-bridge", seq=target.seq)
+        hit = _BRIDGES[key] = (have, target, snap)
+        while len(_BRIDGES) > 64:
+            _BRIDGES.popitem(last=False)
+    return hit[2]

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from shared import resources as rs
 from shared.errors import StoreUnavailable
 from shared.store import Store
 
@@ -51,7 +52,7 @@ class StatusPublisher:
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
-        lag = [self.cache.version - _int(v) for p in self.registry.peers for v in p.acked.values()]
+        lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
         metrics.VERSION_LAG.set(max(lag, default=0))
         try:
             await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
@@ -96,9 +97,3 @@ class StatusPublisher:
         except StoreUnavailable:
             pass
 
-
-def _int(value: str) -> int:
-    try:
-        return int(value.split("-")[0])
-    except ValueError:
-        return 0

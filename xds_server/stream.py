@@ -12,8 +12,8 @@ from shared import resources as rs
 from shared.logs import LogOnce
 
 from . import metrics
-from .cache import Cache
 from .peers import Peer, Registry
+from .snapshot import SnapshotSource
 
 log = logging.getLogger(__name__)
 _EOF = object()
@@ -25,7 +25,7 @@ class Stream:
     kind = "stream"
     log_once = LogOnce(log)
 
-    def __init__(self, cache: Cache, registry: Registry, types: tuple[str, ...] = rs.SUPPORTED,
+    def __init__(self, cache: SnapshotSource, registry: Registry, types: tuple[str, ...] = rs.SUPPORTED,
                  identities: frozenset[str] | None = None):
         self.cache = cache
         self.identities = identities  # with mTLS: the node ids the client certificate allows

@@ -8,6 +8,7 @@ import time
 
 import orjson
 
+from shared import resources as rs
 from shared.config import HelpFormatter, RedisSettings, add_common
 from shared.connect import redact, redis_client
 from shared.errors import ConfigError, StoreUnavailable
@@ -40,9 +41,9 @@ def parser() -> argparse.ArgumentParser:
                    help="HOST:PORT of the ADS replicas; several comma-separated, or a DNS name of all of them")
     b.add_argument("--admin-port", type=int, default=9901, help="admin interface port (on 127.0.0.1)")
     b.add_argument("--admin-address", default="127.0.0.1", help="admin interface address")
-    b.add_argument("--listener-port", type=int, default=10443, help="port of the builder listener")
-    b.add_argument("--listener-address", default="0.0.0.0", help="address of the builder listener")
-    b.add_argument("--routing", choices=("filter_chains", "sni_cluster", "on_demand"), default="filter_chains",
+    b.add_argument("--listener-port", type=int, default=rs.DEFAULT_LISTENER_PORT, help="port of the builder listener")
+    b.add_argument("--listener-address", default=rs.DEFAULT_LISTENER_ADDRESS, help="address of the builder listener")
+    b.add_argument("--routing", choices=rs.ROUTING_MODES, default=rs.FILTER_CHAINS,
                    help="the xds-server's --routing (on_demand implies delta ADS)")
     b.add_argument("--delta", action="store_true", help="use delta (incremental) ADS")
     b.add_argument("--xds-ca", help="connect to ADS over TLS, trusting this CA file")
@@ -69,7 +70,7 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "bootstrap":
-        from xds_server.bootstrap import BootstrapSpec, render_yaml
+        from .bootstrap import BootstrapSpec, render_yaml
 
         spec = BootstrapSpec(node_id=args.node_id, region=args.region, cluster=args.cluster, ads=args.ads,
                              admin_port=args.admin_port, admin_address=args.admin_address,

@@ -7,6 +7,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from shared import resources as rs
 from shared.store import Store
 
 STALE_AFTER = 15.0
@@ -65,23 +66,16 @@ def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
     A replica reading a Redis replica (--redis-read-url) also reports ``source_version``, the
     version that replica held at its last read: replication lag shows as a lower number there."""
     for r in replicas.values():
-        r["lag"] = max(version - _version_of(r.get("version", 0)), 0)
+        r["lag"] = max(version - rs.version_number(r.get("version", 0)), 0)
     return replicas
-
-
-def _version_of(value: str) -> int:
-    try:
-        return int(str(value).split("-")[0])
-    except ValueError:
-        return 0
 
 
 def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
     for e in envoys.values():
         acked = e.get("acked") or {}
-        e["lag"] = max((version - _version_of(v) for v in acked.values()), default=version)
+        e["lag"] = max((version - rs.version_number(v) for v in acked.values()), default=version)
         nack = e.get("last_nack")
-        if nack and _version_of(nack.get("version", "0")) >= min((_version_of(v) for v in acked.values()), default=0):
+        if nack and rs.version_number(nack.get("version", "0")) >= min((rs.version_number(v) for v in acked.values()), default=0):
             e["state"] = "nacking"
         else:
             e["state"] = "in_sync" if e["lag"] == 0 else "behind"

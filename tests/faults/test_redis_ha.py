@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from tests.support.lease import acquire
 from shared.connect import aclose, connect
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
@@ -94,7 +95,7 @@ async def test_the_store_on_redis_cluster_and_through_a_slot_failover(redis_clus
     client = connect(redis_cluster.url, timeout=1.0, name="tests")
     store = Store(client, KEYS)
     try:
-        lease = await store.acquire("a", 10_000)
+        lease = await acquire(store, "a", 10_000)
         assert lease.epoch == 1
         assert await store.apply(lease, 0, [b(1), b(2)], []) == 1
         snap = await store.load()

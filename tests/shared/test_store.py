@@ -4,6 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from tests.support.lease import acquire
 from shared.errors import CorruptState, Fenced, VersionConflict
 from shared.keys import Keys
 from shared.model import Builder
@@ -24,14 +25,14 @@ def dump_all(redis_server) -> dict:
 
 
 async def test_acquire_is_exclusive_and_bumps_the_epoch(store):
-    a = await store.acquire("a", 2000)
+    a = await acquire(store, "a", 2000)
     assert a == Lease("a", 1, 0)
-    assert await store.acquire("b", 2000) is None
+    assert await acquire(store, "b", 2000) is None
     holder, epoch, ttl = await store.leader()
     assert (holder, epoch) == ("a", 1) and 0 < ttl <= 2000
     assert await store.renew(a, 2000)
     assert await store.release(a)
-    b_lease = await store.acquire("b", 2000)
+    b_lease = await acquire(store, "b", 2000)
     assert b_lease.epoch == 2
     assert not await store.renew(a, 2000)
     assert not await store.release(a)
@@ -39,14 +40,14 @@ async def test_acquire_is_exclusive_and_bumps_the_epoch(store):
 
 
 async def test_acquire_raises_the_version_to_the_floor(store):
-    lease = await store.acquire("a", 2000, version_floor=41)
+    lease = await acquire(store, "a", 2000, version_floor=41)
     assert lease.version == 41 and await store.version() == 41
     await store.release(lease)
-    assert (await store.acquire("a", 2000, version_floor=7)).version == 41
+    assert (await acquire(store, "a", 2000, version_floor=7)).version == 41
 
 
 async def test_apply_writes_builders_routes_version_and_one_change(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     version = await store.apply(lease, 0, [b(1), b(2, ip="127.0.0.2")], [])
     assert version == 1
     c = redis_server.client()
@@ -64,7 +65,7 @@ async def test_apply_writes_builders_routes_version_and_one_change(store, redis_
 
 
 async def test_update_and_remove_are_recorded_and_routes_follow(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1), b(2), b(3)], [])
     v = await store.apply(lease, 1, [b(1, ip="fdaa::99"), b(2, sni="other.builders.internal"), b(3)], ["b04"])
     assert v == 2
@@ -87,24 +88,24 @@ async def test_update_and_remove_are_recorded_and_routes_follow(store, redis_ser
 
 
 async def test_a_route_taken_over_by_another_builder_is_not_dropped(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1, sni="x.builders.internal")], [])
     await store.apply(lease, 1, [b(2, sni="x.builders.internal")], ["b01"])
     assert redis_server.client().hgetall(KEYS.routes) == {b"x.builders.internal": b"[fdaa::2]:443 b02"}
 
 
 async def test_a_noop_keeps_the_version_and_the_stream(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1)], [])
     assert await store.apply(lease, 1, [b(1)], ["missing"]) == 1
     assert redis_server.client().xlen(KEYS.changes) == 1
 
 
 async def test_a_stale_epoch_is_fenced_and_changes_nothing(store, redis_server):
-    old = await store.acquire("a", 5000)
+    old = await acquire(store, "a", 5000)
     await store.apply(old, 0, [b(1)], [])
     await store.release(old)
-    new = await store.acquire("a", 5000)  # same holder, new epoch
+    new = await acquire(store, "a", 5000)  # same holder, new epoch
     assert new.epoch == old.epoch + 1
     before = dump_all(redis_server)
     with pytest.raises(Fenced, match="epoch"):
@@ -113,7 +114,7 @@ async def test_a_stale_epoch_is_fenced_and_changes_nothing(store, redis_server):
 
 
 async def test_a_writer_that_does_not_hold_the_lease_is_fenced(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1)], [])
     before = dump_all(redis_server)
     with pytest.raises(Fenced, match="lease"):
@@ -126,7 +127,7 @@ async def test_a_writer_that_does_not_hold_the_lease_is_fenced(store, redis_serv
 
 
 async def test_a_version_conflict_changes_nothing(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1)], [])
     before = dump_all(redis_server)
     with pytest.raises(VersionConflict) as info:
@@ -140,7 +141,7 @@ async def test_the_stream_is_trimmed(redis_server):
     client = connect(redis_server.url)
     try:
         store = Store(client, KEYS, stream_maxlen=10)
-        lease = await store.acquire("a", 5000)
+        lease = await acquire(store, "a", 5000)
         for v in range(300):
             await store.apply(lease, v, [b(1, ip=f"fdaa::{v + 1:x}")], [])
         assert 10 <= redis_server.client().xlen(KEYS.changes) < 300
@@ -149,7 +150,7 @@ async def test_the_stream_is_trimmed(redis_server):
 
 
 async def test_load_reports_corrupt_records_instead_of_failing(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1)], [])
     redis_server.client().hset(KEYS.builders, "bad", b"{not json")
     snap = await store.load()
@@ -174,7 +175,7 @@ async def test_a_prefix_keeps_its_keys_apart(redis_server):
     client = connect(redis_server.url)
     try:
         other = Store(client, Keys("{other}"))
-        lease = await other.acquire("a", 5000)
+        lease = await acquire(other, "a", 5000)
         await other.apply(lease, 0, [b(1)], [])
         keys = {k.decode() for k in redis_server.client().keys("*")}
         assert keys and all(k.startswith("{other}:") for k in keys)
@@ -201,7 +202,7 @@ def test_records_are_json_that_lua_compares_byte_for_byte():
 
 
 async def test_a_standby_learns_the_version_from_a_failed_acquire(store):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, lease.version, [b(1)], [])
     got, version = await store.try_acquire("standby", 5000)
     assert got is None and version == lease.version + 1
@@ -209,7 +210,7 @@ async def test_a_standby_learns_the_version_from_a_failed_acquire(store):
 
 @pytest.mark.parametrize("garbage", [b"{not json", b"5", b'{"sni": 7}'])
 async def test_an_unreadable_stored_record_is_replaced_or_removed_without_a_script_error(store, redis_server, garbage):
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     await store.apply(lease, 0, [b(1)], [])
     c = redis_server.client()
     c.hset(KEYS.builders, "b01", garbage)
@@ -223,7 +224,7 @@ async def test_an_unreadable_stored_record_is_replaced_or_removed_without_a_scri
 
 async def test_a_version_floor_makes_the_write_skip_past_it(store, redis_server):
     """After a failover lost versions 2..5 the leader rewrites as 6, never reusing a number."""
-    lease = await store.acquire("a", 5000)
+    lease = await acquire(store, "a", 5000)
     assert await store.apply(lease, 0, [b(1)], []) == 1
     assert await store.apply(lease, 1, [b(2)], [], floor=5) == 6
     assert await store.apply(lease, 6, [b(3)], [], floor=2) == 7  # a lower floor changes nothing

@@ -14,7 +14,7 @@ import contextlib
 
 import pytest
 
-from .harness import Replica, Writer, start_replica
+from .harness import TestReplica as Replica, Writer, start_replica
 from .xds_client import XdsClient
 
 

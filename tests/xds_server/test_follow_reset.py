@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.support.lease import acquire
 from xds_server.cache import Cache
 from xds_server.follow import Follower
 from xds_server.render import Renderer
@@ -13,7 +14,7 @@ from .harness import builder, eventually
 
 async def five_versions_then_a_reset(store, redis_server, follower: Follower) -> None:
     """Versions 1-5 (a..e) loaded by ``follower``; then Redis loses everything and restarts at version 1 (z)."""
-    lease = await store.acquire("w", 60_000)
+    lease = await acquire(store, "w", 60_000)
     version = lease.version
     for name in "abcde":
         version = await store.apply(lease, version, [builder(name)], [])
@@ -21,7 +22,7 @@ async def five_versions_then_a_reset(store, redis_server, follower: Follower) ->
     await eventually(lambda: follower.cache.version == 5, 5, what="the follower at version 5")
     with redis_server.client() as c:
         c.flushall()
-    fresh = await store.acquire("w2", 60_000)  # a discoverer that knew nothing: versions restart
+    fresh = await acquire(store, "w2", 60_000)  # a discoverer that knew nothing: versions restart
     assert await store.apply(fresh, fresh.version, [builder("z")], []) == 1
 
 

@@ -11,8 +11,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from shared import resources as rs
 from xds_server.cache import Cache
 from xds_server.delta import DeltaStream
-from xds_server.peers import ListenerDefaults, Registry
-from xds_server.render import Renderer
+from xds_server.peers import Registry
+from xds_server.render import ListenerSpec, Renderer
 
 from .harness import DOMAIN, builder, sni
 from .test_delta import dsync, updated
@@ -167,9 +167,9 @@ class Driven:
     def __init__(self):
         self.cache = Cache(Renderer("filter_chains", DOMAIN))
         self.builders: dict = {}
-        self.cache.update(0, {}, None)
-        self.stream = DeltaStream(self.cache, Registry(self.cache, ListenerDefaults()), rs.SUPPORTED,
-                                  ordered=True, domain=DOMAIN, wait=1.0)
+        self.cache.replace(0, {})
+        self.stream = DeltaStream(self.cache, Registry(self.cache, ListenerSpec()), rs.SUPPORTED,
+                                  ordered=True, wait=1.0)
         self.stream.peer = self.stream.registry.join(make_node("driven", "ord"), "delta")
 
     def apply(self, upsert=(), remove=()):
@@ -179,7 +179,7 @@ class Driven:
             pairs.append((builders.get(b.id), b))
             builders[b.id] = b
         self.builders = builders
-        self.cache.update(self.cache.version + 1, builders, pairs)
+        self.cache.apply(self.cache.version + 1, pairs)
 
     def request(self, type_url, subscribe=(), nonce=""):
         self.stream.on_request(discovery_pb2.DeltaDiscoveryRequest(

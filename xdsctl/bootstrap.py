@@ -20,7 +20,6 @@ from envoy_data_plane.google.protobuf import Struct, Value
 
 from shared import resources as rs
 
-from .peers import ListenerDefaults
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -34,9 +33,9 @@ class BootstrapSpec:
     ads: str = "127.0.0.1:18000"
     admin_port: int = 9901
     admin_address: str = "127.0.0.1"
-    listener_port: int = ListenerDefaults.port
-    listener_address: str = "0.0.0.0"
-    routing: str = "filter_chains"
+    listener_port: int = rs.DEFAULT_LISTENER_PORT
+    listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
+    routing: str = rs.FILTER_CHAINS
     delta: bool = False
     xds_ca: str | None = None  # ADS over TLS: trust this CA for the replicas' certificate
     xds_cert: str | None = None  # with xds_key: the client certificate (mTLS)
@@ -88,13 +87,13 @@ def _tls_socket(spec: BootstrapSpec) -> dict:
 
 
 def build(spec: BootstrapSpec) -> Bootstrap:
-    delta = spec.delta or spec.routing == "on_demand"
+    delta = spec.delta or spec.routing == rs.ON_DEMAND
     ads = ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
     metadata = Struct(fields={
-        "listener_port": Value(string_value=str(spec.listener_port)),
-        "listener_address": Value(string_value=spec.listener_address),
-        "region": Value(string_value=spec.region),
-        "routing": Value(string_value=spec.routing),
+        rs.META_LISTENER_PORT: Value(string_value=str(spec.listener_port)),
+        rs.META_LISTENER_ADDRESS: Value(string_value=spec.listener_address),
+        rs.META_REGION: Value(string_value=spec.region),
+        rs.META_ROUTING: Value(string_value=spec.routing),
     })
     dynamic = BootstrapDynamicResources(
         ads_config=ApiConfigSource(
@@ -104,7 +103,7 @@ def build(spec: BootstrapSpec) -> Bootstrap:
             set_node_on_first_message_only=True),
         lds_config=ads,
         # on_demand: no wildcard CDS; tcp_proxy asks for each builder's cluster when needed
-        cds_config=None if spec.routing == "on_demand" else ads,
+        cds_config=None if spec.routing == rs.ON_DEMAND else ads,
     )
     return Bootstrap(
         node=Node(id=spec.node_id, cluster=spec.cluster, locality=Locality(region=spec.region), metadata=metadata),

@@ -1,0 +1,61 @@
+"""One discoverer, wired in one place: the composition root that ``main`` and the tests enter.
+
+``DiscovererService(cfg).run(stop)`` owns the Redis client, the source, the
+election, the poll loop and the status publisher. Its exit path always runs,
+even when a task crashed: the lease is released (a standby takes over at
+once instead of after the TTL), the status entry is withdrawn, the source
+and the client are closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from shared.connect import redis_client
+from shared.store import Store
+
+from . import status
+from .config import DiscovererConfig
+from .election import Election
+from .loop import Discoverer
+from .sources import Source
+from .sources.file import FileSource
+from .sources.fly import FlySource
+
+log = logging.getLogger("discoverer")
+
+
+def make_source(cfg: DiscovererConfig) -> Source:
+    if cfg.source == "file":
+        return FileSource(cfg.file)
+    return FlySource(cfg.dns_server, timeout=cfg.dns_timeout, per_app=cfg.per_app, apps=cfg.rules.apps,
+                     app_wanted=cfg.rules.wants_app)
+
+
+class DiscovererService:
+    def __init__(self, cfg: DiscovererConfig):
+        self.cfg = cfg
+        self.election: Election | None = None
+        self.discoverer: Discoverer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        log.info("starting as %s on %r, source %s", cfg.holder, cfg.redis, cfg.source)
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}"))
+            store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
+            source = make_source(cfg)
+            stack.push_async_callback(source.aclose)
+            self.election = election = Election(store, cfg.holder, cfg.lease)
+            self.discoverer = disc = Discoverer(store=store, source=source, election=election,
+                                                rules=cfg.rules, timing=cfg.timing)
+            stack.push_async_callback(status.withdraw, election)
+            stack.push_async_callback(election.release)  # first on the way out, crash or not
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(election.run()), tg.create_task(disc.run()),
+                         tg.create_task(status.publish(election, disc))]
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
+        log.info("stopped")

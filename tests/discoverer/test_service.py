@@ -1,0 +1,53 @@
+"""The discoverer's composition root (``DiscovererService``), the object ``discoverer`` runs, in process."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from discoverer import config, status
+from discoverer.service import DiscovererService
+from shared.keys import Keys
+from tests.support.procs import async_wait_until
+
+KEYS = Keys()
+
+
+def service_for(redis_url: str, path, holder: str = "svc-a") -> DiscovererService:
+    path.write_text(json.dumps([{"id": "b01", "app": "web", "region": "ams", "ip": "127.0.0.9"}]))
+    cfg = config.from_args(["--redis-url", redis_url, "--source", "file", "--file", str(path), "--id", holder,
+                            "--poll-interval", "0.02", "--lease-ttl", "5"])
+    return DiscovererService(cfg)
+
+
+async def test_a_stop_releases_the_lease_and_withdraws_the_status(redis_server, tmp_path):
+    service, stop = service_for(redis_server.url, tmp_path / "b.json"), asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    r = redis_server.client()
+    await async_wait_until(lambda: asyncio.sleep(0, r.hexists(KEYS.routes, "b01.builders.internal")), 5,
+                           what="the builder written")
+    assert r.get(KEYS.leader) == b"svc-a" and r.hexists(KEYS.discoverers, "svc-a")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert r.get(KEYS.leader) is None, "released, not left to expire (5 s TTL)"
+    assert not r.hexists(KEYS.discoverers, "svc-a")
+
+
+async def test_a_crashed_task_still_releases_the_lease(redis_server, tmp_path, monkeypatch):
+    """The exit path runs when a task dies: a standby takes over at once, not after the TTL."""
+    led = asyncio.Event()
+
+    async def crashing_publish(election, disc, every=1.0):
+        while election.lease() is None:
+            await asyncio.sleep(0.01)
+        led.set()
+        raise RuntimeError("status publisher bug")
+
+    monkeypatch.setattr(status, "publish", crashing_publish)
+    service = service_for(redis_server.url, tmp_path / "b.json")
+    task = asyncio.create_task(service.run(asyncio.Event()))
+    await asyncio.wait_for(led.wait(), 5)
+    with pytest.raises(ExceptionGroup):
+        await asyncio.wait_for(task, 5)
+    assert redis_server.client().get(KEYS.leader) is None

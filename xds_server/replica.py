@@ -1,0 +1,119 @@
+"""One ADS replica, wired in one place: the composition root that ``main`` and the tests enter.
+
+``Replica(cfg).run(stop)`` owns every part (gRPC server, Redis clients, cache,
+follower, status publisher) in one ``AsyncExitStack`` and runs the loops in
+one ``TaskGroup``. Its exit path always runs, even when a task crashed:
+health goes NOT_SERVING, the server stops accepting streams (Envoys reconnect
+to another replica), the replica withdraws its status, the clients close.
+``start()``/``stop()`` run the same ``run`` in a task, for tests and tools.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from shared.connect import redact, redis_client
+from shared.metrics import split_hostport
+from shared.store import Store
+
+from . import server
+from .cache import Cache
+from .config import XdsConfig
+from .follow import Follower
+from .peers import Registry
+from .render import ListenerSpec, Renderer
+from .status import StatusPublisher
+
+log = logging.getLogger("xds_server")
+
+
+class Replica:
+    def __init__(self, cfg: XdsConfig):
+        self.cfg = cfg
+        renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
+                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders)
+        self.cache = Cache(renderer, region_scope=cfg.region_scope)
+        self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
+        self.follower: Follower | None = None
+        self.publisher: StatusPublisher | None = None
+        self.port = 0
+        self.started = asyncio.Event()  # the port is bound and Redis clients exist
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def address(self) -> str:
+        host, _ = split_hostport(self.cfg.listen)
+        return f"{host}:{self.port}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; every part is released on the way out."""
+        async with contextlib.AsyncExitStack() as stack:
+            grpc_server, health = await self._serve(stack)
+            await self._connect(stack)
+            self.started.set()
+            async with asyncio.TaskGroup() as tg:
+                loops = [tg.create_task(self.follower.run()), tg.create_task(self.publisher.run())]
+                ready = tg.create_task(self._ready_when_loaded(health))
+                await stop.wait()
+                log.info("stopping: refusing new streams, letting Envoys reconnect elsewhere")
+                await server.set_health(health, False)
+                await grpc_server.stop(grace=1.0)
+                for task in (*loops, ready):
+                    task.cancel()
+        log.info("stopped")
+
+    async def _serve(self, stack: contextlib.AsyncExitStack):
+        grpc_server, health, self.port = server.build(self.cache, self.registry, self.cfg)
+        await server.set_health(health, False)
+        await grpc_server.start()
+        stack.push_async_callback(grpc_server.stop, None)  # a crash skips the graceful stop: not this
+        log.info("replica %s serving ADS on %s (routing %s, region scope %s) from %r", self.cfg.replica_id,
+                 self.address, self.cfg.routing, self.cfg.region_scope, self.cfg.redis)
+        return grpc_server, health
+
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> None:
+        cfg = self.cfg
+        client = await stack.enter_async_context(redis_client(cfg.redis.url, name=f"xds:{cfg.replica_id}"))
+        store = reader = Store(client, cfg.redis.keys)
+        if cfg.redis_read_url:
+            log.info("reading the builder set from %s; status goes to the primary", redact(cfg.redis_read_url))
+            read_client = await stack.enter_async_context(
+                redis_client(cfg.redis_read_url, name=f"xds-read:{cfg.replica_id}"))
+            reader = Store(read_client, cfg.redis.keys)
+        self.follower = Follower(reader, self.cache, primary=store, block_ms=cfg.follow_block_ms,
+                                 backoff=cfg.follow_backoff, accept_reset_after=cfg.accept_reset_after)
+        self.publisher = StatusPublisher(store, self.cache, self.registry, replica=cfg.replica_id,
+                                         address=self.address, follower=self.follower, every=cfg.status_every,
+                                         reads="replica" if cfg.redis_read_url else "primary")
+        stack.push_async_callback(self.publisher.withdraw)  # runs before the clients close
+
+    async def _ready_when_loaded(self, health) -> None:
+        await self.follower.loaded.wait()
+        await server.set_health(health, True)
+        log.info("ready: version %d", self.cache.version)
+
+    # --- in a task, for tests and tools ------------------------------------------
+    async def start(self, timeout: float = 5.0) -> "Replica":
+        self._task = asyncio.get_running_loop().create_task(self.run(self._stop))
+        started = asyncio.ensure_future(self.started.wait())
+        await asyncio.wait((started, self._task), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not self.started.is_set():
+            started.cancel()
+            await self.stop()
+            raise RuntimeError(f"replica {self.cfg.replica_id} did not start within {timeout:.0f}s")
+        return self
+
+    async def stop(self) -> None:
+        """Stop gracefully; safe to call twice."""
+        self._stop.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    async def __aenter__(self) -> "Replica":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
