@@ -19,11 +19,11 @@ def test_the_fly_source_needs_the_builder_apps(monkeypatch, tmp_path):
     for argv in ([], ["--source", "fly"], ["--app", " "]):
         with pytest.raises(ConfigError, match="--app"):
             from_args(argv)
-    monkeypatch.setenv("XDS_APPS", "builders")
-    assert from_args([]).rules.apps == frozenset({"builders"})
     source_file = tmp_path / "b.json"
     assert from_args(["--source", "file", "--file", str(source_file)]).rules.apps == frozenset(), \
         "a file lists its builders itself"
+    monkeypatch.setenv("XDS_APPS", "builders")
+    assert from_args([]).rules.apps == frozenset({"builders"})
 
 
 def test_flags_and_environment(monkeypatch):

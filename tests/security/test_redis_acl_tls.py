@@ -1,4 +1,4 @@
-"""Redis 7 loading exactly deploy/redis.acl (passwords added as docs/security.md says), over TLS.
+"""Redis 7 loading exactly deploy/redis.acl, with passwords added by deploy/redis-users.sh, over TLS.
 
 Each service runs with its own user and only its rights; the default user is off, so a
 client that does not authenticate is refused. Needs Debian's redis-server 7 (TLS and
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,27 +22,21 @@ from tools.tls_backend import client_context, ensure_certs
 
 REDIS7 = Path("/usr/bin/redis-server")
 ACL_FILE = REPO / "deploy" / "redis.acl"
+ADD_PASSWORDS = REPO / "deploy" / "redis-users.sh"
 pytestmark = [pytest.mark.skipif(not REDIS7.exists(), reason="Debian's redis-server 7 is not installed"),
               pytest.mark.timeout(120)]
 PASSWORDS = {"discoverer": "disc-s3cret-pw", "xds": "xds-s3cret-pw", "xdsctl": "ctl-s3cret-pw",
              "provisioner": "prov-s3cret-pw", "admin": "adm-s3cret-pw"}
-HASHED = {"provisioner"}  # stored as '#<sha256>', the form docs/security.md recommends
 KEYS = Keys()
 BUILDER = "a0000000000001"
 SNI = f"{BUILDER}.builders.internal"
 
 
-def with_passwords(acl: str) -> str:
-    """The shipped file with one password per user, inserted after 'user NAME on' (the documented sed)."""
-    out = []
-    for line in acl.splitlines():
-        name = line.split()[1]
-        if name in PASSWORDS:
-            pw = PASSWORDS[name]
-            secret = "#" + hashlib.sha256(pw.encode()).hexdigest() if name in HASHED else ">" + pw
-            line = line.replace(f"user {name} on ", f"user {name} on {secret} ", 1)
-        out.append(line)
-    return "\n".join(out) + "\n"
+def with_passwords(acl: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """deploy/redis-users.sh over ``acl`` with REDIS_<USER>_PASSWORD from ``env``, as the docs run it."""
+    with open(acl) as stdin:
+        return subprocess.run(["sh", str(ADD_PASSWORDS)], stdin=stdin, capture_output=True, text=True, timeout=10,
+                              env={"PATH": os.environ["PATH"], **env}, check=True)
 
 
 def test_the_shipped_file_has_no_password_and_keeps_the_default_user_off():
@@ -54,11 +49,21 @@ def test_the_shipped_file_has_no_password_and_keeps_the_default_user_off():
         "no password ships: a user nobody gave one cannot log in"
 
 
+def test_passwords_are_added_as_hashes_and_a_missing_one_leaves_the_user_locked():
+    run = with_passwords(ACL_FILE, {"REDIS_XDS_PASSWORD": "xds-s3cret-pw"})
+    assert "xds-s3cret-pw" not in run.stdout
+    xds = next(line for line in run.stdout.splitlines() if line.startswith("user xds "))
+    assert xds.endswith(" #" + hashlib.sha256(b"xds-s3cret-pw").hexdigest())
+    assert "REDIS_DISCOVERER_PASSWORD is not set" in run.stderr
+    discoverer = next(line for line in run.stdout.splitlines() if line.startswith("user discoverer "))
+    assert "#" not in discoverer and ">" not in discoverer
+
+
 @pytest.fixture
 def secure_redis(tmp_path):
     certs = ensure_certs(tmp_path / "certs", "localhost")
     acl = tmp_path / "users.acl"
-    acl.write_text(with_passwords(ACL_FILE.read_text()))
+    acl.write_text(with_passwords(ACL_FILE, {f"REDIS_{u.upper()}_PASSWORD": pw for u, pw in PASSWORDS.items()}).stdout)
     port = free_port()
     conf = tmp_path / "redis.conf"
     conf.write_text("\n".join([
