@@ -113,3 +113,11 @@ def test_fly_envoy_bootstrap_is_current_and_valid(tmp_path):
     run = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(FLY / "envoy.yaml")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_ci_signals_only_what_it_can_name_by_pid():
+    text = (REPO / ".ci" / "run").read_text()
+    assert not any(word in text for word in ("pkill", "killall", "kill -9")), "no signals by command-line pattern"
+    assert "/run/redis/redis-server.pid" in text and "service redis-server stop" in text
+    run = subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")], capture_output=True, text=True, timeout=10)
+    assert run.returncode == 0, run.stderr
