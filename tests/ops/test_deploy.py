@@ -117,7 +117,7 @@ def test_fly_envoy_bootstrap_is_current_and_valid(tmp_path):
 
 def test_ci_signals_only_what_it_can_name_by_pid():
     text = (REPO / ".ci" / "run").read_text()
-    assert not any(word in text for word in ("pkill", "killall", "kill -9")), "no signals by command-line pattern"
+    assert not any(word in text for word in ("pkill", "killall")), "no signals by command-line pattern"
     assert "/run/redis/redis-server.pid" in text and "service redis-server stop" in text
     run = subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")], capture_output=True, text=True, timeout=10)
     assert run.returncode == 0, run.stderr
