@@ -29,9 +29,7 @@ def make_source(cfg: config.DiscovererConfig) -> Source:
 async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:
     logs.setup(cfg.log_format, cfg.log_level)
     metrics.serve(cfg.metrics_listen)
-    apps = [*sorted(cfg.rules.apps), *(p.pattern for p in cfg.rules.app_patterns)]
-    log.info("starting as %s on %r, source %s, builders: %s", cfg.holder, cfg.redis, cfg.source,
-             f"machines of the apps {', '.join(apps)}" if apps else "every record of the source")
+    log.info("starting as %s on %r, source %s", cfg.holder, cfg.redis, cfg.source)
     async with redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}") as client:
         store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
         election = Election(store, cfg.holder, cfg.lease)
