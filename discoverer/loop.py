@@ -209,6 +209,16 @@ class Discoverer:
             return False
         return await self._commit(lease, plan.upsert, plan.remove)
 
+    def _conflict(self, exc: VersionConflict) -> None:
+        metrics.WRITES.labels("conflict").inc()
+        if exc.actual < exc.expected:
+            log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
+                        "(a failover to a replica that had not received them?); reloading the set "
+                        "and writing the difference again", exc)
+        else:
+            log.warning("write skipped: %s; reloading the set from Redis", exc)
+        self.mirror = None
+
     async def _commit(self, lease: Lease, upsert: list[Builder], remove: list[str], *,
                       repairing: bool = False) -> bool:
         """One fenced write of the difference to the mirror; True when it was written.
@@ -223,14 +233,7 @@ class Discoverer:
                                                      floor=self.election.version_floor),
                                     self._command_timeout, "writing the set")
         except VersionConflict as exc:
-            metrics.WRITES.labels("conflict").inc()
-            if exc.actual < exc.expected:
-                log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
-                            "(a failover to a replica that had not received them?); reloading the set "
-                            "and writing the difference again", exc)
-            else:
-                log.warning("write skipped: %s; reloading the set from Redis", exc)
-            self.mirror = None
+            self._conflict(exc)
             return False
         except Fenced as exc:
             metrics.WRITES.labels("fenced").inc()
@@ -238,7 +241,7 @@ class Discoverer:
             self.mirror = None
             return False
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
-        if version == self.mirror.version:
+        if version == self.mirror.version and (upsert or remove):
             metrics.WRITES.labels("noop").inc()
             if not repairing:
                 await self._repair(lease, self.mirror, f"a write of +{len(upsert)}/-{len(remove)} records "
