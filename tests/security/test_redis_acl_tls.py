@@ -88,7 +88,11 @@ def secure_redis(tmp_path):
         yield url, client
     finally:
         proc.terminate()
-        proc.wait(5)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def test_services_run_end_to_end_with_their_users_over_tls(tmp_path, secure_redis, procs):
