@@ -62,8 +62,8 @@ class Soak:
         self.starts = getattr(self, "starts", 0) + 1
         holder = f"d{n}.{self.starts}"
         self.holders[holder] = f"d{n}"
-        self.spawn(f"d{n}", [str(BIN / "discoverer"), "--redis-url", self.redis.url, "--dns-server",
-                             f"127.0.0.1:{self.dns_port}", "--id", holder, "--log-level", "warning"])
+        self.spawn(f"d{n}", [str(BIN / "discoverer"), "--redis-url", self.redis.url, "--app", "builder",
+                             "--dns-server", f"127.0.0.1:{self.dns_port}", "--id", holder, "--log-level", "warning"])
 
     def run(self) -> int:
         a = self.args

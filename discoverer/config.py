@@ -59,8 +59,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--builder-port", type=int, default=int(env("XDS_BUILDER_PORT", "443")),
                    help="TCP port of every builder (a file record may set its own 'port')")
     b.add_argument("--app", action="append", default=None,
-                   help="only machines of this Fly app are builders: an exact name or a regex matched in full "
-                   "(repeatable; default: every app in the answer; env XDS_APPS, comma-separated)")
+                   help="machines of this Fly app are builders: an exact name or a regex matched in full "
+                   "(repeatable; env XDS_APPS, comma-separated). Required with --source fly: the org-wide answer "
+                   "lists every machine of the organisation, and only the named apps may be routed to")
     b.add_argument("--region", action="append", default=None,
                    help="only builders in this Fly region (repeatable; env XDS_REGIONS, comma-separated)")
     s.add_argument("--per-app", action="store_true", default=env("XDS_PER_APP") == "1",
@@ -113,6 +114,9 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         patterns = tuple(re.compile(x) for x in apps if x not in exact)
     except re.error as exc:
         raise ConfigError(f"bad --app pattern: {exc}") from exc
+    if a.source == "fly" and not apps:
+        raise ConfigError("--source fly needs --app APP (or XDS_APPS): the Fly app(s) whose machines are builders; "
+                          "without it every machine of the organisation would be routable")
     if a.per_app and not apps:
         raise ConfigError("--per-app needs --app (names or patterns)")
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),

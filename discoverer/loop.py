@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from shared.errors import Fenced, SourceError, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
-from shared.store import SetSnapshot, Store
+from shared.store import Lease, SetSnapshot, Store
 
 from . import metrics
 from .diff import Planner, Rules, Validated, validate
@@ -45,6 +45,11 @@ class Mirror:
         for b in upsert:
             self.builders[b.id] = b
         self.version = version
+
+
+def _some(ids, shown: int = 5) -> str:
+    ids = list(ids)
+    return (", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")) or "none"
 
 
 class Discoverer:
@@ -134,17 +139,22 @@ class Discoverer:
             log.warning(msg)
         self.last_error = msg
 
-    async def _verify(self, version: int) -> None:
+    async def _verify(self, lease: Lease, mirror: Mirror) -> None:
         """With nothing to write, the version CAS would never notice that Redis lost our writes
         (a failover to a replica that had not received them): compare versions now and then,
         and drop the mirror when Redis holds another version, so the next poll reloads the set
-        and writes the difference again."""
+        and writes the difference again. The same read counts the records: a set that changed
+        under an unchanged version was edited by hand, and gets our set back."""
         now = time.monotonic()
         if now - self._verified_at < self.timing.verify_every:
             return
-        current = await bounded(self.store.version(), self._command_timeout, "checking the version")
+        current, size = await bounded(self.store.version_and_size(), self._command_timeout, "checking the set")
         self._verified_at = now
+        version = mirror.version
         if current == version:
+            if size != len(mirror.builders) + len(self._corrupt):
+                await self._repair(lease, mirror, f"{size} records at version {version}, where the leader "
+                                                  f"wrote {len(mirror.builders)}")
             return
         metrics.WRITES.labels("conflict").inc()
         if current < version:
@@ -154,6 +164,21 @@ class Discoverer:
         else:
             log.warning("Redis holds version %d, not the %d we wrote; reloading the set", current, version)
         self.mirror = None
+
+    async def _repair(self, lease: Lease, mirror: Mirror, found: str) -> None:
+        """Someone wrote the builder set without the leader (redis-cli HDEL/HSET: no version, no
+        change entry). The replicas still serve what we wrote, so Redis gets exactly that back in
+        one fenced write, whose change entry every replica applies; then DNS decides as usual."""
+        metrics.SET_REPAIRS.inc()
+        snap = await bounded(self.store.load(), self._command_timeout, "loading the set")
+        upsert = [b for bid, b in mirror.builders.items() if snap.builders.get(bid) != b]
+        remove = sorted((snap.builders.keys() | set(snap.corrupt)) - mirror.builders.keys())
+        log.error("the builder set in Redis was changed by hand: %s (missing or altered: %s; not ours: %s). "
+                  "Only the leader writes it; drop a builder with `xdsctl deregister --id ID`. "
+                  "Rewriting it: restoring %d, removing %d records",
+                  found, _some(b.id for b in upsert), _some(remove), len(upsert), len(remove))
+        if not (upsert or remove) or not await self._commit(lease, upsert, remove, repairing=True):
+            self.mirror = None  # nothing we can restore: reload the set and let DNS decide
 
     async def _write(self, seen) -> bool:
         lease = self.election.lease()
@@ -180,24 +205,35 @@ class Discoverer:
         if self._corrupt:  # not in the mirror, so the planner cannot see them
             plan.remove.extend(sorted(self._corrupt - seen.builders.keys()))
         if not plan:
-            await self._verify(self.mirror.version)
+            await self._verify(lease, self.mirror)
             return False
+        return await self._commit(lease, plan.upsert, plan.remove)
+
+    def _conflict(self, exc: VersionConflict) -> None:
+        metrics.WRITES.labels("conflict").inc()
+        if exc.actual < exc.expected:
+            log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
+                        "(a failover to a replica that had not received them?); reloading the set "
+                        "and writing the difference again", exc)
+        else:
+            log.warning("write skipped: %s; reloading the set from Redis", exc)
+        self.mirror = None
+
+    async def _commit(self, lease: Lease, upsert: list[Builder], remove: list[str], *,
+                      repairing: bool = False) -> bool:
+        """One fenced write of the difference to the mirror; True when it was written.
+
+        A write that changes nothing means Redis no longer holds the mirror (a record we would
+        update or remove was deleted by hand): the mirror is restored first, the plan retried."""
         t0 = time.perf_counter()
         try:
             # floor: a failover that lost acknowledged writes sends Redis back to an older version;
             # the rewrite then gets a number past every one written, never a reused one.
-            version = await bounded(self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove,
+            version = await bounded(self.store.apply(lease, self.mirror.version, upsert, remove,
                                                      floor=self.election.version_floor),
                                     self._command_timeout, "writing the set")
         except VersionConflict as exc:
-            metrics.WRITES.labels("conflict").inc()
-            if exc.actual < exc.expected:
-                log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
-                            "(a failover to a replica that had not received them?); reloading the set "
-                            "and writing the difference again", exc)
-            else:
-                log.warning("write skipped: %s; reloading the set from Redis", exc)
-            self.mirror = None
+            self._conflict(exc)
             return False
         except Fenced as exc:
             metrics.WRITES.labels("fenced").inc()
@@ -205,11 +241,17 @@ class Discoverer:
             self.mirror = None
             return False
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
+        if version == self.mirror.version and (upsert or remove):
+            metrics.WRITES.labels("noop").inc()
+            if not repairing:
+                await self._repair(lease, self.mirror, f"a write of +{len(upsert)}/-{len(remove)} records "
+                                                       f"changed nothing at version {version}")
+            return False
         metrics.WRITES.labels("ok").inc()
-        self.mirror.apply(version, plan.upsert, plan.remove)
+        self.mirror.apply(version, upsert, remove)
         self._corrupt.clear()
         self.election.version_floor = max(self.election.version_floor, version)
         metrics.BUILDERS.set(len(self.mirror.builders))
         log.info("version %d: +%d/-%d builders (now %d)", version,
-                 len(plan.upsert), len(plan.remove), len(self.mirror.builders))
+                 len(upsert), len(remove), len(self.mirror.builders))
         return True

@@ -6,6 +6,8 @@ SOURCE_ERRORS = Counter("discoverer_source_errors_total", "Failed source polls (
 REJECTED = Counter("discoverer_records_rejected_total", "Records that failed validation", ["reason"])
 IS_LEADER = Gauge("discoverer_is_leader", "1 while this process holds the lease")
 EPOCH = Gauge("discoverer_epoch", "Fencing epoch of the current leadership (0 as standby)")
+SET_REPAIRS = Counter("discoverer_set_repairs_total",
+                      "Times the leader found the builder set changed under it (a hand edit) and rewrote it")
 WRITES = Counter("discoverer_writes_total", "Fenced writes", ["result"])
 WRITE_SECONDS = Histogram("discoverer_write_seconds", "Latency of one fenced write",
                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))

@@ -73,5 +73,14 @@ class Keys:
         """hash: discoverer id -> JSON status."""
         return self._key("discoverers")
 
+    @property
+    def intents(self) -> str:
+        """stream: the provisioner's register/deregister intents, consumed by the leader."""
+        return self._key("intents")
+
+    def outcome(self, request: str) -> str:
+        """string (JSON, with a TTL): the outcome of one intent."""
+        return self._key(f"outcome:{request}")
+
     def fenced_write_keys(self) -> list[str]:
         return [self.leader, self.epoch, self.builders, self.routes, self.version, self.changes]

@@ -185,6 +185,16 @@ class Store:
         with translating("reading the version"):
             return int(await self.client.get(self.keys.version) or 0)
 
+    async def version_and_size(self) -> tuple[int, int]:
+        """(the version, how many builder records), in one MULTI: the leader's cheap check
+        that the set is still the one it wrote."""
+        with translating("reading the version and the size of the set"):
+            await self._ready()
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.get(self.keys.version).hlen(self.keys.builders)
+                version, size = await pipe.execute()
+        return int(version or 0), int(size)
+
     # --- status hashes ------------------------------------------------------
     async def put_status(self, key: str, entries: dict[str, dict], stale: Iterable[str] = ()) -> None:
         with translating("writing status"):

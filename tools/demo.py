@@ -34,6 +34,10 @@ from tools.tls_backend import client_context  # noqa: E402
 DOMAIN = "builders.internal"
 POOL = [FlyBuilder(f"{0x148ed0b1d00000 + n:014x}", "builder", f"127.0.0.{n + 1}", "ord" if n % 2 else "ams")
         for n in range(1, 9)]  # 8 stand-in builders on 127.0.0.2..9; two start in DNS
+BUILDER_APP = POOL[0].app  # the discoverers' --app: only machines of this app are builders
+# Fly's _instances.internal lists every machine of the org: here the control plane's own machine too,
+# which is never routed because its app is not a builder app
+OTHER_MACHINES = [FlyBuilder("d15c0000000001", "flyxds-discoverer", "127.0.0.10", "ord")]
 
 
 def free_port(preferred: int) -> int:
@@ -87,9 +91,9 @@ class Demo:
         self.wait(lambda: (RUN / "builders.ports").exists(), "builders")
         common = ["--redis-url", s["redis_url"]]
         for n in (1, 2):
-            self.spawn(f"discoverer{n}", [str(BIN / "discoverer"), *common, "--source", "fly", "--dns-server",
-                                          f"127.0.0.1:{s['dns_port']}", "--builder-port", str(s["builder_port"]),
-                                          "--id", f"discoverer-{n}"])
+            self.spawn(f"discoverer{n}", [str(BIN / "discoverer"), *common, "--source", "fly", "--app", BUILDER_APP,
+                                          "--dns-server", f"127.0.0.1:{s['dns_port']}",
+                                          "--builder-port", str(s["builder_port"]), "--id", f"discoverer-{n}"])
         self.spawn("xds-server", [str(BIN / "xds-server"), *common, "--listen", f"127.0.0.1:{s['ads_port']}",
                                   "--replica-id", "xds-1"])
         bootstrap = subprocess.run(
@@ -104,7 +108,7 @@ class Demo:
         self.wait(lambda: reach(s, f"{POOL[0].id}.{DOMAIN}") is not None, "the first builder through Envoy", 30)
 
     def write_zone(self) -> None:
-        write_zone(self.state["zone"], [b for b in POOL if b.id in self.state["in_dns"]])
+        write_demo_zone(self.state)
 
     def wait(self, predicate, what: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -145,13 +149,17 @@ def reach(state: dict, sni: str, timeout: float = 2.0) -> str | None:
         return None
 
 
+def write_demo_zone(state: dict) -> None:
+    write_zone(state["zone"], [b for b in POOL if b.id in state["in_dns"]] + OTHER_MACHINES)
+
+
 def add_builder(state: dict) -> FlyBuilder | None:
     """Put the next pool builder into DNS; returns it (None when the pool is used up)."""
     nxt = next((b for b in POOL if b.id not in state["in_dns"]), None)
     if nxt is None:
         return None
     state["in_dns"].append(nxt.id)
-    write_zone(state["zone"], [b for b in POOL if b.id in state["in_dns"]])
+    write_demo_zone(state)
     (RUN / "state.json").write_text(json.dumps(state, indent=2))
     return nxt
 
@@ -179,6 +187,8 @@ The control plane is running on loopback (logs: {RUN / 'logs'}).
   DNS        127.0.0.1:{s['dns_port']}  (zone {s['zone']})
   ADS        127.0.0.1:{s['ads_port']}   Envoy listener 127.0.0.1:{s['envoy_port']}, admin 127.0.0.1:{s['admin_port']}
 
+Builders are the machines of the Fly app '{BUILDER_APP}' (discoverer --app {BUILDER_APP}); DNS also
+lists {', '.join(f"{m.id} (app {m.app})" for m in OTHER_MACHINES)}, which is never routed.
 Reach a builder through Envoy by SNI:
   openssl s_client -quiet -connect 127.0.0.1:{s['envoy_port']} -servername {a} -CAfile {s['certs']}/ca.pem
   .venv/bin/python -m tools.demo reach {a}
@@ -220,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             for b in POOL[:2]:
                 print(f"{b.id}.{DOMAIN} -> {reach(s, f'{b.id}.{DOMAIN}')}")
+            for m in OTHER_MACHINES:
+                print(f"{m.id}.{DOMAIN} -> {reach(s, f'{m.id}.{DOMAIN}') or 'refused'} (app {m.app}: no builder)")
             return cmd_add()
         live_status(s)
     except KeyboardInterrupt:

@@ -9,9 +9,21 @@ from tests.support.procs import Proc
 
 
 def test_defaults():
-    cfg = from_args([])
+    cfg = from_args(["--app", "builders"])
     assert (cfg.source, cfg.timing.interval, cfg.lease.ttl, cfg.rules.port) == ("fly", 0.1, 2.0, 443)
-    assert cfg.rules.apps == frozenset() and len(cfg.rules.allowed) == 3
+    assert cfg.rules.apps == frozenset({"builders"}) and len(cfg.rules.allowed) == 3
+
+
+def test_the_fly_source_needs_the_builder_apps(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDS_APPS", raising=False)
+    for argv in ([], ["--source", "fly"], ["--app", " "]):
+        with pytest.raises(ConfigError, match="--app"):
+            from_args(argv)
+    source_file = tmp_path / "b.json"
+    assert from_args(["--source", "file", "--file", str(source_file)]).rules.apps == frozenset(), \
+        "a file lists its builders itself"
+    monkeypatch.setenv("XDS_APPS", "builders")
+    assert from_args([]).rules.apps == frozenset({"builders"})
 
 
 def test_flags_and_environment(monkeypatch):
@@ -24,7 +36,7 @@ def test_flags_and_environment(monkeypatch):
 
 @pytest.mark.parametrize("argv", [
     ["--source", "file"],
-    ["--dns-server", "dns.internal:53"],
+    ["--dns-server", "dns.internal:53", "--app", "builders"],
     ["--lease-ttl", "0.2"],
     ["--poll-interval", "0"],
     ["--sni-template", "builders.internal"],
@@ -36,11 +48,19 @@ def test_bad_flags_are_config_errors(argv):
 
 
 def test_the_redis_password_never_shows(monkeypatch):
-    cfg = from_args(["--redis-url", "redis://:hunter2@127.0.0.1:6379/0"])
+    cfg = from_args(["--redis-url", "redis://:hunter2@127.0.0.1:6379/0", "--app", "builders"])
     assert "hunter2" not in repr(cfg) and "hunter2" not in repr(cfg.redis)
 
 
 def test_the_process_exits_2_on_a_config_error(tmp_path):
-    proc = Proc.start("discoverer", ["--dns-server", "nope:53"], tmp_path)
+    proc = Proc.start("discoverer", ["--dns-server", "nope:53", "--app", "builders"], tmp_path)
     assert proc.wait(15) == 2
     assert "nope:53" in proc.log()
+
+
+def test_the_fly_source_without_apps_exits_2_with_one_line_naming_the_flag(tmp_path):
+    proc = Proc.start("discoverer", ["--source", "fly", "--dns-server", "127.0.0.1:53"], tmp_path,
+                      env={"XDS_APPS": ""})
+    assert proc.wait(15) == 2
+    lines = proc.log().strip().splitlines()
+    assert len(lines) == 1 and "--app" in lines[0], lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import REGISTRY
 
 from discoverer.diff import Rules
 from discoverer.election import Election, LeaseTimes
@@ -325,3 +326,53 @@ async def test_a_redis_that_refuses_writes_is_an_outage_not_a_crash(nodes, redis
     assert a.election.lease() is not None
     assert await a.disc.poll_once()
     assert len(routes(redis_server)) == 2
+
+
+def last_change(redis_server) -> dict[str, str]:
+    with redis_server.client() as c:
+        return {k.decode(): v.decode() for k, v in c.xrevrange(KEYS.changes, count=1)[0][1].items()}
+
+
+async def test_a_set_edited_by_hand_is_rewritten_and_logged(nodes, redis_server, caplog):
+    """HDEL/HSET by hand leave the version as it was: the leader's check counts the records,
+    logs an error and writes its set back, so the replicas (which never saw the edit) and Redis agree."""
+    a = nodes("a", FakeSource([rec(1), rec(2), rec(3)]))
+    a.disc.timing = Timing(interval=0.02, backoff=0.05, verify_every=0.0)
+    await a.lead()
+    assert await a.disc.poll_once()
+    with redis_server.client() as c:
+        c.hdel(KEYS.builders, "b02")
+    before = REGISTRY.get_sample_value("discoverer_set_repairs_total") or 0
+    assert await a.disc.poll_once()
+    assert "changed by hand: 2 records at version 1, where the leader wrote 3 (missing or altered: b02" in caplog.text
+    assert [r.levelname for r in caplog.records if "changed by hand" in r.getMessage()] == ["ERROR"]
+    assert "xdsctl deregister --id ID" in caplog.text
+    assert REGISTRY.get_sample_value("discoverer_set_repairs_total") == before + 1
+    with redis_server.client() as c:
+        assert sorted(c.hkeys(KEYS.builders)) == [b"b01", b"b02", b"b03"] and int(c.get(KEYS.version)) == 2
+        c.hset(KEYS.builders, "zz", '{"not": "ours"}')  # an extra record: removed again
+    assert last_change(redis_server)["added"] == '["b02"]'
+    assert await a.disc.poll_once()
+    assert "not ours: zz" in caplog.text
+    assert last_change(redis_server)["version"] == "3" and len(routes(redis_server)) == 3
+    with redis_server.client() as c:
+        assert sorted(c.hkeys(KEYS.builders)) == [b"b01", b"b02", b"b03"]
+
+
+async def test_removing_a_record_deleted_by_hand_still_reaches_the_replicas(nodes, redis_server, caplog):
+    """The edit and the leader's own removal of that builder in one step: the script would remove
+    nothing and no replica would hear of it. The leader notices the no-op, restores, removes for real."""
+    source = FakeSource([rec(1), rec(2)])
+    a = nodes("a", source)
+    await a.lead()
+    assert await a.disc.poll_once()
+    with redis_server.client() as c:
+        c.hdel(KEYS.builders, "b02")
+    source.records = [rec(1)]
+    assert await a.disc.poll_once()
+    assert "a write of +0/-1 records changed nothing at version 1" in caplog.text
+    assert last_change(redis_server)["added"] == '["b02"]'
+    assert await a.disc.poll_once()
+    change = last_change(redis_server)
+    assert (change["version"], change["removed"]) == ("3", '["b02"]'), "the replicas are told b02 is gone"
+    assert list(routes(redis_server)) == ["b01.builders.internal"]

@@ -38,7 +38,7 @@ class Env:
 
     def discoverer(self, name: str, *extra: str) -> Proc:
         return self.procs.start("discoverer", [
-            "--redis-url", self.redis.url, "--source", "fly", "--dns-server", self.dns.addr,
+            "--redis-url", self.redis.url, "--source", "fly", "--app", "web", "--dns-server", self.dns.addr,
             "--dns-timeout", "0.3", "--poll-interval", "0.1", "--lease-ttl", str(LEASE_TTL),
             "--error-backoff", "0.3", "--removal-grace", "0.3", "--id", name, *extra,
         ], label=name)

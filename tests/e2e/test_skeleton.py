@@ -33,7 +33,7 @@ def test_dns_to_envoy_to_builder(tmp_path, redis_server, dns_server, procs):
     dns_server.set_builders([a, b])
     common = ["--redis-url", redis_server.url]
     for n in (1, 2):
-        procs.start("discoverer", [*common, "--source", "fly", "--dns-server", dns_server.addr,
+        procs.start("discoverer", [*common, "--source", "fly", "--app", "builder", "--dns-server", dns_server.addr,
                                    "--sni-template", "{id}.builders.internal", "--builder-port", str(port),
                                    "--poll-interval", "0.1", "--id", f"d{n}"], label=f"discoverer{n}")
     ads_port = free_port()

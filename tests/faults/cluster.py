@@ -36,7 +36,7 @@ class Cluster:
         self.dns.set_builders(self.in_dns)
         common = ["--redis-url", redis.url]
         self.discoverers = [procs.start("discoverer", [
-            *common, "--source", "fly", "--dns-server", dns_server.addr, "--builder-port", str(self.port),
+            *common, "--source", "fly", "--app", "builder", "--dns-server", dns_server.addr, "--builder-port", str(self.port),
             "--poll-interval", "0.1", "--lease-ttl", "2", "--id", f"d{n}"], label=f"discoverer{n}")
             for n in range(1, discoverers + 1)]
         self.ads_ports = [free_port() for _ in range(replicas)]

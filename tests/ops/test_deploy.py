@@ -1,6 +1,7 @@
 """Containers and Fly apps: validated offline, cross-checked against each other and the code."""
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from discoverer.config import from_args
+from discoverer.sources.fly import parse_instances
 from tests.support.envoy import envoy_binary
 from tests.support.procs import REPO, script
 
@@ -43,6 +46,32 @@ def test_compose_has_every_part_and_scalable_replicas():
     assert services["envoy-ord"]["image"].startswith("envoyproxy/envoy:")
     for name in ("discoverer", "xds"):
         assert services[name]["command"][0] in console_scripts()
+
+
+def test_compose_names_the_builder_app_and_gives_each_service_its_redis_user():
+    services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+    command = services["discoverer"]["command"]
+    app = command[command.index("--app") + 1]
+    zone = json.loads((REPO / "deploy" / "compose" / "zone.json").read_text())
+    apps = {r["app"] for r in parse_instances("".join(zone["_instances.internal"]["TXT"]).encode())}
+    assert app in apps and len(apps) > 1, "the zone shows a machine that is no builder"
+    for name in ("discoverer", "xds"):
+        url = services[name]["environment"]["XDS_REDIS_URL"]
+        assert url.startswith(f"redis://{name}:${{REDIS_{name.upper()}_PASSWORD:-"), url
+        assert f"REDIS_{name.upper()}_PASSWORD" in services["redis"]["environment"]
+    redis = services["redis"]
+    assert "--aclfile" in redis["command"][0] and "redis-users.sh < /deploy/redis.acl" in redis["command"][0]
+    for volume in redis["volumes"]:
+        assert (REPO / volume.split(":")[0]).exists(), volume
+    assert "--user xdsctl" in redis["healthcheck"]["test"][1], "the default user is off: the check logs in"
+
+
+def test_the_fly_discoverer_names_its_builder_apps(monkeypatch):
+    env = fly("discoverer")["env"]
+    assert env["XDS_SOURCE"] == "fly" and env["XDS_APPS"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert from_args([]).rules.apps == frozenset(env["XDS_APPS"].split(","))
 
 
 def test_dockerfile_is_slim_and_non_root():
@@ -84,3 +113,11 @@ def test_fly_envoy_bootstrap_is_current_and_valid(tmp_path):
     run = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(FLY / "envoy.yaml")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_ci_signals_only_what_it_can_name_by_pid():
+    text = (REPO / ".ci" / "run").read_text()
+    assert not any(word in text for word in ("pkill", "killall")), "no signals by command-line pattern"
+    assert "/run/redis/redis-server.pid" in text and "service redis-server stop" in text
+    run = subprocess.run(["bash", "-n", str(REPO / ".ci" / "run")], capture_output=True, text=True, timeout=10)
+    assert run.returncode == 0, run.stderr

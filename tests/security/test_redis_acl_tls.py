@@ -1,84 +1,177 @@
-"""Redis with ACL users and TLS: each service with only the rights deploy/redis-acl.conf grants.
+"""Redis 7 loading exactly deploy/redis.acl, with passwords added by deploy/redis-users.sh, over TLS.
 
-Needs Debian's redis-server 7 (TLS and %R~ key permissions); .ci/run installs it.
+Each service runs with its own user and only its rights; the default user is off, so a
+client that does not authenticate is refused. Needs Debian's redis-server 7 (TLS and
+%R~/%W~ key permissions); .ci/run installs it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import redis
 
+from shared.keys import Keys
+from tests.support.envoy import EnvoyProc, insecure_context, start_backends, tls_reach
 from tests.support.procs import REPO, free_port, script, wait_until
-from tools.tls_backend import ensure_certs
+from tools.tls_backend import client_context, ensure_certs
 
 REDIS7 = Path("/usr/bin/redis-server")
+ACL_FILE = REPO / "deploy" / "redis.acl"
+ADD_PASSWORDS = REPO / "deploy" / "redis-users.sh"
 pytestmark = [pytest.mark.skipif(not REDIS7.exists(), reason="Debian's redis-server 7 is not installed"),
-              pytest.mark.timeout(90)]
-PASSWORDS = {"discoverer": "disc-s3cret-pw", "xds": "xds-s3cret-pw", "xdsctl": "ctl-s3cret-pw"}
+              pytest.mark.timeout(120)]
+PASSWORDS = {"discoverer": "disc-s3cret-pw", "xds": "xds-s3cret-pw", "xdsctl": "ctl-s3cret-pw",
+             "provisioner": "prov-s3cret-pw", "admin": "adm-s3cret-pw"}
+KEYS = Keys()
+BUILDER = "a0000000000001"
+SNI = f"{BUILDER}.builders.internal"
+
+
+def with_passwords(acl: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """deploy/redis-users.sh over ``acl`` with REDIS_<USER>_PASSWORD from ``env``, as the docs run it."""
+    with open(acl) as stdin:
+        return subprocess.run(["sh", str(ADD_PASSWORDS)], stdin=stdin, capture_output=True, text=True, timeout=10,
+                              env={"PATH": os.environ["PATH"], **env}, check=True)
+
+
+def test_the_shipped_file_has_no_password_and_keeps_the_default_user_off():
+    lines = ACL_FILE.read_text().splitlines()
+    assert all(line.startswith("user ") for line in lines), "Redis 7 refuses any other line in an aclfile"
+    users = {line.split()[1]: line.split()[2:] for line in lines}
+    assert users["default"] == ["reset", "off"]
+    assert set(users) == {"default", *PASSWORDS}
+    assert not any(w[0] in ">#<" or w == "nopass" for rules in users.values() for w in rules), \
+        "no password ships: a user nobody gave one cannot log in"
+
+
+def test_passwords_are_added_as_hashes_and_a_missing_one_leaves_the_user_locked():
+    run = with_passwords(ACL_FILE, {"REDIS_XDS_PASSWORD": "xds-s3cret-pw"})
+    assert "xds-s3cret-pw" not in run.stdout
+    xds = next(line for line in run.stdout.splitlines() if line.startswith("user xds "))
+    assert xds.endswith(" #" + hashlib.sha256(b"xds-s3cret-pw").hexdigest())
+    assert "REDIS_DISCOVERER_PASSWORD is not set" in run.stderr
+    discoverer = next(line for line in run.stdout.splitlines() if line.startswith("user discoverer "))
+    assert "#" not in discoverer and ">" not in discoverer
 
 
 @pytest.fixture
 def secure_redis(tmp_path):
     certs = ensure_certs(tmp_path / "certs", "localhost")
-    acl = (REPO / "deploy" / "redis-acl.conf").read_text()
-    lines = [line for line in acl.splitlines() if line.startswith("user ")]
-    users = [line.replace(">CHANGE-ME", ">" + PASSWORDS[line.split()[1]]) for line in lines]
+    acl = tmp_path / "users.acl"
+    acl.write_text(with_passwords(ACL_FILE, {f"REDIS_{u.upper()}_PASSWORD": pw for u, pw in PASSWORDS.items()}).stdout)
     port = free_port()
     conf = tmp_path / "redis.conf"
     conf.write_text("\n".join([
         "port 0", f"tls-port {port}", "bind 127.0.0.1", f"tls-cert-file {certs.cert}", f"tls-key-file {certs.key}",
-        f"tls-ca-cert-file {certs.ca}", "tls-auth-clients no", "save ''", "appendonly no", f"dir {tmp_path}",
-        "user default off", *users]) + "\n")
-    proc = subprocess.Popen([str(REDIS7), str(conf)], stdout=open(tmp_path / "redis.log", "wb"),
+        f"tls-ca-cert-file {certs.ca}", "tls-auth-clients no", "save ''", "appendonly no", f"dir {tmp_path}"]) + "\n")
+    log = tmp_path / "redis.log"
+    proc = subprocess.Popen([str(REDIS7), str(conf), "--aclfile", str(acl)], stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT)
 
-    def url(user: str) -> str:
-        return f"rediss://{user}:{PASSWORDS[user]}@localhost:{port}/0?ssl_ca_certs={certs.ca}"
+    def url(user: str | None) -> str:
+        auth = f"{user}:{PASSWORDS[user]}@" if user else ""
+        return f"rediss://{auth}localhost:{port}/0?ssl_ca_certs={certs.ca}"
 
-    def client(user: str) -> redis.Redis:
+    def client(user: str | None) -> redis.Redis:
         return redis.Redis.from_url(url(user), socket_timeout=2)
 
-    wait_until(lambda: client("xdsctl").ping(), 10, what="TLS redis")
+    try:
+        wait_until(lambda: proc.poll() is None and client("xdsctl").ping(), 10, what="TLS redis with the ACL file")
+    except TimeoutError as exc:
+        raise RuntimeError(f"redis-server did not start: {log.read_text()[-2000:]}") from exc
     try:
         yield url, client
     finally:
         proc.terminate()
-        proc.wait(5)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
-def test_services_run_with_least_privilege_over_tls(tmp_path, secure_redis, procs):
+def test_services_run_end_to_end_with_their_users_over_tls(tmp_path, secure_redis, procs):
     url, client = secure_redis
+    port = free_port("127.0.0.2")
+    start_backends(procs, tmp_path / "certs-builders", {SNI: ("127.0.0.2", port)})
     builders = tmp_path / "b.json"
-    builders.write_text(json.dumps([{"id": "a0000000000001", "app": "builder", "region": "ord", "ip": "127.0.0.2"}]))
-    disc = procs.start("discoverer", ["--redis-url", url("discoverer"), "--source", "file", "--file", str(builders)])
+    builders.write_text(json.dumps([{"id": BUILDER, "app": "builder", "region": "ord", "ip": "127.0.0.2"}]))
+    disc = procs.start("discoverer", ["--redis-url", url("discoverer"), "--source", "file", "--file", str(builders),
+                                      "--builder-port", str(port)])
     ads = free_port()
     xds = procs.start("xds-server", ["--redis-url", url("xds"), "--listen", f"127.0.0.1:{ads}", "--replica-id", "r1"])
-    wait_until(lambda: client("xdsctl").hget("{xds}:routes", "a0000000000001.builders.internal"), 10)
-    # the replica follows the change stream and writes its status with its own (ACL-limited) user
-    wait_until(lambda: json.loads(client("xdsctl").hget("{xds}:replicas", "r1") or "{}").get("version") == 1, 10,
-               what="replica at version 1, status written")
+    envoy = EnvoyProc(tmp_path / "envoy", node_id="edge-1", ads=f"127.0.0.1:{ads}")
+    procs.procs.append(envoy.start().proc)
+    ctx = client_context(tmp_path / "certs-builders")
+    wait_until(lambda: tls_reach(envoy.listener_port, SNI, ctx) == SNI, 20, what="the builder through Envoy")
+    assert tls_reach(envoy.listener_port, "nobody00000000.builders.internal", insecure_context()) is None
+    # the replica follows the change stream and writes its status (and Envoy's) with its own ACL-limited user
+    wait_until(lambda: json.loads(client("xdsctl").hget(KEYS.envoys, "edge-1") or "{}").get("replica") == "r1", 10,
+               what="Envoy's status written by the replica")
     ctl = subprocess.run([str(script("xdsctl")), "--redis-url", url("xdsctl"), "--json", "routes"],
                          capture_output=True, text=True, timeout=30)
-    assert json.loads(ctl.stdout)["routes"] == {"a0000000000001.builders.internal": "127.0.0.2:443"}
+    assert json.loads(ctl.stdout)["routes"] == {SNI: f"127.0.0.2:{port}"}, ctl.stderr
+    status = subprocess.run([str(script("xdsctl")), "--redis-url", url("xdsctl"), "status"],
+                            capture_output=True, text=True, timeout=30)
+    assert status.returncode == 0 and "1 in sync" in status.stdout, status.stdout + status.stderr
     for proc, user in ((disc, "discoverer"), (xds, "xds")):
         assert PASSWORDS[user] not in proc.log()
         assert f"{user}:***@" in proc.log(), "the Redis URL is logged, redacted"
+        assert "NOPERM" not in proc.log(), f"{user} was refused something it needs"
+
+
+def test_a_client_that_does_not_authenticate_is_refused(secure_redis):
+    _, client = secure_redis
+    anonymous = client(None)
+    for attempt in (anonymous.ping, anonymous.dbsize, lambda: anonymous.hgetall(KEYS.builders)):
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            attempt()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.execute_command("AUTH", "default", "")
+    users = client("admin").acl_list()
+    assert [u for u in users if u.startswith("user default ")] == ["user default off sanitize-payload resetchannels -@all"]
 
 
 def test_the_replica_user_cannot_touch_the_builder_set(secure_redis):
     _, client = secure_redis
     xds = client("xds")
-    for attempt in (lambda: xds.hset("{xds}:builders", "x", "{}"), lambda: xds.set("{xds}:version", 99),
-                    lambda: xds.xadd("{xds}:changes", {"version": 1}), lambda: xds.set("{xds}:leader", "me"),
+    for attempt in (lambda: xds.hset(KEYS.builders, "x", "{}"), lambda: xds.set(KEYS.version, 99),
+                    lambda: xds.xadd(KEYS.changes, {"version": 1}), lambda: xds.set(KEYS.leader, "me"),
                     lambda: xds.eval("return 1", 0), lambda: xds.get("other:key"),
                     lambda: xds.execute_command("CLIENT", "KILL", "TYPE", "normal"),
                     lambda: xds.execute_command("CLIENT", "PAUSE", "10")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             attempt()
-    xds.hset("{xds}:envoys", "n", "{}")  # its own status: allowed
+    xds.hset(KEYS.envoys, "n", "{}")  # its own status: allowed
     ctl = client("xdsctl")
     with pytest.raises(redis.exceptions.NoPermissionError):
-        ctl.hset("{xds}:envoys", "n", "{}")
+        ctl.hset(KEYS.envoys, "n", "{}")
+
+
+def test_the_provisioner_appends_intents_and_writes_nothing_else(secure_redis):
+    _, client = secure_redis
+    admin, prov = client("admin"), client("provisioner")
+    admin.hset(KEYS.builders, BUILDER, "{}")
+    admin.set(KEYS.version, 7)
+    admin.set(KEYS.outcome("req-1"), '{"ok": true}')
+    assert prov.xadd(KEYS.intents, {"op": "register", "id": "b0000000000002", "request": "req-1"},
+                     maxlen=1000, approximate=True)
+    with prov.pipeline(transaction=True) as pipe:  # what `xdsctl register --wait` reads
+        pipe.get(KEYS.version).hget(KEYS.builders, BUILDER).hgetall(KEYS.envoys).hgetall(KEYS.replicas)
+        pipe.get(KEYS.outcome("req-1"))
+        assert pipe.execute() == [b"7", b"{}", {}, {}, b'{"ok": true}']
+    for attempt in (lambda: prov.hset(KEYS.builders, "x", "{}"), lambda: prov.hdel(KEYS.builders, BUILDER),
+                    lambda: prov.delete(KEYS.builders), lambda: prov.delete(KEYS.intents),
+                    lambda: prov.xtrim(KEYS.intents, 0), lambda: prov.xdel(KEYS.intents, "0-1"),
+                    lambda: prov.set(KEYS.version, 8), lambda: prov.set(KEYS.outcome("req-1"), "forged"),
+                    lambda: prov.xadd(KEYS.changes, {"version": 8}), lambda: prov.xrange(KEYS.intents),
+                    lambda: prov.get(KEYS.leader), lambda: prov.eval("return 1", 0), lambda: prov.flushall(),
+                    lambda: prov.get("other:key")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert admin.hlen(KEYS.builders) == 1 and admin.get(KEYS.version) == b"7"
