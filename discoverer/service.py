@@ -33,6 +33,16 @@ def make_source(cfg: DiscovererConfig) -> Source:
                      app_wanted=cfg.rules.wants_app)
 
 
+def describe_builders(cfg: DiscovererConfig) -> str:
+    """Which machines become builders, for the start-up line (operators check it first)."""
+    rules = cfg.rules
+    apps = sorted(rules.apps) + [p.pattern for p in rules.app_patterns]
+    what = f"machines of the apps {', '.join(apps)}" if apps else "every record of the source"
+    if rules.regions:
+        what += f" in {', '.join(sorted(rules.regions))}"
+    return what
+
+
 class DiscovererService:
     def __init__(self, cfg: DiscovererConfig):
         self.cfg = cfg
@@ -41,7 +51,8 @@ class DiscovererService:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
-        log.info("starting as %s on %r, source %s", cfg.holder, cfg.redis, cfg.source)
+        log.info("starting as %s on %r, source %s; builders: %s", cfg.holder, cfg.redis, cfg.source,
+                 describe_builders(cfg))
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}"))
             store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
