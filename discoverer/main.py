@@ -23,7 +23,8 @@ def make_source(cfg: config.DiscovererConfig) -> Source:
     if cfg.source == "file":
         return FileSource(cfg.file)
     return FlySource(cfg.dns_server, timeout=cfg.dns_timeout, per_app=cfg.per_app, apps=cfg.rules.apps,
-                     app_wanted=cfg.rules.wants_app)
+                     app_wanted=cfg.rules.wants_app, learn=bool(cfg.rules.app_patterns) or not cfg.rules.apps,
+                     apps_refresh=cfg.apps_refresh)
 
 
 async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:
@@ -32,7 +33,7 @@ async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:
     log.info("starting as %s on %r, source %s", cfg.holder, cfg.redis, cfg.source)
     async with redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}") as client:
         store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
-        election = Election(store, cfg.holder, cfg.lease)
+        election = Election(store, cfg.holder, cfg.lease, redis_url=cfg.redis.url)
         disc = Discoverer(store=store, source=make_source(cfg), election=election,
                           rules=cfg.rules, timing=cfg.timing)
         async with asyncio.TaskGroup() as tg:
