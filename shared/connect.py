@@ -237,8 +237,6 @@ MISUSE = (
      "writes keys under this --prefix"),
 )
 OTHER_HINT = "unexpected: check the Redis version (6.2 or newer) and its log"
-# "Command # 2 (HGETALL {xds}:builders) of pipeline caused error: WRONGTYPE ..."
-PIPELINE_KEY = re.compile(r"Command # \d+ \(\S+ ([^\s)]+)")
 
 
 def wrong_type_hint(keys: tuple[str, ...], key: str | None = None, actual: str = "", expected: str = "") -> str:
@@ -262,8 +260,9 @@ def misuse(exc: BaseException, what: str, keys: tuple[str, ...] = ()) -> StoreMi
             break
     key = None
     if code == "WRONGTYPE":
-        named = PIPELINE_KEY.search(text)
-        key = named.group(1) if named and named.group(1) in keys else None
+        # a pipeline says "Command # 2 (HGETALL {xds}:builders) of pipeline caused error: WRONGTYPE ...",
+        # our scripts "WRONGTYPE {xds}:changes holds a string, not a stream"
+        key = max((k for k in keys if k in text), key=len, default=None)
         hint = wrong_type_hint(keys, key)
     return StoreMisuse(code, what, f"{exc.__class__.__name__}: {text}", keys=tuple(keys), key=key, hint=hint)
 

@@ -40,9 +40,10 @@ MAX_BACKOFF = 10.0
 
 def cause(exc: BaseException) -> tuple[str, BaseException]:
     """('ZeroDivisionError at loop.py:88 in poll_once', the exception) for the first leaf of a group."""
+    frames = traceback.extract_tb(exc.__traceback__)
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    frames = traceback.extract_tb(exc.__traceback__)
+        frames = traceback.extract_tb(exc.__traceback__) or frames
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
     return f"{exc.__class__.__qualname__}{where}", exc
 
@@ -62,7 +63,8 @@ def report_misuse(exc: StoreMisuse, errors: Counter, next_step: str, logger: log
     once = _misuse_logs.get(logger.name)
     if once is None:
         once = _misuse_logs[logger.name] = LogOnce(logger, every=MISUSE_EVERY)
-    if not once.error(f"{exc.code}:{exc.what}:{exc.key}", "%s; %s", exc, next_step):
+    cause_key = f"{exc.code}:{exc.key}" if exc.key else f"{exc.code}:{exc.what}"  # one culprit, one line
+    if not once.error(cause_key, "%s; %s", exc, next_step):
         logger.debug("%s (again)", exc)
 
 

@@ -26,7 +26,7 @@ from . import metrics
 from .cache import Cache, Pair
 
 log = logging.getLogger(__name__)
-MISUSE_BACKOFF = 5.0  # at most this long between attempts while Redis refuses us for a reason an operator must fix
+MISUSE_BACKOFF = 2.0  # at most this long between attempts while Redis refuses us for a reason an operator must fix
 
 
 class Follower:
