@@ -65,7 +65,7 @@ class Reachability:
     says when it is back; ``discoverer_redis_up`` shows it."""
 
     def __init__(self, where: str, every: float = 5.0):
-        self.where = where
+        self.where = where  # "Redis at redis://host:port/0" (redacted)
         self.every = every
         self.down_since: float | None = None
         self._said_at = 0.0
@@ -74,7 +74,7 @@ class Reachability:
     def up(self) -> None:
         metrics.REDIS_UP.set(1)
         if self.down_since is not None:
-            log.info("Redis at %s is reachable again (after %.1fs)", self.where, time.monotonic() - self.down_since)
+            log.info("%s is reachable again (after %.1fs)", self.where, time.monotonic() - self.down_since)
             self.down_since = None
 
     def down(self, exc: StoreError, next_step: str) -> None:
@@ -86,13 +86,13 @@ class Reachability:
             return  # a refusal is reported by supervise.report_misuse
         self._said_at = now
         since = f" (for {now - self.down_since:.0f}s)" if now - self.down_since >= 1 else ""
-        log.warning("cannot reach Redis at %s%s: %s; %s", self.where, since, exc, next_step)
+        log.warning("cannot reach %s%s: %s; %s", self.where, since, exc, next_step)
 
 
 class Election:
-    def __init__(self, store: Store, holder: str, times: LeaseTimes, *, redis_url: str = "redis"):
+    def __init__(self, store: Store, holder: str, times: LeaseTimes, *, redis_url: str = ""):
         self.store = store
-        self.redis = Reachability(redact(redis_url))
+        self.redis = Reachability(f"Redis at {redact(redis_url)}" if redis_url else "Redis")
         self.holder = holder
         self.times = times
         self._lease: Lease | None = None

@@ -125,3 +125,35 @@ async def test_a_malformed_segment_is_rejected_and_the_good_machine_kept(dns_ser
     answer = await source.fetch()
     assert answer.records == [{"id": "0000000000a001", "app": APP, "region": "ord", "ip": "fdaa:0:1::a1"}]
     assert [e.reason for e in answer.rejected] == ["bad_vms_record"]
+
+
+APP_PART = st.one_of(st.sampled_from([b"bk-ord", b"bk-ams", b"BK-IAD", b" bk-fra ", b"web", b"Not An App!",
+                                      b"a" * 70, b"-x", b"\xff\xfe"]), st.binary(max_size=20))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(APP_PART, max_size=8), st.sampled_from([b",", b";", b", "]))
+def test_garbage_app_names_never_crash_a_fetch_and_only_app_names_are_queried(parts, sep):
+    names = sep.join(parts)
+    zone = ZoneDns({"_apps.internal": [names[i:i + 255] for i in range(0, max(len(names), 1), 255)],
+                    "vms.bk-ord.internal": [b"0000000000a001 ord"]},
+                   {"0000000000a001.vm.bk-ord.internal": "fdaa:0:1::a1"})
+    asked = []
+    query = zone.query
+
+    async def recording(name, rdtype):
+        asked.append(name)
+        return await query(name, rdtype)
+
+    zone.query = recording
+    source = FlySource("127.0.0.1:53", per_app=True, app_wanted=lambda app: app.startswith("bk-"))
+    source.dns = zone
+    try:
+        answer = asyncio.run(source.fetch())
+    except SourceError:
+        listed = names.replace(b";", b",").split(b",")
+        assert not any(re.fullmatch(rb"bk-[a-z0-9_-]{0,60}", p.strip().lower()) for p in listed)
+        return
+    apps = {name.split(".")[1] for name in asked if name.startswith("vms.")}
+    assert apps and all(re.fullmatch(r"bk-[a-z0-9_-]{0,60}", a) for a in apps)
+    assert all(r["app"] in apps for r in answer.records)

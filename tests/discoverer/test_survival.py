@@ -124,3 +124,22 @@ async def test_a_status_key_of_the_wrong_type_does_not_stop_discovery(nodes, red
         with redis_server.client() as c:
             c.delete(KEYS.discoverers)
             await wait(lambda: c.hget(KEYS.discoverers, "a"), what="status written again")
+
+
+async def test_redis_going_away_is_said_at_once_and_its_return_too(nodes, redis_server, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, "discoverer.election")
+    a = nodes("a", FakeSource([rec(1)]))
+    monkeypatch.setattr(a.election.redis, "every", 0.5)
+    async with running(a) as tasks:
+        await wait(lambda: count("discoverer_redis_up") == 1 and len(routes(redis_server)) == 1, what="running")
+        redis_server.stop()
+        await wait(lambda: count("discoverer_redis_up") == 0, 3, what="redis_up 0")
+        await wait(lambda: sum("cannot reach Redis" in r.getMessage() for r in caplog.records) >= 2, 3,
+                   what="said at once, then again")
+        said = [r.getMessage() for r in caplog.records if "cannot reach Redis" in r.getMessage()]
+        assert "still the leader for" in said[0] or "as a standby" in said[0], said[0]
+        assert len(said) <= 4, "every 0.5 s here, not every attempt"
+        redis_server.start()
+        await wait(lambda: count("discoverer_redis_up") == 1, 5, what="redis_up 1 again")
+        assert any("is reachable again" in r.getMessage() for r in caplog.records)
+        assert not any(t.done() for t in tasks)
