@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Awaitable, TypeVar
 
 from shared import supervise
-from shared.connect import redact
+from shared.connect import where
 from shared.errors import StoreError, StoreMisuse, StoreUnavailable
 from shared.store import Lease, Store
 
@@ -90,9 +90,9 @@ class Reachability:
 
 
 class Election:
-    def __init__(self, store: Store, holder: str, times: LeaseTimes, *, redis_url: str = ""):
+    def __init__(self, store: Store, holder: str, times: LeaseTimes):
         self.store = store
-        self.redis = Reachability(f"Redis at {redact(redis_url)}" if redis_url else "Redis")
+        self.redis = Reachability(where(store.client))
         self.holder = holder
         self.times = times
         self._lease: Lease | None = None

@@ -33,7 +33,7 @@ async def serve(cfg: config.DiscovererConfig, stop: asyncio.Event) -> None:
     log.info("starting as %s on %r, source %s", cfg.holder, cfg.redis, cfg.source)
     async with redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}") as client:
         store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
-        election = Election(store, cfg.holder, cfg.lease, redis_url=cfg.redis.url)
+        election = Election(store, cfg.holder, cfg.lease)
         disc = Discoverer(store=store, source=make_source(cfg), election=election,
                           rules=cfg.rules, timing=cfg.timing)
         async with asyncio.TaskGroup() as tg:

@@ -184,7 +184,18 @@ def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> Clien
     failover the next command goes to the new one (errors in between are
     StoreUnavailable at ``translating``).
     """
-    spec = parse_url(url)
+    client = _connect(url, parse_url(url), timeout, name)
+    client._flyxds_where = redact(url)  # for log lines: see where()
+    return client
+
+
+def where(client: Client) -> str:
+    """'Redis at <the URL it was made from, password hidden>', for log lines."""
+    url = getattr(client, "_flyxds_where", None)
+    return f"Redis at {url}" if url else "Redis"
+
+
+def _connect(url: str, spec: RedisUrl, timeout: float, name: str | None) -> Client:
     common = dict(socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=0, client_name=name)
     if spec.kind == "single":
         try:

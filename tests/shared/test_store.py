@@ -249,7 +249,7 @@ async def test_an_epoch_floor_gives_a_new_leadership_a_higher_epoch(store):
 async def test_a_key_of_the_wrong_type_refuses_the_whole_write_and_names_itself(store, redis_server, key, value,
                                                                                holds):
     """Redis does not roll a script back: a half-applied step would leave routes without a change entry."""
-    lease = await store.acquire("a", 5000)
+    lease, _ = await store.try_acquire("a", 5000)
     await store.apply(lease, 0, [b(1)], [])
     with redis_server.client() as c:
         c.delete(key)
@@ -271,4 +271,4 @@ async def test_a_wrong_type_in_a_read_names_the_key(store, redis_server):
     with redis_server.client() as c:
         c.hset(KEYS.epoch, "x", "1")
     with pytest.raises(StoreMisuse, match=r"\{xds\}:epoch holds a hash, not the string"):
-        await store.acquire("a", 2000)
+        await store.try_acquire("a", 2000)
