@@ -80,6 +80,9 @@ def test_flags_for_filters_and_per_app():
         from_args(["--per-app"])
     with pytest.raises(ConfigError):
         from_args(["--app", "bk-(["])
+    assert cfg.apps_refresh == 5.0 and from_args(["--app", "bk-.*", "--apps-refresh", "1.5"]).apps_refresh == 1.5
+    with pytest.raises(ConfigError):
+        from_args(["--app", "bk-.*", "--apps-refresh", "0"])
 
 
 def wants_bk(app: str) -> bool:
