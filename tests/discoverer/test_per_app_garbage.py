@@ -78,14 +78,16 @@ def answers(draw):
 
 
 def pairs_in(strings: list[bytes]) -> set[tuple[str, str]]:
-    """The well-formed pairs of one TXT record (its character-strings joined)."""
+    """The well-formed pairs of one TXT record (its character-strings joined): an id that is one
+    DNS label, then a region (any text: make_builder checks it with the rest of the record)."""
     out = set()
     for part in re.split(rb"[,;]", b"".join(strings)):
-        fields = part.split()
-        if len(fields) == 2 and all(f.isascii() for f in fields):
-            bid, region = (f.decode() for f in fields)
-            if ID_RE.match(bid):
-                out.add((bid, region))
+        try:
+            fields = part.decode("utf-8").split()
+        except UnicodeDecodeError:
+            continue
+        if len(fields) == 2 and ID_RE.match(fields[0]):
+            out.add((fields[0], fields[1]))
     return out
 
 
