@@ -16,7 +16,7 @@ from .diff import Rules
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 from .election import LeaseTimes
 from .loop import Timing
-from .sources.fly import parse_server
+from .sources.fly import APPS_REFRESH, parse_server
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +35,7 @@ class DiscovererConfig:
     log_level: str = "info"
     metrics_listen: str | None = None
     per_app: bool = False
+    apps_refresh: float = APPS_REFRESH
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--per-app", action="store_true", default=env("XDS_PER_APP") == "1",
                    help="query vms.<app>.internal and <id>.vm.<app>.internal per app instead of the org-wide "
                    "_instances.internal (automatic past 600 machines); needs --app names or patterns")
+    s.add_argument("--apps-refresh", type=float, default=float(env("XDS_APPS_REFRESH", str(APPS_REFRESH))),
+                   help="in per-app mode with --app patterns: seconds between reads of _apps.internal (the org's "
+                   "app names), so a new matching app is polled without a restart (env XDS_APPS_REFRESH)")
     b.add_argument("--allow-cidr", action="append", default=None,
                    help="networks builder addresses must be in (repeatable; default "
                    + ", ".join(DEFAULT_ALLOWED_NETWORKS) + "; env XDS_ALLOW_CIDRS, comma-separated)")
@@ -117,6 +121,8 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
     if a.source == "fly" and not apps:
         raise ConfigError("--source fly needs --app APP (or XDS_APPS): the Fly app(s) whose machines are builders; "
                           "without it every machine of the organisation would be routable")
+    if a.apps_refresh <= 0:
+        raise ConfigError("--apps-refresh must be > 0 seconds")
     if a.per_app and not apps:
         raise ConfigError("--per-app needs --app (names or patterns)")
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),
@@ -127,5 +133,5 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         file=a.file, rules=rules, timing=Timing(interval=a.poll_interval, backoff=a.error_backoff),
         lease=LeaseTimes(ttl=a.lease_ttl), holder=a.id or f"{socket.gethostname()}:{os.getpid()}",
         stream_maxlen=a.stream_maxlen, log_format=a.log_format, log_level=a.log_level,
-        metrics_listen=a.metrics_listen, per_app=a.per_app,
+        metrics_listen=a.metrics_listen, per_app=a.per_app, apps_refresh=a.apps_refresh,
     )

@@ -14,13 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, TypeVar
 
-import redis.exceptions
-
-from shared.errors import StoreUnavailable
+from shared import supervise
+from shared.connect import where
+from shared.errors import StoreError, StoreMisuse, StoreUnavailable
 from shared.store import Lease, Store
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MISUSE_BACKOFF = 1.0  # seconds between attempts while Redis refuses us for a reason an operator must fix
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,25 +48,51 @@ class LeaseTimes:
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
     """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
 
-    Redis' refusals (ResponseError) become StoreUnavailable too. A timeout
-    around the call rather than the client's socket_timeout: with Python 3.11,
-    redis-py's socket timeouts (asyncio.wait_for) can swallow a task's
-    cancellation, and a discoverer told to stop would then never stop.
+    A timeout around the call rather than the client's socket_timeout: with
+    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
+    task's cancellation, and a discoverer told to stop would then never stop.
+    Redis' refusals are translated by the store (``shared.connect.translating``).
     """
     try:
         async with asyncio.timeout(seconds):
             return await aw
     except TimeoutError as exc:
         raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
-    except redis.exceptions.ResponseError as exc:
-        # READONLY (a failover made it a replica), OOM, LOADING...: retried like an outage
-        # instead of crashing the process, and logged with Redis' own words.
-        raise StoreUnavailable(f"{what}: Redis refused: {exc}") from exc
+
+
+class Reachability:
+    """Says at once, then every ``every`` seconds, that Redis cannot be reached and what we do;
+    says when it is back; ``discoverer_redis_up`` shows it."""
+
+    def __init__(self, where: str, every: float = 5.0):
+        self.where = where  # "Redis at redis://host:port/0" (redacted)
+        self.every = every
+        self.down_since: float | None = None
+        self._said_at = 0.0
+        metrics.REDIS_UP.set(0)
+
+    def up(self) -> None:
+        metrics.REDIS_UP.set(1)
+        if self.down_since is not None:
+            log.info("%s is reachable again (after %.1fs)", self.where, time.monotonic() - self.down_since)
+            self.down_since = None
+
+    def down(self, exc: StoreError, next_step: str) -> None:
+        metrics.REDIS_UP.set(0)
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since, self._said_at = now, 0.0
+        if isinstance(exc, StoreMisuse) or now - self._said_at < self.every:
+            return  # a refusal is reported by supervise.report_misuse
+        self._said_at = now
+        since = f" (for {now - self.down_since:.0f}s)" if now - self.down_since >= 1 else ""
+        log.warning("cannot reach %s%s: %s; %s", self.where, since, exc, next_step)
 
 
 class Election:
     def __init__(self, store: Store, holder: str, times: LeaseTimes):
         self.store = store
+        self.redis = Reachability(where(store.client))
         self.holder = holder
         self.times = times
         self._lease: Lease | None = None
@@ -90,14 +119,33 @@ class Election:
             self.changed.set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._tick()
-            except StoreUnavailable as exc:
-                if self._lease is not None and self.lease() is None:
-                    self.step_down(f"could not renew before the lease ran out ({exc})")
-                log.debug("election: %s", exc)
-            await asyncio.sleep(self.times.renew_every if self._lease else self.times.retry)
+        await supervise.forever(self.step, loop="election", crashes=metrics.LOOP_CRASHES, backoff=self.times.retry,
+                                max_backoff=self.times.renew_every, keeping=self._state)
+
+    async def step(self) -> None:
+        """One election call (take or renew the lease), then the wait until the next."""
+        delay = self.times.retry
+        try:
+            await self._tick()
+            self.redis.up()
+        except StoreError as exc:  # StoreUnavailable, StoreMisuse (Fenced and conflicts are not raised here)
+            if self._lease is not None and self.lease() is None:
+                self.step_down(f"could not renew before the lease ran out ({exc})")
+            self.redis.down(exc, self._next_step())
+            if isinstance(exc, StoreMisuse):
+                supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, self._next_step(), log)
+                delay = max(self.times.retry, MISUSE_BACKOFF)
+        await asyncio.sleep(self.times.renew_every if self._lease else delay)
+
+    def _state(self) -> str:
+        return f"keeping the lease of epoch {self._lease.epoch}" if self._lease else "staying a standby"
+
+    def _next_step(self) -> str:
+        if self.lease() is not None:
+            left = self._valid_until - time.monotonic()
+            return (f"still the leader for {left:.1f}s unless a renewal gets through; "
+                    f"retrying every {self.times.renew_every:.1f}s")
+        return f"retrying every {self.times.retry:g}s as a standby"
 
     async def _tick(self) -> None:
         sent = time.monotonic()
@@ -129,5 +177,5 @@ class Election:
         try:
             if await bounded(self.store.release(lease), self.times.command_timeout, "releasing"):
                 log.info("lease released (epoch %d) for a fast handover", lease.epoch)
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             log.warning("could not release the lease (%s); it expires in %.1fs", exc, self.times.ttl)

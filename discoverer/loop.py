@@ -12,7 +12,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from shared.errors import Fenced, SourceError, StoreUnavailable, VersionConflict
+from shared import supervise
+from shared.errors import Fenced, SourceError, StoreMisuse, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
 from shared.store import Lease, SetSnapshot, Store
@@ -72,23 +73,35 @@ class Discoverer:
         self._last_seen: Validated | None = None
 
     async def run(self) -> None:
-        while True:
-            if self.election.lease() is None:
-                self.mirror = None
-                metrics.IS_LEADER.set(0)
-                metrics.EPOCH.set(0)
-                self.election.changed.clear()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):
-                        await self.election.changed.wait()
-                continue
-            started = time.monotonic()
-            ok = await self.poll_once()
-            # a fixed cadence: polls start every interval, however long the last one took
-            delay = (self.timing.interval - (time.monotonic() - started) if ok
-                     else self.timing.backoff * random.uniform(0.8, 1.2))
-            await asyncio.sleep(max(0.0, delay))
+        """Poll until cancelled; an unplanned exception in one poll never ends the loop."""
+        await supervise.forever(self.step, loop="poll", crashes=metrics.LOOP_CRASHES, backoff=self.timing.backoff,
+                                keeping="keeping the set in Redis as it is", on_crash=self._crashed)
+
+    async def step(self) -> None:
+        """As a standby, wait for leadership; as the leader, one poll and the wait until the next."""
+        if self.election.lease() is None:
+            self.mirror = None
+            metrics.IS_LEADER.set(0)
+            metrics.EPOCH.set(0)
+            self.election.changed.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self.election.changed.wait()
+            return
+        started = time.monotonic()
+        ok = await self.poll_once()
+        # a fixed cadence: polls start every interval, however long the last one took
+        delay = (self.timing.interval - (time.monotonic() - started) if ok
+                 else self.timing.backoff * random.uniform(0.8, 1.2))
+        await asyncio.sleep(max(0.0, delay))
+
+    def _crashed(self, exc: BaseException) -> None:
+        """A poll died half-way: forget what we believe Redis holds (the next poll loads it again)."""
+        metrics.POLLS.labels("error").inc()
+        self.mirror = None
+        what, leaf = supervise.cause(exc)
+        self.last_error = f"unexpected {what}: {leaf}"
 
     async def poll_once(self) -> bool:
         """One poll as leader; False when it failed and the caller should back off."""
@@ -110,6 +123,13 @@ class Discoverer:
             metrics.POLLS.labels("error").inc()
             self.mirror = None
             self._error(f"Redis unavailable: {exc}; nothing written, retrying")
+            return False
+        except StoreMisuse as exc:
+            metrics.POLLS.labels("error").inc()
+            self.mirror = None
+            self.last_error = str(exc)
+            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, "nothing written: keeping the set in Redis "
+                                    f"as it is, retrying in ~{self.timing.backoff:.1f}s", log)
             return False
         metrics.POLLS.labels("changed" if wrote else "unchanged").inc()
         self.last_poll_at = round(time.time(), 3)

@@ -15,3 +15,8 @@ BUILDERS = Gauge("discoverer_builders", "Builders in the set as last written or 
 HELD_REMOVALS = Gauge("discoverer_held_removals", "Removals held by the mass-removal guard")
 POLL_SECONDS = Histogram("discoverer_poll_seconds", "Duration of one poll (fetch, validate, diff)",
                          buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
+LOOP_CRASHES = Counter("discoverer_loop_crashes_total", "Unplanned exceptions caught in a loop (a bug: see the log)",
+                       ["loop"])
+OPERATOR_ERRORS = Counter("discoverer_redis_operator_errors_total",
+                          "Redis refusals an operator must fix (WRONGTYPE, SCRIPT, NOPERM, AUTH, OOM, ...)", ["code"])
+REDIS_UP = Gauge("discoverer_redis_up", "1 while the last call to Redis (the lease, every 0.1-0.5 s) succeeded")

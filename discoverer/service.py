@@ -30,7 +30,8 @@ def make_source(cfg: DiscovererConfig) -> Source:
     if cfg.source == "file":
         return FileSource(cfg.file)
     return FlySource(cfg.dns_server, timeout=cfg.dns_timeout, per_app=cfg.per_app, apps=cfg.rules.apps,
-                     app_wanted=cfg.rules.wants_app)
+                     app_wanted=cfg.rules.wants_app, learn=bool(cfg.rules.app_patterns) or not cfg.rules.apps,
+                     apps_refresh=cfg.apps_refresh)
 
 
 def describe_builders(cfg: DiscovererConfig) -> str:

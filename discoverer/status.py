@@ -13,10 +13,10 @@ import logging
 import os
 import time
 
-import redis.exceptions
+from shared import supervise
+from shared.errors import StoreError, StoreMisuse
 
-from shared.errors import StoreUnavailable
-
+from . import metrics
 from .election import Election, bounded
 from .loop import Discoverer
 
@@ -41,15 +41,21 @@ def snapshot(election: Election, disc: Discoverer) -> dict:
 
 
 async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
-    """Refresh our entry every ``every`` seconds until cancelled."""
+    """Refresh our entry every ``every`` seconds until cancelled; nothing that goes wrong ends it."""
+    await supervise.forever(lambda: _publish_once(election, disc, every), loop="status", crashes=metrics.LOOP_CRASHES,
+                            backoff=every, keeping="status not written")
+
+
+async def _publish_once(election: Election, disc: Discoverer, every: float) -> None:
     store, holder = election.store, election.holder
-    while True:
-        try:
-            await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
-                          election.times.command_timeout, "writing status")
-        except (StoreUnavailable, redis.exceptions.ResponseError) as exc:
-            log.debug("status not written: %s", exc)
-        await asyncio.sleep(every)
+    try:
+        await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
+                      election.times.command_timeout, "writing status")
+    except StoreMisuse as exc:
+        supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"status not written, trying again in {every:g}s", log)
+    except StoreError as exc:
+        log.debug("status not written: %s", exc)
+    await asyncio.sleep(every)
 
 
 async def withdraw(election: Election) -> None:
@@ -58,5 +64,5 @@ async def withdraw(election: Election) -> None:
     try:
         await bounded(store.put_status(store.keys.discoverers, {}, stale=[election.holder]),
                       election.times.command_timeout, "removing status")
-    except (StoreUnavailable, redis.exceptions.ResponseError) as exc:
+    except StoreError as exc:
         log.debug("status not removed: %s", exc)

@@ -23,6 +23,7 @@ required), ``ssl_check_hostname`` (true/false).
 from __future__ import annotations
 
 import contextlib
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Union
@@ -32,7 +33,7 @@ import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
 import redis.exceptions as rex
 
-from .errors import ConfigError, StoreUnavailable
+from .errors import ConfigError, StoreMisuse, StoreUnavailable
 
 Client = Union[aioredis.Redis, aiocluster.RedisCluster]
 
@@ -43,6 +44,7 @@ TRANSIENT = (rex.ReadOnlyError, rex.AskError, rex.TryAgainError, rex.ClusterErro
 # UNBLOCKED: a blocked XREAD is released when its Redis turns from master into replica.
 TRANSIENT_CODES = ("READONLY", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "NOREPLICAS",
                    "UNBLOCKED", "BUSY")
+TRANSIENT_WORDS = re.compile(r"(?:^|[\s-])(?:" + "|".join(TRANSIENT_CODES) + r")\b")
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -181,7 +183,18 @@ def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> Clien
     failover the next command goes to the new one (errors in between are
     StoreUnavailable at ``translating``).
     """
-    spec = parse_url(url)
+    client = _connect(url, parse_url(url), timeout, name)
+    client._flyxds_where = redact(url)  # for log lines: see where()
+    return client
+
+
+def where(client: Client) -> str:
+    """'Redis at <the URL it was made from, password hidden>', for log lines."""
+    url = getattr(client, "_flyxds_where", None)
+    return f"Redis at {url}" if url else "Redis"
+
+
+def _connect(url: str, spec: RedisUrl, timeout: float, name: str | None) -> Client:
     common = dict(socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=0, client_name=name)
     if spec.kind == "single":
         try:
@@ -210,22 +223,78 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT) or isinstance(exc, rex.RedisClusterException):
         return True
     if isinstance(exc, rex.ResponseError):
-        text = str(exc)
-        # inside a script Redis words it "... READONLY You can't write ..." after the script's name
-        return text.startswith(TRANSIENT_CODES) or any(f" {code} " in f" {text} " for code in ("READONLY",))
+        # inside a script Redis words it "... @user_script: 4: -READONLY You can't write ..."
+        return TRANSIENT_WORDS.search(str(exc)) is not None
     return False
 
 
+# Refusals an operator must fix: (metric label, redis-py classes, words Redis uses, what to do). The first
+# match wins: a WRONGTYPE or NOPERM inside a script is that, not a broken script. (redis-py strips the
+# code from the errors it has a class for: NoPermissionError says "this user has no permissions ...".)
+MISUSE = (
+    ("WRONGTYPE", (), ("WRONGTYPE",), ""),  # the hint names the key: see wrong_type_hint
+    ("NOPERM", (rex.NoPermissionError,), ("NOPERM", "no permissions"),
+     "the ACL user of the Redis URL lacks a permission: grant what deploy/redis-acl.conf lists"),
+    ("AUTH", (rex.AuthenticationError, rex.AuthorizationError), ("WRONGPASS", "NOAUTH"),
+     "Redis refused the credentials of the Redis URL: fix its user and password"),
+    ("OOM", (rex.OutOfMemoryError,), ("OOM ", "maxmemory"),
+     "Redis is out of memory (maxmemory): raise maxmemory or free memory; flyxds' keys need "
+     "maxmemory-policy noeviction"),
+    ("MISCONF", (), ("MISCONF",), "Redis refuses writes because it cannot save its snapshot: fix its disk "
+                                  "or its persistence settings"),
+    ("SCRIPT", (rex.NoScriptError,), ("user_script", "Error running script", "Error in script", "Error compiling"),
+     "a flyxds script failed inside Redis: check that Redis is 6.2 or newer and that no other program "
+     "writes keys under this --prefix"),
+)
+OTHER_HINT = "unexpected: check the Redis version (6.2 or newer) and its log"
+
+
+def wrong_type_hint(keys: tuple[str, ...], key: str | None = None, actual: str = "", expected: str = "") -> str:
+    """What to do about a WRONGTYPE: inspect the key, delete it, flyxds rebuilds it."""
+    if key is None:
+        return (f"one of {', '.join(keys) or 'its keys'} holds another type than flyxds keeps there: find it "
+                "with redis-cli TYPE KEY, then delete it (redis-cli DEL KEY); flyxds rebuilds it")
+    holds = f"holds a {actual}, not the {expected} flyxds keeps there" if actual and expected \
+        else "holds another type than flyxds keeps there"
+    return (f"{key} {holds} (written by another program, or by hand?): look at it (redis-cli TYPE '{key}'), "
+            f"then delete it (redis-cli DEL '{key}'); flyxds rebuilds it")
+
+
+def misuse(exc: BaseException, what: str, keys: tuple[str, ...] = ()) -> StoreMisuse:
+    """The StoreMisuse for a refusal that is not an outage: its code, the key when Redis named it, the fix."""
+    text = " ".join(str(exc).split())[:500] or exc.__class__.__name__
+    code, hint = "OTHER", OTHER_HINT
+    for label, classes, words, advice in MISUSE:
+        if isinstance(exc, classes) or any(w in text for w in words):
+            code, hint = label, advice
+            break
+    key = None
+    if code == "WRONGTYPE":
+        # a pipeline says "Command # 2 (HGETALL {xds}:builders) of pipeline caused error: WRONGTYPE ...",
+        # our scripts "WRONGTYPE {xds}:changes holds a string, not a stream"
+        key = max((k for k in keys if k in text), key=len, default=None)
+        hint = wrong_type_hint(keys, key)
+    return StoreMisuse(code, what, f"{exc.__class__.__name__}: {text}", keys=tuple(keys), key=key, hint=hint)
+
+
 @contextlib.contextmanager
-def translating(what: str):
-    """Turn redis' connection errors, and the refusals a failover causes, into StoreUnavailable(what)."""
+def translating(what: str, keys: tuple[str, ...] = ()):
+    """The one boundary where redis errors become ours.
+
+    Redis cannot be reached, or refuses while it fails over (READONLY, MOVED, LOADING, ...):
+    StoreUnavailable, retried like an outage. Any other refusal (WRONGTYPE, a broken script,
+    NOPERM, a refused password, OOM, ...): StoreMisuse, naming ``what`` and, when known, which
+    of ``keys`` is at fault and what the operator should do.
+    """
     try:
         yield
+    except (rex.AuthenticationError, rex.AuthorizationError) as exc:  # ConnectionErrors, but no outage
+        raise misuse(exc, what, keys) from exc
     except REDIS_DOWN as exc:
         raise StoreUnavailable(f"{what}: {exc.__class__.__name__}: {exc}") from exc
     except (rex.RedisError, rex.RedisClusterException) as exc:
         if not transient(exc):
-            raise
+            raise misuse(exc, what, keys) from exc
         raise StoreUnavailable(f"{what}: Redis refused: {exc.__class__.__name__}: {exc}") from exc
 
 

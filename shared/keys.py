@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 DEFAULT_PREFIX = "{xds}"
+# The Redis type of each key (Keys attribute -> what `redis-cli TYPE` says), to name the culprit of a WRONGTYPE.
+KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
+         "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,12 @@ class Keys:
     def outcome(self, request: str) -> str:
         """string (JSON, with a TTL): the outcome of one intent."""
         return self._key(f"outcome:{request}")
+    def kind_of(self, key: str) -> str | None:
+        """The Redis type flyxds keeps at ``key`` ('hash', 'string', 'stream'); None for a key not ours."""
+        for name, kind in KINDS.items():
+            if getattr(self, name) == key:
+                return kind
+        return None
 
     def fenced_write_keys(self) -> list[str]:
         return [self.leader, self.epoch, self.builders, self.routes, self.version, self.changes]

@@ -44,12 +44,20 @@ class LogOnce:
         self.limit = limit
         self._last: dict[str, float] = {}
 
-    def warning(self, key: str, msg: str, *args, **kwargs) -> None:
+    def log(self, level: int, key: str, msg: str, *args, **kwargs) -> bool:
+        """Log unless ``key`` was logged less than ``every`` seconds ago; True when it was logged."""
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.every:
-            return
+            return False
         if len(self._last) >= self.limit:
             self._last.clear()
         self._last[key] = now
-        self.logger.warning(msg, *args, **kwargs)
+        self.logger.log(level, msg, *args, **kwargs)
+        return True
+
+    def warning(self, key: str, msg: str, *args, **kwargs) -> bool:
+        return self.log(logging.WARNING, key, msg, *args, **kwargs)
+
+    def error(self, key: str, msg: str, *args, **kwargs) -> bool:
+        return self.log(logging.ERROR, key, msg, *args, **kwargs)

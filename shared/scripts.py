@@ -10,9 +10,15 @@ KEYS[5] version, KEYS[6] changes.
 # The epoch floor is the highest epoch the caller ever held: a failover that lost the INCR of
 # that leadership still gives it a new, higher epoch.
 ACQUIRE = """
+-- reads first: a key of the wrong type (written by hand) fails the script before it writes
+local v = tonumber(redis.call('GET', KEYS[5]) or '0')
+local e = redis.call('GET', KEYS[2])
+if not v or (e and not tonumber(e)) then
+  return redis.error_reply('WRONGTYPE ' .. (v and KEYS[2] or KEYS[5]) .. ' holds a string that is not a number')
+end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
-  return {0, tonumber(redis.call('GET', KEYS[5]) or '0')}
+  return {0, v}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local epoch = redis.call('INCR', KEYS[2])
@@ -21,7 +27,6 @@ if epoch <= efloor then
   epoch = efloor + 1
   redis.call('SET', KEYS[2], epoch)
 end
-local v = tonumber(redis.call('GET', KEYS[5]) or '0')
 local floor = tonumber(ARGV[3])
 if v < floor then
   redis.call('SET', KEYS[5], floor)
@@ -56,7 +61,16 @@ APPLY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced', 'lease'} end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'fenced', 'epoch'} end
 local v = tonumber(redis.call('GET', KEYS[5]) or '0')
+if not v then return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a string that is not a number') end
 if v ~= tonumber(ARGV[3]) then return {'conflict', tostring(v)} end
+-- Redis does not roll a script back: every key's type is checked before the first write, so a
+-- key of the wrong type (written by hand) refuses the whole step, and says which key it is.
+for i, kind in pairs({[3] = 'hash', [4] = 'hash', [6] = 'stream'}) do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= kind then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. kind)
+  end
+end
 local p = cjson.decode(ARGV[5])
 local added, updated, removed, records = {}, {}, {}, {}
 -- Redis does not roll a script back: nothing below may fail halfway, so a

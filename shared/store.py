@@ -12,15 +12,17 @@ XREAD BLOCK goes to the slot's node.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import AsyncIterator, Iterable
 
 import orjson
 import redis.asyncio.cluster as aiocluster
 
 from . import scripts
-from .connect import Client, translating
-from .errors import CorruptState, Fenced, RecordError, VersionConflict
+from .connect import Client, translating, wrong_type_hint
+from .errors import CorruptState, Fenced, RecordError, StoreMisuse, VersionConflict
 from .keys import Keys
 from .model import Builder
 
@@ -93,6 +95,32 @@ class Store:
         self._release = client.register_script(scripts.RELEASE)
         self._apply = client.register_script(scripts.APPLY)
 
+    @contextlib.asynccontextmanager
+    async def _translating(self, what: str, *keys: str) -> AsyncIterator[None]:
+        """``shared.connect.translating``; a WRONGTYPE also says which key holds what."""
+        try:
+            with translating(what, keys):
+                yield
+        except StoreMisuse as exc:
+            if exc.code == "WRONGTYPE":
+                await self._blame_wrong_type(exc)
+            raise
+
+    async def _blame_wrong_type(self, exc: StoreMisuse, within: float = 0.25) -> None:
+        """Ask Redis the TYPE of each key the failed call touched; name the first one that is not ours.
+        Best effort and bounded: the refusal is reported either way."""
+        for key in (exc.key,) if exc.key else exc.keys:
+            expected = self.keys.kind_of(key)
+            try:
+                async with asyncio.timeout(within):
+                    actual = await self.client.type(key)
+            except Exception:  # noqa: BLE001 - only a better message is lost
+                return
+            actual = actual.decode() if isinstance(actual, bytes) else str(actual)
+            if expected and actual not in ("none", expected):
+                exc.blame(key, wrong_type_hint(exc.keys, key, actual, expected))
+                return
+
     # --- leadership -------------------------------------------------------
     async def try_acquire(self, holder: str, ttl_ms: int, version_floor: int = 0,
                           epoch_floor: int = 0) -> tuple[Lease | None, int]:
@@ -100,23 +128,23 @@ class Store:
         when Redis comes back empty: the set restarts above every version ever served.
         A won lease's epoch is above ``epoch_floor`` (a failover may have lost the INCR of
         the caller's previous leadership)."""
-        with translating("acquiring the lease"):
+        async with self._translating("acquiring the lease", *self.keys.fenced_write_keys()):
             epoch, version = await self._acquire(keys=self.keys.fenced_write_keys(),
                                                  args=[holder, ttl_ms, version_floor, epoch_floor])
         lease = Lease(holder, int(epoch), int(version)) if int(epoch) else None
         return lease, int(version)
 
     async def renew(self, lease: Lease, ttl_ms: int) -> bool:
-        with translating("renewing the lease"):
+        async with self._translating("renewing the lease", self.keys.leader, self.keys.epoch):
             return bool(await self._renew(keys=self.keys.fenced_write_keys(), args=[lease.holder, lease.epoch, ttl_ms]))
 
     async def release(self, lease: Lease) -> bool:
-        with translating("releasing the lease"):
+        async with self._translating("releasing the lease", self.keys.leader, self.keys.epoch):
             return bool(await self._release(keys=self.keys.fenced_write_keys(), args=[lease.holder, lease.epoch]))
 
     async def leader(self) -> tuple[str | None, int, int]:
         """(holder or None, epoch, remaining TTL in ms)."""
-        with translating("reading the leader"):
+        async with self._translating("reading the leader", self.keys.leader, self.keys.epoch):
             await self._ready()
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.leader).get(self.keys.epoch).pttl(self.keys.leader)
@@ -139,7 +167,7 @@ class Store:
             }
         )
         args = [lease.holder, lease.epoch, expected_version, self.stream_maxlen, payload, floor]
-        with translating("writing the builder set"):
+        async with self._translating("writing the builder set", *self.keys.fenced_write_keys()):
             status, value = await self._apply(keys=self.keys.fenced_write_keys(), args=args)
         status = status.decode() if isinstance(status, bytes) else status
         value = value.decode() if isinstance(value, bytes) else value
@@ -151,7 +179,8 @@ class Store:
 
     async def load(self) -> SetSnapshot:
         """The version, every builder and the stream position, in one MULTI."""
-        with translating("loading the builder set"):
+        async with self._translating("loading the builder set", self.keys.version, self.keys.builders,
+                                     self.keys.changes):
             await self._ready()
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.version).hgetall(self.keys.builders)
@@ -177,12 +206,12 @@ class Store:
 
     async def read_changes(self, after: str, *, block_ms: int, count: int = 1000) -> list[Change]:
         """Entries after stream id ``after``; waits up to block_ms for the first."""
-        with translating("following the changes stream"):
+        async with self._translating("following the changes stream", self.keys.changes):
             reply = await self.client.xread({self.keys.changes: after}, block=block_ms, count=count)
         return [Change.from_entry(sid, fields) for _, entries in reply or () for sid, fields in entries]
 
     async def version(self) -> int:
-        with translating("reading the version"):
+        async with self._translating("reading the version", self.keys.version):
             return int(await self.client.get(self.keys.version) or 0)
 
     async def version_and_size(self) -> tuple[int, int]:
@@ -197,7 +226,7 @@ class Store:
 
     # --- status hashes ------------------------------------------------------
     async def put_status(self, key: str, entries: dict[str, dict], stale: Iterable[str] = ()) -> None:
-        with translating("writing status"):
+        async with self._translating("writing status", key):
             async with self.client.pipeline(transaction=False) as pipe:
                 if entries:
                     pipe.hset(key, mapping={k: orjson.dumps(v) for k, v in entries.items()})
@@ -207,7 +236,7 @@ class Store:
                 await pipe.execute()
 
     async def get_status(self, key: str) -> dict[str, dict]:
-        with translating("reading status"):
+        async with self._translating("reading status", key):
             raw = await self.client.hgetall(key)
         out = {}
         for k, v in raw.items():

@@ -11,6 +11,8 @@ with those keys. The zone gets:
   joined by ``;`` in one TXT value (split over 255-byte strings by the server);
   ``layout="per_record"`` puts each record in its own TXT resource record.
 - ``vms.<app>.internal`` TXT ``<id> <region>,...`` and ``<app>.internal`` AAAA/A.
+- ``_apps.internal`` TXT: the apps' names, comma-separated (plus ``apps``: apps
+  with no machine).
 - ``<id>.vm.<app>.internal`` AAAA (or A for IPv4 addresses).
 
 Writes are atomic (a temp file in the same folder, then rename), so the
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 INSTANCES = "_instances.internal"
+APPS = "_apps.internal"
 
 
 class FlyBuilder(NamedTuple):
@@ -58,7 +61,7 @@ def _addr_type(ip: str) -> str | None:
 
 
 def build_zone(builders: Iterable, *, mode: str = "ok", layout: str = "joined",
-               extra: dict | None = None, ttl: int | None = None) -> dict:
+               extra: dict | None = None, ttl: int | None = None, apps: Iterable[str] = ()) -> dict:
     """The zone as a dict; see the module docstring."""
     items = [as_builder(b) for b in builders]
     records = [b.record for b in items]
@@ -84,6 +87,9 @@ def build_zone(builders: Iterable, *, mode: str = "ok", layout: str = "joined",
                 zone.setdefault(f"{b.id}.vm.{app}.internal", {}).setdefault(kind, []).append(b.ip)
         if addrs:
             zone[f"{app}.internal"] = addrs
+    names = sorted(set(by_app) | set(apps))
+    if names:
+        zone[APPS] = {"TXT": [",".join(names)]}
     if extra:
         zone.update(extra)
     return zone
@@ -102,9 +108,10 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
 
 
 def write_zone(path: str | os.PathLike, builders: Iterable = (), *, mode: str = "ok",
-               layout: str = "joined", extra: dict | None = None, ttl: int | None = None) -> dict:
+               layout: str = "joined", extra: dict | None = None, ttl: int | None = None,
+               apps: Iterable[str] = ()) -> dict:
     """Write the zone atomically; returns what was written."""
-    zone = build_zone(builders, mode=mode, layout=layout, extra=extra, ttl=ttl)
+    zone = build_zone(builders, mode=mode, layout=layout, extra=extra, ttl=ttl, apps=apps)
     write_json_atomic(path, zone)
     return zone
 

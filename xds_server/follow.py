@@ -17,7 +17,8 @@ import logging
 import random
 import time
 
-from shared.errors import CorruptState, StoreUnavailable
+from shared import supervise
+from shared.errors import CorruptState, StoreMisuse, StoreUnavailable, StreamGap
 from shared.model import Builder
 from shared.store import Change, Store
 
@@ -25,10 +26,7 @@ from . import metrics
 from .cache import Cache, Pair
 
 log = logging.getLogger(__name__)
-
-
-class Gap(Exception):
-    pass
+MISUSE_BACKOFF = 2.0  # at most this long between attempts while Redis refuses us for a reason an operator must fix
 
 
 class Follower:
@@ -41,6 +39,7 @@ class Follower:
         self.cache = cache
         self.block_ms = block_ms
         self.backoff = backoff
+        self._delay = backoff  # after a failed step; doubles while they keep failing
         self.builders: dict[str, Builder] = {}
         self.last_id = "0-0"
         self.loaded = asyncio.Event()
@@ -52,25 +51,38 @@ class Follower:
         self.source_version = 0
 
     async def run(self) -> None:
-        delay = self.backoff
-        while True:
-            try:
-                await self.resync()
-                delay = self.backoff
-                await self._follow()
-            except Gap as exc:
-                metrics.RESYNCS.labels("gap").inc()
-                log.warning("change stream gap: %s; resyncing from a full load", exc)
-            except CorruptState as exc:
-                metrics.RESYNCS.labels("corrupt").inc()
-                log.error("%s; keeping %d builders, resyncing", exc, len(self.builders))
-                await asyncio.sleep(delay)
-            except StoreUnavailable as exc:
-                metrics.RESYNCS.labels("redis").inc()
-                log.warning("Redis unavailable (%s); serving version %d with %d builders, retrying in %.1fs",
-                            exc, self.cache.version, len(self.builders), delay)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 1.0)  # back within ~1 s of Redis returning
+        """Follow Redis until cancelled. Whatever goes wrong, the cache keeps serving what it has;
+        an unplanned exception is reported (``shared.supervise``) and the next step resyncs."""
+        await supervise.forever(self.step, loop="follow", crashes=metrics.LOOP_CRASHES, backoff=self.backoff,
+                                keeping=self._serving)
+
+    def _serving(self) -> str:
+        return f"serving version {self.cache.version} with {len(self.builders)} builders, then resyncing"
+
+    async def step(self) -> None:
+        """One full load and the stream after it, until something breaks the chain."""
+        try:
+            await self.resync()
+            self._delay = self.backoff
+            await self._follow()
+        except StreamGap as exc:
+            metrics.RESYNCS.labels("gap").inc()
+            log.warning("change stream gap: %s; resyncing from a full load", exc)
+        except CorruptState as exc:
+            metrics.RESYNCS.labels("corrupt").inc()
+            log.error("%s; keeping %d builders, resyncing", exc, len(self.builders))
+            await asyncio.sleep(self._delay)
+        except StoreMisuse as exc:
+            metrics.RESYNCS.labels("refused").inc()
+            delay, self._delay = self._delay, min(self._delay * 2, MISUSE_BACKOFF)
+            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"{self._serving()} in {delay:.1f}s", log)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        except StoreUnavailable as exc:
+            metrics.RESYNCS.labels("redis").inc()
+            delay, self._delay = self._delay, min(self._delay * 2, 1.0)  # back within ~1 s of Redis returning
+            log.warning("Redis unavailable (%s); serving version %d with %d builders, retrying in %.1fs",
+                        exc, self.cache.version, len(self.builders), delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
     async def resync(self) -> None:
         started = time.perf_counter()
@@ -137,9 +149,10 @@ class Follower:
                 current = await self.store.version()
                 self._saw(current)
                 if current > self.cache.version or (current != self.cache.version and not self.behind):
-                    raise Gap(f"Redis is at version {current}, we are at {self.cache.version} and the stream is quiet")
+                    raise StreamGap(f"Redis is at version {current}, we are at {self.cache.version} "
+                                    "and the stream is quiet")
                 if self.behind and time.monotonic() - self._behind_since >= self.accept_reset_after:
-                    raise Gap(f"Redis has stayed at version {current}, behind our {self.cache.version}")
+                    raise StreamGap(f"Redis has stayed at version {current}, behind our {self.cache.version}")
                 continue
             for change in changes:
                 self.apply(change)
@@ -154,10 +167,10 @@ class Follower:
             self.last_id = change.stream_id
             return
         if self.behind:
-            raise Gap(f"Redis passed our version {self.cache.version} with {change.version} after going back; "
+            raise StreamGap(f"Redis passed our version {self.cache.version} with {change.version} after going back; "
                       "loading it whole")
         if change.version != self.cache.version + 1:
-            raise Gap(f"expected version {self.cache.version + 1}, got {change.version}")
+            raise StreamGap(f"expected version {self.cache.version + 1}, got {change.version}")
         records = {b.id: b for b in change.records}
         for bid in (*change.added, *change.updated):
             if bid not in records:  # checked before any change is made

@@ -16,3 +16,7 @@ CHANGE_TO_ACK = Histogram(
     "xds_change_to_ack_seconds", "From a version entering this replica to its ACK by an Envoy",
     ["type"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 VERSION_LAG = Gauge("xds_envoy_version_lag_max", "Largest version lag of a connected Envoy")
+LOOP_CRASHES = Counter("xds_loop_crashes_total",
+                       "Unplanned exceptions caught in a loop or a stream (a bug: see the log)", ["loop"])
+OPERATOR_ERRORS = Counter("xds_redis_operator_errors_total",
+                          "Redis refusals an operator must fix (WRONGTYPE, SCRIPT, NOPERM, AUTH, OOM, ...)", ["code"])

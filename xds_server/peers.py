@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2
 
 from shared import resources as rs
+from shared.errors import StreamRefused
 
 from .cache import Cache, ViewKey
 from .render import ListenerSpec
@@ -74,14 +75,6 @@ class Peer:
                 "connected_since": round(self.connected_since, 3), "heartbeat": round(time.time(), 3)}
 
 
-class Refused(Exception):
-    """A stream the replica will not serve; ``code`` names the gRPC status for the transport."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 class Registry:
     """Connected peers, and how many use each view (a view with no peer is dropped from the cache)."""
 
@@ -95,19 +88,19 @@ class Registry:
         self._views: collections.Counter[ViewKey] = collections.Counter()
 
     def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None) -> Peer:
-        """Register a stream's node; raises Refused for a node it may not be or a view too many."""
+        """Register a stream's node; raises StreamRefused for a node it may not be or a view too many."""
         node_id = node.id or "unknown"
         if identities is not None and node_id not in identities:
-            raise Refused("PERMISSION_DENIED", f"node id {node_id!r} is not in the client certificate "
-                                               f"({', '.join(sorted(identities)) or 'no names'})")
+            raise StreamRefused("PERMISSION_DENIED", f"node id {node_id!r} is not in the client certificate "
+                                                     f"({', '.join(sorted(identities)) or 'no names'})")
         region = node_region(node)
         if region is None and self.cache.region_scope == "local":
             log.warning("node %s has no region while --region-scope is local: it sees no builders", node_id)
             region = ""
         view = self.cache.view_for(region, node_listener(node, self.defaults))
         if view not in self._views and len(self._views) >= self.max_views:
-            raise Refused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} distinct views "
-                                                "(region, listener address and port)")
+            raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
+                                                      "distinct views (region, listener address and port)")
         peer = Peer(node_id, region, view, kind)
         self.peers.add(peer)
         self._nodes[node_id] += 1

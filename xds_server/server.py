@@ -16,12 +16,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared import resources as rs
+from shared import supervise
+from shared.errors import StreamRefused
 
 from . import metrics
 from .cache import Cache
 from .config import XdsConfig
 from .delta import DeltaStream
-from .peers import Refused, Registry
+from .peers import Registry
 from .sotw import SotwStream
 
 log = logging.getLogger(__name__)
@@ -61,23 +63,38 @@ class XdsService:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"this replica serves at most {self.cfg.max_streams} streams; try another")
             identities = peer_identities(context) if self.cfg.require_node_identity else None
+            if delta:
+                stream = DeltaStream(self.cache, self.registry, types, identities, ordered=ordered,
+                                     wait=self.cfg.on_demand_wait)
+            else:
+                stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
             self.open += 1
             try:
-                if delta:
-                    stream = DeltaStream(self.cache, self.registry, types, identities, ordered=ordered,
-                                         wait=self.cfg.on_demand_wait)
-                else:
-                    stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
                 await stream.serve(requests, context.write)
-            except* Refused as group:  # raised inside the stream's TaskGroup
+            except* StreamRefused as group:  # raised inside the stream's TaskGroup
                 exc = group.exceptions[0]
                 metrics.STREAMS_REFUSED.inc()
                 log.warning("stream refused: %s", exc)
                 await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+            except* Exception as group:  # a bug in this stream: it ends this stream, never the server
+                await self._crashed(stream, group, context)
             finally:
                 self.open -= 1
 
         return handle
+
+    @staticmethod
+    async def _crashed(stream, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        """End one stream that raised something unplanned: counted, logged once per cause, INTERNAL.
+
+        Left alone, grpc.aio would log it on every stream and answer UNKNOWN; here it is counted
+        (``xds_loop_crashes_total{loop="stream"}``) and the Envoy is told to reconnect."""
+        if context.done():  # the client went away first; writing to it failed: nothing to report
+            return
+        node = stream.peer.node_id if stream.peer is not None else "a node not yet known"
+        supervise.report_crash("stream", exc, metrics.LOOP_CRASHES,
+                               f"ending the stream of {node} with INTERNAL (it reconnects); other streams go on")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error in this xDS replica; reconnect")
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler]:
         out = []

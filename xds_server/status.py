@@ -11,7 +11,8 @@ import logging
 import time
 
 from shared import resources as rs
-from shared.errors import StoreUnavailable
+from shared import supervise
+from shared.errors import StoreError, StoreMisuse
 from shared.store import Store
 
 from . import metrics
@@ -36,12 +37,19 @@ class StatusPublisher:
         self._last_full = 0.0
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.publish()
-            except StoreUnavailable as exc:
-                log.debug("status not published: %s", exc)
-            await asyncio.sleep(self.every)
+        """Publish every ``every`` seconds until cancelled; nothing that goes wrong ends it."""
+        await supervise.forever(self.step, loop="status", crashes=metrics.LOOP_CRASHES, backoff=self.every,
+                                keeping="status not published")
+
+    async def step(self) -> None:
+        try:
+            await self.publish()
+        except StoreMisuse as exc:
+            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS,
+                                    f"status not published, trying again in {self.every:g}s", log)
+        except StoreError as exc:
+            log.debug("status not published: %s", exc)
+        await asyncio.sleep(self.every)
 
     async def publish(self) -> None:
         now = time.time()
@@ -57,7 +65,7 @@ class StatusPublisher:
         try:
             await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
             await self.store.put_status(keys.envoys, envoys, stale=await self._ours(left))
-        except StoreUnavailable:
+        except BaseException:
             for p in peers:  # not written: publish them again next time
                 p.dirty = True
             raise
@@ -94,6 +102,6 @@ class StatusPublisher:
             ours = await self._ours({p.node_id for p in self.registry.peers} | self.registry.gone)
             await self.store.put_status(self.store.keys.envoys, {}, stale=ours)
             await self.store.put_status(self.store.keys.replicas, {}, stale=[self.replica])
-        except StoreUnavailable:
-            pass
+        except StoreError as exc:
+            log.debug("status not withdrawn: %s", exc)
 

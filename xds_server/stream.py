@@ -8,7 +8,10 @@ import itertools
 import logging
 from typing import AsyncIterator, Iterable
 
+from google.protobuf.message import DecodeError
+
 from shared import resources as rs
+from shared.errors import StreamRefused
 from shared.logs import LogOnce
 
 from . import metrics
@@ -54,6 +57,9 @@ class Stream:
                 async for request in requests:
                     inbox.append(request)
                     wake.set()
+            except DecodeError as exc:  # the client's fault, not ours
+                metrics.BAD_REQUESTS.labels("malformed").inc()
+                raise StreamRefused("INVALID_ARGUMENT", f"a request that is not a valid xDS message: {exc}") from exc
             finally:
                 inbox.append(_EOF)
                 wake.set()

@@ -11,7 +11,7 @@ import orjson
 from shared import resources as rs
 from shared.config import HelpFormatter, RedisSettings, add_common
 from shared.connect import redact, redis_client
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import ConfigError, StoreError, StoreUnavailable
 from shared.store import Store
 
 from . import views
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run(args))
     except StoreUnavailable as exc:
         print(f"error: cannot reach Redis at {redact(args.redis_url)}: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:  # a refusal an operator must fix (WRONGTYPE, NOPERM, ...): it says what to do
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

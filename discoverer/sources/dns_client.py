@@ -126,8 +126,9 @@ class DnsClient:
         self._last: tuple[bytes, dns.message.Message] | None = None  # last TCP answer, less its ID
 
     async def query(self, name: str, rdtype: str) -> dns.message.Message | TxtAnswer:
-        q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
         try:
+            # inside the try: a name from an answer may not be a valid DNS name (a label over 63 bytes)
+            q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
             if time.monotonic() < self._tcp_until:
                 resp = await self._tcp(q)
                 if resp.flags & dns.flags.TC:

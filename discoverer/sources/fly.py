@@ -8,11 +8,14 @@ key (two ``ip=``) is ambiguous and rejected.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterator
 
 import dns.rcode
 
 from shared.errors import RecordError, SourceError
+from shared.logs import LogOnce
+from shared.model import APP_RE
 
 from . import Answer
 from .dns_client import DnsClient, TooBig, join_txt, parse_server  # noqa: F401  (parse_server: re-exported)
@@ -21,6 +24,8 @@ from .fly_apps import PerAppSource
 log = logging.getLogger(__name__)
 
 INSTANCES_NAME = "_instances.internal"
+APPS_NAME = "_apps.internal"  # TXT: the org's app names, comma-separated
+APPS_REFRESH = 5.0  # seconds between reads of APPS_NAME in per-app mode with app patterns
 MAX_SEGMENT = 1024  # a sane record is about 90 bytes
 KEY_MAP = {"instance": "id", "app": "app", "ip": "ip", "region": "region"}
 
@@ -74,28 +79,37 @@ class FlySource:
     Per-app mode (``per_app=True``, or automatic once an org-wide answer holds
     ``AUTO_PER_APP`` records or no longer fits a DNS message) asks each builder
     app's ``vms.<app>.internal``. App names come from ``apps`` (exact names)
-    and, for app patterns, from the last org-wide answer.
+    and, with ``learn`` (app patterns), from ``_apps.internal`` (a small TXT
+    list of the org's app names), read again every ``apps_refresh`` seconds, so
+    an app created later is polled without a restart. A learned app is dropped
+    only when ``_apps.internal`` no longer lists it and it has no machine left:
+    one short answer never removes a whole app's routes. Without an
+    ``_apps.internal`` answer, the names come from the last org-wide answer.
     """
 
     AUTO_PER_APP = 600
 
     def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME,
-                 per_app: bool = False, apps: frozenset[str] = frozenset(), app_wanted=None):
+                 per_app: bool = False, apps: frozenset[str] = frozenset(), app_wanted=None,
+                 learn: bool | None = None, apps_refresh: float = APPS_REFRESH):
         self.dns = DnsClient(server, timeout)
         self.name = name
         self.per_app = per_app
         self.apps = apps
         self.app_wanted = app_wanted or (lambda app: not apps or app in apps)
-        self._seen_apps: set[str] = set()
+        self.learn = app_wanted is not None if learn is None else learn
+        self.apps_refresh = apps_refresh
+        self._seen_apps: set[str] = set()  # learned app names (org-wide answer or _apps.internal)
+        self._listed: set[str] = set()  # the names in the last _apps.internal answer
+        self._apps_due = 0.0  # monotonic time of the next _apps.internal read
         self._per_app = None
         self._last: tuple[bytes, Answer] | None = None
         self._records: dict[bytes, dict | RecordError | None] = {}  # raw record -> parsed
+        self._log_once = LogOnce(log, every=60.0)
 
     async def fetch(self) -> Answer:
         if self.per_app:
-            if not (self.apps or self._seen_apps):
-                await self._org_wide()  # app patterns: learn the names from one org-wide answer
-            return await self._apps_source().fetch(sorted(self.apps | self._seen_apps))
+            return await self._fetch_per_app()
         try:
             answer = await self._org_wide()
         except TooBig as exc:
@@ -105,11 +119,58 @@ class FlySource:
         return answer
 
     async def _switch(self, why: str) -> Answer:
-        if not (self.apps or self._seen_apps):
+        if not (self.apps or self._seen_apps or self.learn):
             raise SourceError(f"{why}, and no app names for per-app queries: give --app")
-        log.warning("%s: switching to per-app queries for %s", why, ", ".join(sorted(self.apps | self._seen_apps)))
+        log.warning("%s: switching to per-app queries for %s", why,
+                    ", ".join(sorted(self.apps | self._seen_apps)) or "the apps _apps.internal names")
         self.per_app = True
         return await self.fetch()
+
+    async def _fetch_per_app(self) -> Answer:
+        if self.learn and time.monotonic() >= self._apps_due:
+            await self._refresh_apps()
+        source = self._apps_source()
+        answer = await source.fetch(sorted(self.apps | self._seen_apps))
+        gone = (source.absent & self._seen_apps) - self._listed - self.apps
+        if gone and self._listed:
+            log.info("app(s) %s: no longer in %s and no machine left; no longer polled",
+                     ", ".join(sorted(gone)), APPS_NAME)
+            self._seen_apps -= gone
+        return answer
+
+    async def _refresh_apps(self) -> None:
+        """Read the org's app names; keep the known ones when the answer fails."""
+        self._apps_due = time.monotonic() + self.apps_refresh
+        try:
+            listed = await self._app_names()
+        except SourceError as exc:
+            if self.apps or self._seen_apps:
+                self._log_once.warning(f"apps:{exc}", "%s; polling the apps known so far (%s)", exc,
+                                       ", ".join(sorted(self.apps | self._seen_apps)))
+                return
+            log.warning("%s; learning app names from one org-wide answer instead", exc)
+            self._apps_due = 0.0  # no names yet: ask again at the next poll
+            await self._org_wide()
+            return
+        new = {a for a in listed if self.app_wanted(a)} - self._seen_apps - self.apps
+        if new:
+            log.info("app(s) %s in %s: polling them", ", ".join(sorted(new)), APPS_NAME)
+        self._listed = listed
+        self._seen_apps |= new
+
+    async def _app_names(self) -> set[str]:
+        resp = await self.dns.query(APPS_NAME, "TXT")
+        names = set()
+        for raw in join_txt(resp).replace(b";", b",").split(b","):
+            name = raw.strip().decode("utf-8", "replace").lower()
+            if APP_RE.match(name):
+                names.add(name)
+            elif name:
+                self._log_once.warning(f"appname:{name[:80]}", "%s lists %r, not an app name; ignored",
+                                       APPS_NAME, name[:80])
+        if not names:
+            raise SourceError(f"DNS {APPS_NAME}: no app names ({dns.rcode.to_text(resp.rcode())})")
+        return names
 
     def _apps_source(self) -> PerAppSource:
         if self._per_app is None:

@@ -14,6 +14,7 @@ import dns.rcode
 import dns.rdatatype
 
 from shared.errors import RecordError, SourceError
+from shared.model import ID_RE
 
 from . import Answer
 from .dns_client import DnsClient, join_txt
@@ -23,7 +24,10 @@ CONCURRENCY = 32
 
 
 def parse_vms(payload: bytes) -> list[tuple[str, str] | RecordError]:
-    """'id region,id region' -> [(id, region)]; a malformed pair becomes a RecordError."""
+    """'id region,id region' -> [(id, region)]; a malformed pair becomes a RecordError.
+
+    An id must be one DNS label (it is queried as ``<id>.vm.<app>.internal``); the
+    region is checked with the rest of the record by ``make_builder``."""
     out: list[tuple[str, str] | RecordError] = []
     for part in payload.replace(b";", b",").split(b","):
         part = part.strip()
@@ -36,8 +40,10 @@ def parse_vms(payload: bytes) -> list[tuple[str, str] | RecordError]:
             continue
         if len(fields) != 2:
             out.append(RecordError("bad_vms_record", repr(part[:80])))
-            continue
-        out.append((fields[0], fields[1]))
+        elif not ID_RE.match(fields[0]):
+            out.append(RecordError("bad_id", repr(fields[0][:80])))
+        else:
+            out.append((fields[0], fields[1]))
     return out
 
 
@@ -46,17 +52,22 @@ class PerAppSource:
         self.dns = client
         self._addresses: dict[tuple[str, str], str] = {}  # (app, id) -> address
         self._sem = asyncio.Semaphore(CONCURRENCY)
+        self.absent: set[str] = set()  # apps whose vms.<app>.internal was NXDOMAIN at the last fetch
 
     async def fetch(self, apps: list[str]) -> Answer:
         if not apps:
             raise SourceError("per-app queries need app names: give --app, or let one org-wide answer name them")
         answer = Answer()
         seen: set[tuple[str, str]] = set()
+        absent: set[str] = set()
         for app in sorted(apps):
             pairs = await self._vms(app)
-            wanted = [(bid, region) for bid, region in pairs if isinstance(bid, str)]
+            if pairs is None:
+                absent.add(app)
+                continue
+            wanted = [p for p in pairs if not isinstance(p, RecordError)]
             answer.rejected.extend(p for p in pairs if isinstance(p, RecordError))
-            missing = [bid for bid, _ in wanted if (app, bid) not in self._addresses]
+            missing = dict.fromkeys(bid for bid, _ in wanted if (app, bid) not in self._addresses)
             await asyncio.gather(*(self._resolve(app, bid, answer) for bid in missing))
             for bid, region in wanted:
                 address = self._addresses.get((app, bid))
@@ -65,12 +76,14 @@ class PerAppSource:
                     seen.add((app, bid))
         for key in set(self._addresses) - seen:
             del self._addresses[key]
+        self.absent = absent
         return answer
 
-    async def _vms(self, app: str) -> list:
+    async def _vms(self, app: str) -> list | None:
+        """The (id, region) pairs and RecordErrors of one app; None for NXDOMAIN (no started machine)."""
         resp = await self.dns.query(f"vms.{app}.internal", "TXT")
         if resp.rcode() == dns.rcode.NXDOMAIN:
-            return []  # an app scaled to zero
+            return None
         return parse_vms(join_txt(resp))
 
     async def _resolve(self, app: str, bid: str, answer: Answer) -> None:

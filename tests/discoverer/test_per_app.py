@@ -1,6 +1,7 @@
 """Per-app queries (vms.<app>.internal + <id>.vm.<app>.internal) against the real DNS server, and filters."""
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 
@@ -79,3 +80,64 @@ def test_flags_for_filters_and_per_app():
         from_args(["--per-app"])
     with pytest.raises(ConfigError):
         from_args(["--app", "bk-(["])
+    assert cfg.apps_refresh == 5.0 and from_args(["--app", "bk-.*", "--apps-refresh", "1.5"]).apps_refresh == 1.5
+    with pytest.raises(ConfigError):
+        from_args(["--app", "bk-.*", "--apps-refresh", "0"])
+
+
+def wants_bk(app: str) -> bool:
+    return re.fullmatch(r"bk-.*", app) is not None
+
+
+async def poll_until_apps(source: FlySource, apps: set[str], timeout: float = 3.0) -> float:
+    """Fetch like the loop does (every 50 ms) until the answer covers ``apps``; seconds it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < timeout:
+        answer = await source.fetch()
+        if {r["app"] for r in answer.records} == apps:
+            return loop.time() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"apps {sorted(apps)} not polled within {timeout}s")
+
+
+@pytest.mark.parametrize("mode", ["explicit", "automatic"])
+async def test_an_app_created_later_is_polled_without_a_restart(dns_server, monkeypatch, mode):
+    monkeypatch.setattr(FlySource, "AUTO_PER_APP", 5)
+    others = fleet(6, "web", base=200) if mode == "automatic" else []  # makes the org-wide answer "too big"
+    dns_server.set_builders(fleet(2, "bk-ord") + others)
+    source = FlySource(dns_server.addr, timeout=1, per_app=mode == "explicit", app_wanted=wants_bk,
+                       apps_refresh=0.3)
+    await poll_until_apps(source, {"bk-ord"})
+    assert source.per_app
+    dns_server.set_builders(fleet(2, "bk-ord") + fleet(1, "bk-ams", base=50) + fleet(1, "web-2", base=90) + others)
+    took = await poll_until_apps(source, {"bk-ord", "bk-ams"})
+    assert took < 2.0, "learned at the next read of _apps.internal"
+    dns_server.set_builders(fleet(2, "bk-ord") + others)  # bk-ams deleted: gone from _apps.internal and vms
+    await poll_until_apps(source, {"bk-ord"})
+    await asyncio.sleep(0.4)
+    await source.fetch()
+    assert "bk-ams" not in source._seen_apps, "an app with no machine left that _apps.internal no longer lists"
+
+
+async def test_an_app_missing_from_one_apps_answer_is_still_polled(dns_server):
+    """A short _apps.internal answer never removes an app whose machines still answer."""
+    dns_server.set_builders(fleet(2, "bk-ord") + fleet(1, "bk-ams", base=50))
+    source = FlySource(dns_server.addr, timeout=1, per_app=True, app_wanted=wants_bk, apps_refresh=0.1)
+    await poll_until_apps(source, {"bk-ord", "bk-ams"})
+    dns_server.set_builders(fleet(2, "bk-ord") + fleet(1, "bk-ams", base=50),
+                            extra={"_apps.internal": {"TXT": ["bk-ord"]}})
+    await asyncio.sleep(0.2)
+    for _ in range(3):
+        assert {r["app"] for r in (await source.fetch()).records} == {"bk-ord", "bk-ams"}
+        await asyncio.sleep(0.1)
+    dns_server.set_builders(fleet(2, "bk-ord"), extra={"_apps.internal": {"TXT": [""]}})  # no names at all
+    await asyncio.sleep(0.2)
+    assert {r["app"] for r in (await source.fetch()).records} == {"bk-ord"}, "the known names are kept"
+
+
+async def test_without_an_apps_answer_names_come_from_one_org_wide_answer(dns_server):
+    dns_server.set_builders(fleet(2, "bk-ord") + fleet(1, "web", base=100),
+                            extra={"_apps.internal": {"TXT": ["Not An App!"]}})
+    source = FlySource(dns_server.addr, timeout=1, per_app=True, app_wanted=wants_bk)
+    await poll_until_apps(source, {"bk-ord"})

@@ -8,7 +8,7 @@ import redis.exceptions as rex
 from redis.asyncio.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from shared.connect import aclose, connect, parse_url, redact, translating
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import ConfigError, StoreMisuse, StoreUnavailable
 
 
 def test_single_node_forms_are_redis_py_urls():
@@ -106,6 +106,8 @@ async def test_unreachable_sentinels_are_store_unavailable():
     rex.ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"),
     rex.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT."),
     rex.ResponseError("Error in script: READONLY You can't write against a read only replica. script: abc"),
+    rex.ResponseError("Error running script (call to f_f8c9): @user_script:4: @user_script: 4: -READONLY You can't "
+                      "write against a read only replica."),  # Redis 6.2's wording
 ])
 def test_the_refusals_of_a_failover_are_store_unavailable(exc):
     with pytest.raises(StoreUnavailable, match="reading"):
@@ -113,12 +115,33 @@ def test_the_refusals_of_a_failover_are_store_unavailable(exc):
             raise exc
 
 
-@pytest.mark.parametrize("exc", [
-    rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
-    rex.NoPermissionError("this user has no permissions to run the 'eval' command"),
-    rex.CrossSlotTransactionError("All keys involved in a cluster transaction must map to the same slot"),
+@pytest.mark.parametrize("exc, code", [
+    (rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), "WRONGTYPE"),
+    (rex.ResponseError("Error running script (call to f_1a2b): @user_script:12: WRONGTYPE Operation against a key "
+                       "holding the wrong kind of value"), "WRONGTYPE"),
+    (rex.NoPermissionError("this user has no permissions to run the 'eval' command"), "NOPERM"),
+    (rex.AuthenticationError("invalid username-password pair or user is disabled."), "AUTH"),
+    (rex.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "OOM"),
+    (rex.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist"),
+     "MISCONF"),
+    (rex.ResponseError("Error running script (call to f_1a2b): @user_script:3: user_script:3: attempt to compare "
+                       "nil with number"), "SCRIPT"),
+    (rex.CrossSlotTransactionError("All keys involved in a cluster transaction must map to the same slot"), "OTHER"),
 ])
-def test_other_errors_are_not_hidden(exc):
-    with pytest.raises(type(exc)):
-        with translating("reading"):
+def test_other_refusals_are_store_misuse_with_a_code_and_a_fix(exc, code):
+    with pytest.raises(StoreMisuse) as caught:
+        with translating("reading", ("{xds}:builders",)):
             raise exc
+    err = caught.value
+    assert err.code == code and err.what == "reading" and err.__cause__ is exc
+    assert str(err).startswith("reading: Redis refused: ") and err.hint and err.hint in str(err)
+
+
+def test_a_wrongtype_in_a_pipeline_names_the_key():
+    exc = rex.ResponseError("Command # 2 (HGETALL {xds}:builders) of pipeline caused error: WRONGTYPE Operation "
+                            "against a key holding the wrong kind of value")
+    with pytest.raises(StoreMisuse) as caught:
+        with translating("loading", ("{xds}:version", "{xds}:builders")):
+            raise exc
+    assert caught.value.key == "{xds}:builders"
+    assert "redis-cli DEL '{xds}:builders'" in str(caught.value)

@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.lease import acquire
 from shared.errors import CorruptState, Fenced, VersionConflict
+from shared.errors import CorruptState, Fenced, StoreMisuse, VersionConflict
 from shared.keys import Keys
 from shared.model import Builder
 from shared.store import Change, Lease, Store
@@ -239,3 +240,37 @@ async def test_an_epoch_floor_gives_a_new_leadership_a_higher_epoch(store):
     await store.release(lease)
     lease, _ = await store.try_acquire("a", 2000, 0, epoch_floor=2)
     assert lease.epoch == 6
+
+
+@pytest.mark.parametrize("key, value, holds", [
+    (KEYS.builders, "x", "holds a string, not the hash"),
+    (KEYS.routes, ["r"], "holds a list, not the hash"),
+    (KEYS.changes, "x", "holds a string, not the stream"),
+    (KEYS.version, "seven", "holds a string that is not a number"),
+])
+async def test_a_key_of_the_wrong_type_refuses_the_whole_write_and_names_itself(store, redis_server, key, value,
+                                                                               holds):
+    """Redis does not roll a script back: a half-applied step would leave routes without a change entry."""
+    lease, _ = await store.try_acquire("a", 5000)
+    await store.apply(lease, 0, [b(1)], [])
+    with redis_server.client() as c:
+        c.delete(key)
+        c.rpush(key, *value) if isinstance(value, list) else c.set(key, value)
+    before = dump_all(redis_server)
+    with pytest.raises(StoreMisuse) as caught:
+        await store.apply(lease, 1, [b(2)], [b(1).id])
+    err = caught.value
+    assert (err.code, err.key) == ("WRONGTYPE", key) and holds in str(err)
+    assert f"redis-cli DEL '{key}'" in str(err)
+    assert dump_all(redis_server) == before, "nothing written"
+
+
+async def test_a_wrong_type_in_a_read_names_the_key(store, redis_server):
+    with redis_server.client() as c:
+        c.sadd(KEYS.builders, "x")
+    with pytest.raises(StoreMisuse, match=r"\{xds\}:builders holds a set, not the hash flyxds keeps there"):
+        await store.load()
+    with redis_server.client() as c:
+        c.hset(KEYS.epoch, "x", "1")
+    with pytest.raises(StoreMisuse, match=r"\{xds\}:epoch holds a hash, not the string"):
+        await store.try_acquire("a", 2000)
