@@ -13,3 +13,10 @@ BUILDERS = Gauge("discoverer_builders", "Builders in the set as last written or 
 HELD_REMOVALS = Gauge("discoverer_held_removals", "Removals held by the mass-removal guard")
 POLL_SECONDS = Histogram("discoverer_poll_seconds", "Duration of one poll (fetch, validate, diff)",
                          buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
+INTENTS = Counter("discoverer_intents_total", "Registration intents by outcome", ["op", "status"])
+INTENT_SECONDS = Histogram("discoverer_intent_seconds", "From an intent's append (its stream id) to its fenced write",
+                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+INTENT_CONFLICTS = Counter("discoverer_intent_conflicts_total",
+                           "DNS listed a builder at another address than its registration said (DNS won)")
+UNCONFIRMED_EXPIRED = Counter("discoverer_unconfirmed_expired_total",
+                              "Registrations removed because DNS did not list them within --confirm-grace")

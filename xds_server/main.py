@@ -15,7 +15,7 @@ from . import config, server
 from .cache import Cache
 from .follow import Follower
 from .peers import ListenerDefaults, Registry
-from .render import Renderer
+from .render import ConnectRetry, Renderer
 from .status import StatusPublisher
 
 log = logging.getLogger("xds_server")
@@ -25,7 +25,8 @@ async def serve(cfg: config.XdsConfig, stop: asyncio.Event) -> None:
     logs.setup(cfg.log_format, cfg.log_level)
     metrics.serve(cfg.metrics_listen)
     renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
-                        on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders)
+                        on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
+                        retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
     cache = Cache(renderer, region_scope=cfg.region_scope)
     registry = Registry(cache, ListenerDefaults(address=cfg.listener_address, port=cfg.listener_port))
     grpc_server, health, port = server.build(cache, registry, cfg)

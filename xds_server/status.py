@@ -2,16 +2,19 @@
 
 Hash fields cannot expire on every Redis version we support, so each entry
 carries a heartbeat; entries older than ``stale_after`` are pruned by any
-replica and ignored by readers.
+replica and ignored by readers. An Envoy's ACK or NACK is published within
+``coalesce`` seconds (ACKs that arrive meanwhile go in the same write), so
+``xdsctl register --wait`` sees it at once; the heartbeat stays periodic.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from shared.errors import StoreUnavailable
-from shared.store import Store
+from shared.store import Store, version_number
 
 from . import metrics
 from .cache import Cache
@@ -22,7 +25,8 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary"):
+                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary",
+                 coalesce: float = 0.01):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower
         self.reads = reads  # "primary", or "replica" with --redis-read-url
@@ -32,15 +36,28 @@ class StatusPublisher:
         self.address = address
         self.every = every
         self.stale_after = stale_after
+        self.coalesce = coalesce
         self._last_full = 0.0
 
     async def run(self) -> None:
+        changed = self.registry.changed
         while True:
+            changed.clear()  # before publishing: an ACK while we write is published next round
             try:
                 await self.publish()
             except StoreUnavailable as exc:
                 log.debug("status not published: %s", exc)
-            await asyncio.sleep(self.every)
+                await asyncio.sleep(self.every)
+                continue
+            await self._wait_for_acks(changed)
+
+    async def _wait_for_acks(self, changed: asyncio.Event) -> None:
+        """Until the heartbeat is due, or an Envoy ACKed or NACKed (plus ``coalesce`` to gather others)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.every):  # not wait_for: it can lose a cancellation on 3.11
+                await changed.wait()
+        if changed.is_set():
+            await asyncio.sleep(self.coalesce)
 
     async def publish(self) -> None:
         now = time.time()
@@ -51,7 +68,7 @@ class StatusPublisher:
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
-        lag = [self.cache.version - _int(v) for p in self.registry.peers for v in p.acked.values()]
+        lag = [self.cache.version - version_number(v) for p in self.registry.peers for v in p.acked.values()]
         metrics.VERSION_LAG.set(max(lag, default=0))
         try:
             await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
@@ -68,7 +85,7 @@ class StatusPublisher:
     def _replica_status(self, now: float) -> dict:
         status = {"id": self.replica, "address": self.address, "streams": len(self.registry.peers),
                   "version": self.cache.version, "ready": self.cache.ready, "heartbeat": round(now, 3),
-                  "reads": self.reads}
+                  "reads": self.reads, "routing": self.cache.renderer.mode, "region_scope": self.cache.region_scope}
         if self.follower is not None:
             status["source_version"] = self.follower.source_version
         return status
@@ -95,10 +112,3 @@ class StatusPublisher:
             await self.store.put_status(self.store.keys.replicas, {}, stale=[self.replica])
         except StoreUnavailable:
             pass
-
-
-def _int(value: str) -> int:
-    try:
-        return int(value.split("-")[0])
-    except ValueError:
-        return 0
