@@ -143,9 +143,10 @@ def serves(envoy: dict, replica: dict | None, outcome: dict, register: bool) -> 
 
 
 def _done(args: argparse.Namespace, result: dict, code: int) -> int:
+    """The result; with --json on stdout, and what went wrong on stderr in both forms."""
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
+    if not args.json or code:
         _print(result)
     return code
 
