@@ -165,15 +165,18 @@ class Planner:
     mass_since: float | None = None
 
     def plan(self, current: dict[str, Builder], seen: Validated | None, now: float, *, wall: float | None = None,
-             intents: list[Intent] = (), deregistered: dict[str, float] | None = None) -> Plan:
+             intents: list[Intent] = (), deregistered: dict[str, float] | None = None,
+             reconcile: bool = True) -> Plan:
         """The next write. ``seen`` None: the source failed (no DNS-based change, no expiry).
-        ``now`` is monotonic; ``wall`` (default ``now``) the wall clock of registrations."""
+        ``now`` is monotonic; ``wall`` (default ``now``) the wall clock of registrations.
+        ``reconcile`` False (intents between polls): ``seen`` was planned at its poll already,
+        so only the intents are, checked against it."""
         wall = now if wall is None else wall
         deregistered = deregistered or {}
         suppressed = {bid for bid, until in deregistered.items() if until > wall}
         plan = Plan(unsuppress=[bid for bid in deregistered if bid not in suppressed])
         target = dict(current)
-        if seen is not None:
+        if seen is not None and reconcile:
             self._from_source(current, seen, suppressed, now, wall, target, plan)
         for it in intents:
             plan.cursor = it.entry_id

@@ -123,7 +123,7 @@ class Discoverer:
         """One write from the pending intents and the last DNS answer; False when it failed."""
         if self.election.lease() is None:
             return False
-        return await self._step(self._dns) is not None
+        return await self._step(self._dns, reconcile=False) is not None
 
     async def poll_once(self) -> bool:
         """One poll as leader; False when it failed and the caller should back off."""
@@ -155,10 +155,10 @@ class Discoverer:
             self.last_error = None
         return True
 
-    async def _step(self, seen: Validated | None) -> bool | None:
+    async def _step(self, seen: Validated | None, reconcile: bool = True) -> bool | None:
         """One write; whether it changed anything, None when Redis failed."""
         try:
-            return await self._write(seen)
+            return await self._write(seen, reconcile)
         except StoreUnavailable as exc:
             self.mirror = None
             self._error(f"Redis unavailable: {exc}; nothing written, retrying")
@@ -205,7 +205,7 @@ class Discoverer:
             log.warning("Redis holds version %d, not the %d we wrote; reloading the set", current, version)
         self.mirror = None
 
-    async def _write(self, seen: Validated | None) -> bool:
+    async def _write(self, seen: Validated | None, reconcile: bool = True) -> bool:
         lease = self.election.lease()
         if lease is None:
             return False
@@ -214,7 +214,7 @@ class Discoverer:
         wall = time.time()
         batch = [parse_intent(e, self.rules, wall) for e in self.intents.pending] if self.intents else []
         plan = self.planner.plan(self.mirror.builders, seen, time.monotonic(), wall=wall, intents=batch,
-                                 deregistered=self.mirror.deregistered)
+                                 deregistered=self.mirror.deregistered, reconcile=reconcile)
         metrics.HELD_REMOVALS.set(plan.held)
         if self._corrupt:  # not in the mirror, so the planner cannot see them
             listed = seen.builders.keys() if seen is not None else set()
