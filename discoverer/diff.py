@@ -197,9 +197,11 @@ class Planner:
             if bid in suppressed:
                 continue  # deregistered: DNS still lists it for a while
             old = current.get(bid)
+            if old is b:
+                continue  # the record validated when it was written: unchanged, and a DNS one
             if old is None:
                 target[bid] = b
-            elif old is not b and old != b:
+            elif old != b:
                 if old.unconfirmed:
                     plan.conflicts.append(f"DNS lists {bid} at {b.endpoint}, its registration said {old.endpoint}: "
                                           "DNS wins")

@@ -23,7 +23,7 @@ from shared.store import IntentWrite, SetSnapshot, Store, stream_id
 from . import metrics
 from .diff import Plan, Planner, Rules, Validated, validate
 from .election import Election, bounded
-from .intents import OUTCOME_TTL, IntentReader, parse_intent
+from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
 from .sources import Answer, Source
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,18 @@ class Discoverer:
             return False
         if self.mirror is None or self._mirror_term != self.election.term:
             await self._reload(lease)
+        plan = self._plan(seen, reconcile)
+        if not plan:
+            await self._verify(self.mirror.version)
+            return False
+        intents = self._intent_write(plan)
+        version = await self._apply(lease, plan, intents)
+        if version is None:
+            return False
+        self._written(plan, version, intents)
+        return True
+
+    def _plan(self, seen: Validated | None, reconcile: bool) -> Plan:
         wall = time.time()
         batch = [parse_intent(e, self.rules, wall) for e in self.intents.pending] if self.intents else []
         plan = self.planner.plan(self.mirror.builders, seen, time.monotonic(), wall=wall, intents=batch,
@@ -219,10 +231,10 @@ class Discoverer:
         if self._corrupt:  # not in the mirror, so the planner cannot see them
             listed = seen.builders.keys() if seen is not None else set()
             plan.remove.extend(sorted(self._corrupt - listed))
-        if not plan:
-            await self._verify(self.mirror.version)
-            return False
-        intents = self._intent_write(plan)
+        return plan
+
+    async def _apply(self, lease, plan: Plan, intents: IntentWrite | None) -> int | None:
+        """The fenced write; the new version, or None when it was refused (and why is handled)."""
         t0 = time.perf_counter()
         try:
             # floor: a failover that lost acknowledged writes sends Redis back to an older version;
@@ -240,16 +252,15 @@ class Discoverer:
             else:
                 log.warning("write skipped: %s; reloading the set from Redis", exc)
             self.mirror = None
-            return False
+            return None
         except Fenced as exc:
             metrics.WRITES.labels("fenced").inc()
             self.election.step_down(str(exc))
             self.mirror = None
-            return False
+            return None
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         metrics.WRITES.labels("ok").inc()
-        self._written(plan, version, intents)
-        return True
+        return version
 
     async def _reload(self, lease) -> None:
         """Start from what Redis holds: a new term, or after Redis surprised us."""
@@ -262,7 +273,7 @@ class Discoverer:
                              "loading the set")
         self.mirror, self._mirror_term = Mirror(snap), term
         if self.intents is not None:
-            self.intents.start_at(snap.intents_cursor)  # a new leader resumes where the last one stopped
+            self.intents.start_at(self._cursor(snap.intents_cursor))  # resume where the last leader stopped
         self._corrupt = set(snap.corrupt)
         if snap.corrupt:
             log.error("Redis holds %d unreadable builder records (%s); replacing or removing them",
@@ -271,6 +282,17 @@ class Discoverer:
         metrics.IS_LEADER.set(1)
         metrics.EPOCH.set(lease.epoch)
         metrics.BUILDERS.set(len(snap.builders))
+
+    def _cursor(self, cursor: str) -> str:
+        try:
+            stream_id(cursor)
+            return cursor
+        except ValueError:
+            now = f"{int(time.time() * 1000)}-0"
+            log.error("the intents cursor in Redis is unreadable (%r); applying intents appended from now (%s) on, "
+                      "older ones are left to DNS", cursor[:40], now)
+            self.mirror.cursor = now
+            return now
 
     def _intent_write(self, plan: Plan) -> IntentWrite | None:
         if not (plan.cursor or plan.suppress or plan.unsuppress):
@@ -296,7 +318,7 @@ class Discoverer:
     def _report(self, plan: Plan, version: int) -> None:
         now = time.time()
         for it, out in plan.outcomes:
-            metrics.INTENTS.labels(it.op if it.op in ("register", "deregister") else "unknown", out["status"]).inc()
+            metrics.INTENTS.labels(it.op if it.op in OPS else "unknown", out["status"]).inc()
             metrics.INTENT_SECONDS.observe(max(0.0, now - stream_id(it.entry_id)[0] / 1000))
             if it.error is not None:
                 self._log_once.warning(f"intent:{it.error.reason}:{it.error.detail}",

@@ -8,6 +8,7 @@ process-level ones (freeze, kill) are in test_intent_processes.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import orjson
@@ -57,15 +58,13 @@ class Node:
 
 @pytest.fixture
 async def nodes(redis_server):
-    made: list[Node] = []
+    async with contextlib.AsyncExitStack() as stack:
+        def make(holder: str, source: FakeSource, **kw) -> Node:
+            node = Node(redis_server.url, holder, source, **kw)
+            stack.push_async_callback(node.close)
+            return node
 
-    def make(holder: str, source: FakeSource, **kw) -> Node:
-        made.append(Node(redis_server.url, holder, source, **kw))
-        return made[-1]
-
-    yield make
-    for n in made:
-        await n.close()
+        yield make
 
 
 async def outcome_of(store: Store, request: str, timeout: float = 3.0) -> dict:
@@ -146,3 +145,14 @@ async def test_a_new_leader_resumes_after_the_cursor_and_applies_nothing_twice(n
         adds = [orjson.loads(f[b"added"]) for _, f in c.xrange(KEYS.changes)]
         assert adds.count(["x1"]) == 1
         assert c.hexists(KEYS.deregistered, "x1")
+
+
+async def test_an_unreadable_cursor_resumes_with_new_intents(nodes, redis_server):
+    with redis_server.client() as c:
+        c.xadd(KEYS.intents, register("old", "fdaa::1"), id="1-0")  # before the cursor went bad: left to DNS
+        c.set(KEYS.intents_cursor, "garbage")
+    a = nodes("a", FakeSource([rec(1)]))
+    a.start()
+    await async_wait_until(lambda: a.store.version(), 5, what="the first poll written")
+    out = await outcome_of(a.store, await a.store.append_intent(register("x1", "fdaa::99")))
+    assert out["status"] == "applied" and await a.store.outcome("1-0") is None

@@ -18,19 +18,11 @@ import pytest
 from shared.keys import Keys
 from tests.support.procs import free_port, script, wait_until
 
-from .test_processes import LEASE_TTL, Env, fleet, sni
+from .test_processes import LEASE_TTL, Env, env, fleet, sni  # noqa: F401 - env is the fixture
 
 KEYS = Keys()
 NEW = f"{0xabc:014x}"  # a builder DNS does not list yet
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def env(redis_server, dns_server, procs):
-    dns_server.set_builders(fleet(range(1, 4)))
-    e = Env(redis_server, dns_server, procs)
-    yield e
-    e.r.close()
 
 
 def start(env: Env, name: str, *extra: str):
