@@ -75,25 +75,25 @@ class Keys:
 
     @property
     def intents(self) -> str:
-        """stream: the provisioner's API; register/deregister intents, applied by the leader."""
+        """stream: the provisioner's register/deregister intents, consumed by the leader."""
         return self._key("intents")
+
+    def outcome(self, request: str) -> str:
+        """string (JSON, with a TTL): the outcome of one intent."""
+        return self._key(f"outcome:{request}")
+
+    def fenced_write_keys(self) -> list[str]:
+        return [self.leader, self.epoch, self.builders, self.routes, self.version, self.changes]
 
     @property
     def intents_cursor(self) -> str:
-        """string: id of the last intent entry the leader applied (or rejected)."""
+        """string: id of the last intent entry the leader applied (or rejected): where the next resumes."""
         return self._key("intents:cursor")
 
     @property
     def deregistered(self) -> str:
         """hash: builder id -> wall-clock second until which DNS may not bring it back."""
         return self._key("deregistered")
-
-    def outcome(self, request: str) -> str:
-        """string JSON with a TTL: what became of one intent (its ``request``, default its entry id)."""
-        return self._key(f"outcome:{request}")
-
-    def fenced_write_keys(self) -> list[str]:
-        return [self.leader, self.epoch, self.builders, self.routes, self.version, self.changes]
 
     def intent_write_keys(self, requests: list[str] = ()) -> list[str]:
         """The fenced write keys, then what applying intents touches (see shared/scripts.py APPLY)."""

@@ -16,4 +16,26 @@ TCP_STAT_PREFIX = "builders"
 XDS_CLUSTER = "xds_control_plane"  # the bootstrap's static cluster; never a builder SNI
 NO_ROUTE_CLUSTER = "no-route.invalid"  # referenced where no builder matches; never exists
 
-ROUTING_MODES = ("filter_chains", "sni_cluster", "on_demand")
+# Routing modes (docs/routing.md): the xds-server's --routing and the bootstrap's --routing.
+FILTER_CHAINS = "filter_chains"  # one filter chain per builder SNI in the listener
+SNI_CLUSTERS = "sni_cluster"  # one wildcard chain; the sni_cluster filter picks the cluster by SNI
+ON_DEMAND = "on_demand"  # like sni_cluster; Envoy asks for each cluster when a connection needs it
+ROUTING_MODES = (FILTER_CHAINS, SNI_CLUSTERS, ON_DEMAND)
+
+# The builder listener's default port, when an Envoy's bootstrap does not choose one.
+DEFAULT_LISTENER_PORT = 10443
+DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
+
+# Node metadata the bootstrap writes and the ADS server reads: one contract, both sides.
+META_LISTENER_PORT = "listener_port"
+META_LISTENER_ADDRESS = "listener_address"
+META_REGION = "region"
+META_ROUTING = "routing"
+
+
+def version_number(version_info: str | int | None) -> int:
+    """The set version in an xDS version_info ("12", or "12-bridge" for a transitional snapshot); 0 if none."""
+    try:
+        return int(str(version_info).split("-", 1)[0])
+    except ValueError:
+        return 0

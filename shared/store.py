@@ -300,14 +300,6 @@ def _float(raw: bytes) -> float:
         return 0.0
 
 
-def version_number(value) -> int:
-    """The set version in a version_info an Envoy ACKed: "12" and "12-bridge" -> 12; junk -> 0."""
-    try:
-        return int(str(value).split("-")[0])
-    except ValueError:
-        return 0
-
-
 def stream_id(value: str) -> tuple[int, int]:
     """A stream entry id ("ms-seq") as a sortable pair."""
     ms, _, seq = value.partition("-")

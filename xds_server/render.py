@@ -68,8 +68,8 @@ class ConnectRetry:
 class ListenerSpec:
     """What an Envoy's listener depends on besides the builders."""
 
-    address: str = "0.0.0.0"
-    port: int = 10443
+    address: str = rs.DEFAULT_LISTENER_ADDRESS
+    port: int = rs.DEFAULT_LISTENER_PORT
 
 
 def _pack(message) -> any_pb2.Any:
@@ -108,7 +108,12 @@ class Renderer:
     @property
     def listener_uses_clusters(self) -> bool:
         """True when the listener names builder clusters (make-before-break matters)."""
-        return self.mode == "filter_chains"
+        return self.mode == rs.FILTER_CHAINS
+
+    @property
+    def on_demand(self) -> bool:
+        """Envoy asks for each builder's cluster when a connection needs it (ODCDS)."""
+        return self.mode == rs.ON_DEMAND
 
     # --- clusters ---------------------------------------------------------
     def cluster(self, b: Builder) -> Rendered:
@@ -155,16 +160,16 @@ class Renderer:
 
     def _tcp_proxy(self, cluster: str) -> listener_components_pb2.Filter:
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=rs.TCP_STAT_PREFIX, cluster=cluster)
-        if self.retry.attempts > 1:
-            proxy.max_connect_attempts.CopyFrom(wrappers_pb2.UInt32Value(value=self.retry.attempts))
-            proxy.backoff_options.CopyFrom(backoff_pb2.BackoffStrategy(
-                base_interval=_duration(self.retry.base), max_interval=_duration(self.retry.max)))
-        if self.mode == "on_demand":
+        if self.on_demand:
             proxy.on_demand.CopyFrom(tcp_proxy_pb2.TcpProxy.OnDemand(
                 odcds_config=config_source_pb2.ConfigSource(
                     ads=config_source_pb2.AggregatedConfigSource(),
                     resource_api_version=config_source_pb2.V3),
                 timeout=_duration(self.on_demand_timeout)))
+        if self.retry.attempts > 1:
+            proxy.max_connect_attempts.CopyFrom(wrappers_pb2.UInt32Value(value=self.retry.attempts))
+            proxy.backoff_options.CopyFrom(backoff_pb2.BackoffStrategy(
+                base_interval=_duration(self.retry.base), max_interval=_duration(self.retry.max)))
         return listener_components_pb2.Filter(name=rs.TCP_PROXY, typed_config=_pack(proxy))
 
     def _listener_head(self, spec: ListenerSpec) -> listener_pb2.Listener:
@@ -178,7 +183,7 @@ class Renderer:
     def listener(self, spec: ListenerSpec, builders: Iterable[Builder]) -> Rendered:
         """The builder listener for one spec; per-builder chains are concatenated, not re-encoded."""
         head = self._listener_head(spec)
-        if self.mode == "filter_chains":
+        if self.listener_uses_clusters:
             chains = [self.chain(b) for b in sorted(builders, key=lambda b: b.sni)]
             if not chains:  # Envoy needs at least one chain; this one matches no builder
                 chains = [self._wildcard_chain(sni_cluster=False)]

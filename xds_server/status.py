@@ -13,8 +13,9 @@ import contextlib
 import logging
 import time
 
+from shared import resources as rs
 from shared.errors import StoreUnavailable
-from shared.store import Store, version_number
+from shared.store import Store
 
 from . import metrics
 from .cache import Cache
@@ -68,7 +69,7 @@ class StatusPublisher:
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
-        lag = [self.cache.version - version_number(v) for p in self.registry.peers for v in p.acked.values()]
+        lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
         metrics.VERSION_LAG.set(max(lag, default=0))
         try:
             await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
@@ -112,3 +113,4 @@ class StatusPublisher:
             await self.store.put_status(self.store.keys.replicas, {}, stale=[self.replica])
         except StoreUnavailable:
             pass
+

@@ -26,11 +26,13 @@ import time
 
 import orjson
 
-from shared.store import Store, version_number
+from shared import resources as rs
+from shared.store import Store
 
 COMMANDS = ("register", "deregister")
 STALE_AFTER = 15.0
 EXIT_TIMEOUT, EXIT_REJECTED = 3, 4
+CDS, LDS = rs.SHORT[rs.CLUSTER], rs.SHORT[rs.LISTENER]  # keys of an Envoy's "acked" in {xds}:envoys
 
 
 def add_parsers(sub, formatter) -> None:
@@ -133,13 +135,13 @@ def serves(envoy: dict, replica: dict | None, outcome: dict, register: bool) -> 
         return None
     version = int(outcome.get("version") or 0)
     routing = info.get("routing")
-    if routing == "on_demand":
-        return replica is not None and version_number(replica.get("version", 0)) >= version
-    types = ("cds",)
-    if routing == "filter_chains":
-        types = ("cds", "lds") if register else ("lds",)
+    if routing == rs.ON_DEMAND:
+        return replica is not None and rs.version_number(replica.get("version", 0)) >= version
+    types = (CDS,)
+    if routing == rs.FILTER_CHAINS:
+        types = (CDS, LDS) if register else (LDS,)
     acked = envoy.get("acked") or {}
-    return all(t in acked and version_number(acked[t]) >= version for t in types)
+    return all(t in acked and rs.version_number(acked[t]) >= version for t in types)
 
 
 def _done(args: argparse.Namespace, result: dict, code: int) -> int:

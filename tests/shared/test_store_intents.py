@@ -28,7 +28,7 @@ def outcome(request: str, status: str = "applied", **more) -> tuple[str, dict]:
 
 
 async def test_one_call_writes_the_diff_cursor_outcomes_and_deregistrations(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = (await store.try_acquire("a", 5000))[0]
     write = IntentWrite(cursor="1000-3", outcomes=[outcome("r1"), outcome("r2", "rejected", reason="bad_id")],
                         suppress={"b09": 1234.5}, ttl=60)
     version = await store.apply(lease, 0, [b(1, source=SOURCE_INTENT, registered_at=99.0)], [], intents=write)
@@ -46,7 +46,7 @@ async def test_one_call_writes_the_diff_cursor_outcomes_and_deregistrations(stor
 
 
 async def test_rejected_intents_alone_move_the_cursor_without_a_version(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = (await store.try_acquire("a", 5000))[0]
     await store.apply(lease, 0, [b(1)], [])
     write = IntentWrite(cursor="2000-0", outcomes=[outcome("bad", "rejected", reason="unknown_op")])
     assert await store.apply(lease, 1, [], [], intents=write) == 1
@@ -56,7 +56,7 @@ async def test_rejected_intents_alone_move_the_cursor_without_a_version(store, r
 
 
 async def test_a_fenced_write_applies_no_intent(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = (await store.try_acquire("a", 5000))[0]
     await store.apply(lease, 0, [b(1)], [])
     stale = Lease("a", lease.epoch + 7, 1)
     with pytest.raises(Fenced):
@@ -67,7 +67,7 @@ async def test_a_fenced_write_applies_no_intent(store, redis_server):
 
 
 async def test_touch_rewrites_bookkeeping_without_a_version_or_a_change(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = (await store.try_acquire("a", 5000))[0]
     await store.apply(lease, 0, [b(1, source=SOURCE_INTENT, registered_at=5.0)], [])
     confirmed = b(1, source=SOURCE_DNS, registered_at=5.0)
     assert await store.apply(lease, 1, [], [], touch=[confirmed, b(7)]) == 1  # b07 is not there: not created
@@ -79,7 +79,7 @@ async def test_touch_rewrites_bookkeeping_without_a_version_or_a_change(store, r
 async def test_applied_intents_are_trimmed_from_the_stream_only_before_the_given_id(store, redis_server):
     c = redis_server.client()
     ids = [c.xadd(KEYS.intents, {"op": "deregister", "id": f"b{i}"}, id=f"{1000 * (i + 1)}-0") for i in range(300)]
-    lease = await store.acquire("a", 5000)
+    lease = (await store.try_acquire("a", 5000))[0]
     await store.apply(lease, 0, [], [], intents=IntentWrite(cursor=ids[-1].decode(), trim_before="200000-0"))
     left = c.xrange(KEYS.intents, count=1)[0][0]
     assert 101 <= c.xlen(KEYS.intents) < 300 and int(left.split(b"-")[0]) <= 200000  # "~": whole nodes only
@@ -87,7 +87,7 @@ async def test_applied_intents_are_trimmed_from_the_stream_only_before_the_given
 
 
 async def test_unsuppress_forgets_a_deregistration(store, redis_server):
-    lease = await store.acquire("a", 5000)
+    lease = (await store.try_acquire("a", 5000))[0]
     await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", suppress={"b01": 10.0, "b02": 20.0}))
     await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", unsuppress=["b01"]))
     assert (await store.load(intents=True)).deregistered == {"b02": 20.0}
