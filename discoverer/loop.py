@@ -215,12 +215,7 @@ class Discoverer:
         if not plan:
             await self._verify(self.mirror.version)
             return False
-        intents = self._intent_write(plan)
-        version = await self._apply(lease, plan, intents)
-        if version is None:
-            return False
-        self._written(plan, version, intents)
-        return True
+        return await self._commit(lease, plan)
 
     def _plan(self, seen: Validated | None, reconcile: bool) -> Plan:
         wall = time.time()
@@ -233,8 +228,19 @@ class Discoverer:
             plan.remove.extend(sorted(self._corrupt - listed))
         return plan
 
-    async def _apply(self, lease, plan: Plan, intents: IntentWrite | None) -> int | None:
-        """The fenced write; the new version, or None when it was refused (and why is handled)."""
+    def _conflict(self, exc: VersionConflict) -> None:
+        metrics.WRITES.labels("conflict").inc()
+        if exc.actual < exc.expected:
+            log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
+                        "(a failover to a replica that had not received them?); reloading the set "
+                        "and writing the difference again", exc)
+        else:
+            log.warning("write skipped: %s; reloading the set from Redis", exc)
+        self.mirror = None
+
+    async def _commit(self, lease, plan: Plan) -> bool:
+        """One fenced write of the plan (its diff, and its intents' cursor and outcomes); True when written."""
+        intents = self._intent_write(plan)
         t0 = time.perf_counter()
         try:
             # floor: a failover that lost acknowledged writes sends Redis back to an older version;
@@ -244,23 +250,17 @@ class Discoverer:
                                                      intents=intents),
                                     self._command_timeout, "writing the set")
         except VersionConflict as exc:
-            metrics.WRITES.labels("conflict").inc()
-            if exc.actual < exc.expected:
-                log.warning("write skipped: %s, older than what we wrote: it lost acknowledged writes "
-                            "(a failover to a replica that had not received them?); reloading the set "
-                            "and writing the difference again", exc)
-            else:
-                log.warning("write skipped: %s; reloading the set from Redis", exc)
-            self.mirror = None
-            return None
+            self._conflict(exc)
+            return False
         except Fenced as exc:
             metrics.WRITES.labels("fenced").inc()
             self.election.step_down(str(exc))
             self.mirror = None
-            return None
+            return False
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         metrics.WRITES.labels("ok").inc()
-        return version
+        self._written(plan, version, intents)
+        return True
 
     async def _reload(self, lease) -> None:
         """Start from what Redis holds: a new term, or after Redis surprised us."""
