@@ -24,6 +24,7 @@ builder`` polling it every 100 ms, TLS stand-ins; here one ``xds-server
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import tempfile
@@ -182,6 +183,7 @@ def main(argv=None) -> dict:
     p.add_argument("--keep", help="keep logs in this directory")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
     args = p.parse_args(argv)
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-intents-") as d:
         stack = IntentStack(Path(args.keep or d), args.routed, args.backends)
         try:
@@ -199,7 +201,8 @@ def main(argv=None) -> dict:
             stack.close()
     result = {"routed": args.routed, "routing": "sni_cluster", "ads": "delta", "samples": args.samples,
               "probe_every_ms": PROBE * 1000, "poll_interval_s": stack.poll, "latency": lat, "wait": w,
-              "on_demand": od}
+              "on_demand": od, "ran": {"finished": time.strftime("%Y-%m-%d %H:%M"), "loadavg_start": load_start,
+                                        "loadavg_end": os.getloadavg()[0], "argv": argv or []}}
     print(table(f"instant routes: write -> TLS through Envoy ({args.routed} routed, sni_cluster, delta ADS)",
                 ["path", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                 [[k, r["n"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"]]

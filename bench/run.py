@@ -183,6 +183,9 @@ def intent_rows(res: dict | None) -> list[list[str]]:
     if not res:
         return []
     lat, case = res["latency"], f"{res['routing']} over {res['ads']} ADS, {res['routed']} routed"
+    ran = res.get("ran")
+    if ran:
+        case += f" (run {ran['finished']}, load average {ran['loadavg_start']:.1f})"
     i, d = lat["intent"], lat["dns"]
     fails = lat["failures"]
     return [
@@ -350,14 +353,20 @@ def main(argv=None) -> int:
     meta = {"command": "make bench" if not args.quick else "python -m bench.run --quick",
             "finished": time.strftime("%Y-%m-%d %H:%M"), "elapsed_s": round(elapsed, 1), "seconds": timings,
             "quick": args.quick, "failed": failed}
-    save("run", {**meta, "machine_info": info})
+    partial = set(args.only.split(",")) != set(ALL)
+    if not partial:  # a partial run keeps the full run's header; its sections say when they ran
+        save("run", {**meta, "machine_info": info})
     print()
     print(table(f"flyxds benchmarks ({elapsed / 60:.1f} min; per benchmark: "
                 + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")", HEADER, rows, left=len(HEADER)))
     if not args.no_plots:
         for path in plots(json.loads(RESULTS.read_text())):
             print(f"plot: {path.relative_to(REPO)}")
-    update_doc(rows, info, meta)
+    full = results.get("run")
+    if not partial:
+        update_doc(rows, info, meta)
+    elif full:
+        update_doc(rows, full["machine_info"], full)
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
