@@ -119,7 +119,7 @@ def attempt(port: int, name: str, ctx: ssl.SSLContext, timeout: float) -> str:
 
 @dataclass
 class Probe:
-    """Connects every PROBE_EVERY seconds until the wanted outcome; ``latency`` in seconds from t0."""
+    """Connects every ``every`` seconds until the wanted outcome; ``latency`` in seconds from t0."""
 
     port: int
     name: str
@@ -128,6 +128,7 @@ class Probe:
     t0: float
     attempt_timeout: float
     held_is_refused: bool = False  # on_demand: a connection Envoy holds (asking for the cluster) is not routed
+    every: float = PROBE_EVERY  # seconds between attempts
     latency: float | None = None
     held_s: float | None = None
     attempts: int = 0
@@ -149,7 +150,7 @@ class Probe:
                 return
             if outcome not in ("ok", "refused"):
                 self.anomalies[outcome] = self.anomalies.get(outcome, 0) + 1
-            time.sleep(PROBE_EVERY)
+            time.sleep(self.every)
 
 
 def run_probes(probes: list[Probe]) -> None:

@@ -1,10 +1,11 @@
 """``make bench``: every benchmark, one table, bench/results.json, plots and the figures in docs/performance.md.
 
-    python -m bench.run [--quick] [--only convergence,fanout,scale,churn,render] [--no-plots]
+    python -m bench.run [--quick] [--only convergence,intents,fanout,scale,churn,render] [--no-plots]
 
 Runs, in order: the in-process render cost (median of 3 runs), end-to-end
 convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size),
-fan-out (one change to 100 / 1,000 / 3,000 streams, SotW and delta), scale
+instant routes (an intent -> Envoy beside the DNS path, ``xdsctl register --wait``,
+on_demand without a wait), fan-out (one change to 100 / 1,000 / 3,000 streams, SotW and delta), scale
 (100 / 1,000 / 10,000 builders, delta and SotW) and churn (50 changes/s for
 60 s with 200 streams). ``--quick`` uses fewer samples and shorter runs (for
 trying things, not for publishing). Each benchmark also runs on its own:
@@ -28,13 +29,13 @@ import time
 import traceback
 from pathlib import Path
 
-from . import bench_churn, bench_convergence, bench_fanout, bench_render, bench_scale
+from . import bench_churn, bench_convergence, bench_fanout, bench_intents, bench_render, bench_scale
 from .common import REPO, RESULTS, median, save, table
 
 DOC = REPO / "docs" / "performance.md"
 IMG = REPO / "docs" / "img"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-ALL = ("render", "convergence", "fanout", "scale", "churn")
+ALL = ("render", "convergence", "intents", "fanout", "scale", "churn")
 
 
 # ---------------------------------------------------------------- the machine
@@ -94,6 +95,12 @@ def run_convergence(quick: bool) -> dict:
     return out
 
 
+def run_intents(quick: bool) -> dict:
+    if quick:
+        return bench_intents.main(["--samples", "40", "--waits", "20", "--on-demand", "10"])
+    return bench_intents.main([])
+
+
 def run_fanout(quick: bool) -> list[dict]:
     # 100 streams is cheap and the noisiest (a few ms): median of 3 runs; 1,000 and 3,000 once
     rows = bench_fanout.main(["--streams", "100", "--runs", "1" if quick else "3", "--no-save"])
@@ -112,8 +119,8 @@ def run_churn(quick: bool) -> dict:
     return bench_churn.main(["--duration", "15" if quick else "60"])
 
 
-RUNNERS = {"render": run_render, "convergence": run_convergence, "fanout": run_fanout, "scale": run_scale,
-           "churn": run_churn}
+RUNNERS = {"render": run_render, "convergence": run_convergence, "intents": run_intents, "fanout": run_fanout,
+           "scale": run_scale, "churn": run_churn}
 
 
 # ---------------------------------------------------------------- the one table
@@ -141,6 +148,7 @@ def summary_rows(results: dict) -> list[list[str]]:
             rows.append(["convergence", f"{r['mode']}, {r['routed']} routed, {r['op']}, discoverer polling every "
                          f"{fast['poll_interval_s'] * 1000:.0f} ms",
                          f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms", "", ""])
+    rows += intent_rows(results.get("intents"))
     for r in results.get("fanout") or []:
         rows.append(["fan-out", f"{r['kind']}, {r['streams']} streams, one change",
                      f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} / max {r['max_ms']:.0f} ms"
@@ -168,6 +176,36 @@ def summary_rows(results: dict) -> list[list[str]]:
                      f"{r['ms_per_change']:.2f} ms/change, SotW {r['sotw_bytes']:,} B, delta {r['delta_bytes']:,} B",
                      "", ""])
     return rows
+
+
+def intent_rows(res: dict | None) -> list[list[str]]:
+    """Instant routes: the intent path beside the DNS path of the same run, --wait, on_demand."""
+    if not res:
+        return []
+    lat, case = res["latency"], f"{res['routing']} over {res['ads']} ADS, {res['routed']} routed"
+    ran = res.get("ran")
+    if ran:
+        case += f" (run {ran['finished']}, load average {ran['loadavg_start']:.1f})"
+    i, d = lat["intent"], lat["dns"]
+    fails = lat["failures"]
+    return [
+        ["instant routes", f"intent appended -> TLS through Envoy, {case}",
+         f"p50 {i['p50_ms']:.1f} / p90 {i['p90_ms']:.1f} / p99 {i['p99_ms']:.1f} ms (append -> Redis "
+         f"{i['append_to_redis_p50_ms']:.0f} ms p50)" + (f", {fails['intent']} failed" if fails["intent"] else ""),
+         ", ".join(f"{k} < {v}" for k, v in i["target"].items()),
+         ", ".join(f"{k} {'met' if i[f'{k}_ms'] < v else 'MISSED'}" for k, v in i["target"].items())],
+        ["instant routes", f"DNS zone written -> TLS, same run (poll every {res['poll_interval_s'] * 1000:.0f} ms)",
+         f"p50 {d['p50_ms']:.0f} / p99 {d['p99_ms']:.0f} ms: x{lat['dns_over_intent_p50']} / "
+         f"x{lat['dns_over_intent_p99']} the intent path", "", ""],
+        ["instant routes", "`xdsctl register --wait`, then one connection",
+         f"{res['wait']['first_connection_ok']}/{res['wait']['n']} succeeded; the wait p50 "
+         f"{res['wait']['wait_p50_ms']:.0f} / p99 {res['wait']['wait_p99_ms']:.0f} ms, the whole command p50 "
+         f"{res['wait']['command_p50_ms']:.0f} ms", "all succeed",
+         "met" if res["wait"]["first_connection_ok"] == res["wait"]["n"] else "MISSED"],
+        ["instant routes", "on_demand: one connection right after the append, no wait",
+         f"{res['on_demand']['served']}/{res['on_demand']['n']} served, p50 {res['on_demand']['p50_ms']:.0f} ms",
+         "all served", "met" if res["on_demand"]["served"] == res["on_demand"]["n"] else "MISSED"],
+    ]
 
 
 HEADER = ["benchmark", "case", "result", "target", "met"]
@@ -315,14 +353,20 @@ def main(argv=None) -> int:
     meta = {"command": "make bench" if not args.quick else "python -m bench.run --quick",
             "finished": time.strftime("%Y-%m-%d %H:%M"), "elapsed_s": round(elapsed, 1), "seconds": timings,
             "quick": args.quick, "failed": failed}
-    save("run", {**meta, "machine_info": info})
+    partial = set(args.only.split(",")) != set(ALL)
+    if not partial:  # a partial run keeps the full run's header; its sections say when they ran
+        save("run", {**meta, "machine_info": info})
     print()
     print(table(f"flyxds benchmarks ({elapsed / 60:.1f} min; per benchmark: "
                 + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")", HEADER, rows, left=len(HEADER)))
     if not args.no_plots:
         for path in plots(json.loads(RESULTS.read_text())):
             print(f"plot: {path.relative_to(REPO)}")
-    update_doc(rows, info, meta)
+    full = results.get("run")
+    if not partial:
+        update_doc(rows, info, meta)
+    elif full:
+        update_doc(rows, full["machine_info"], full)
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

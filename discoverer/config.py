@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--mass-removal-hold", type=float, default=5.0,
                    help="seconds a mass removal must persist before it is applied")
     w.add_argument("--stream-maxlen", type=int, default=10_000, help="approximate length of the changes stream")
+    w.add_argument("--confirm-grace", type=float, default=float(env("XDS_CONFIRM_GRACE", "30")),
+                   help="seconds a builder registered by an intent may go unlisted by DNS before it is removed; "
+                   "also how long DNS may not bring back a deregistered builder")
     e = p.add_argument_group("leader election")
     e.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the leader lease")
     e.add_argument("--id", default=env("XDS_DISCOVERER_ID"), help="holder id (default: host:pid)")
@@ -103,6 +106,8 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
     a = parser().parse_args(argv)
     if a.source == "file" and not a.file:
         raise ConfigError("--source file needs --file PATH")
+    if a.confirm_grace < 0:
+        raise ConfigError("--confirm-grace must be >= 0 seconds")
     if a.poll_interval <= 0 or a.lease_ttl <= 0.4:
         raise ConfigError("--poll-interval must be > 0 and --lease-ttl > 0.4 s")
     if a.source == "fly" and a.dns_server:
@@ -127,7 +132,7 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         raise ConfigError("--per-app needs --app (names or patterns)")
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),
                   grace=a.removal_grace, mass_share=a.mass_removal_share, mass_hold=a.mass_removal_hold,
-                  apps=exact, app_patterns=patterns, regions=frozenset(regions))
+                  apps=exact, app_patterns=patterns, regions=frozenset(regions), confirm_grace=a.confirm_grace)
     return DiscovererConfig(
         redis=RedisSettings.from_args(a), source=a.source, dns_server=a.dns_server, dns_timeout=a.dns_timeout,
         file=a.file, rules=rules, timing=Timing(interval=a.poll_interval, backoff=a.error_backoff),

@@ -1,7 +1,10 @@
 """The poll loop: fetch, validate, diff against Redis, write one fenced step.
 
 Only the leader polls and writes. It starts from what Redis holds (never
-from an empty set), so a failover writes only the difference.
+from an empty set), so a failover writes only the difference. Registration
+intents (``discoverer.intents``) wake the loop between polls: they are applied
+at once, with the last DNS answer, in one fenced write that also moves the
+intents cursor, so a new leader resumes where the last one stopped.
 """
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ from shared import supervise
 from shared.errors import Fenced, SourceError, StoreMisuse, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
-from shared.store import Lease, SetSnapshot, Store
+from shared.store import IntentWrite, Lease, SetSnapshot, Store, stream_id
 
 from . import metrics
-from .diff import Planner, Rules, Validated, validate
+from .diff import Plan, Planner, Rules, Validated, validate
 from .election import Election, bounded
+from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
 from .sources import Answer, Source
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,7 @@ class Timing:
     interval: float = 0.1
     backoff: float = 1.0  # after a source or Redis error, with +-20% jitter
     verify_every: float = 0.5  # with nothing to write, compare Redis' version with the mirror this often
+    intents_kept: float = 3600.0  # seconds applied intents stay in the stream (their outcomes: OUTCOME_TTL)
 
 
 class Mirror:
@@ -39,6 +44,8 @@ class Mirror:
     def __init__(self, snap: SetSnapshot):
         self.version = snap.version
         self.builders: dict[str, Builder] = dict(snap.builders)
+        self.cursor = snap.intents_cursor
+        self.deregistered: dict[str, float] = dict(snap.deregistered)
 
     def apply(self, version: int, upsert: list[Builder], remove: list[str]) -> None:
         for bid in remove:
@@ -47,6 +54,13 @@ class Mirror:
             self.builders[b.id] = b
         self.version = version
 
+    def took(self, intents: IntentWrite) -> None:
+        """The intents bookkeeping a write made: the cursor and the deregistered ids."""
+        self.cursor = intents.cursor
+        self.deregistered.update(intents.suppress)
+        for bid in intents.unsuppress:
+            self.deregistered.pop(bid, None)
+
 
 def _some(ids, shown: int = 5) -> str:
     ids = list(ids)
@@ -54,8 +68,10 @@ def _some(ids, shown: int = 5) -> str:
 
 
 class Discoverer:
-    def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing):
+    def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing,
+                 intents: IntentReader | None = None):
         self.store = store
+        self.intents = intents  # None: this discoverer takes no intents (tests, tools)
         self.source = source
         self.election = election
         self.planner = Planner(rules)
@@ -71,6 +87,7 @@ class Discoverer:
         self._validated: dict = {}  # raw record fields -> Builder | RecordError
         self._last_answer: Answer | None = None
         self._last_seen: Validated | None = None
+        self._dns: Validated | None = None  # the last answer, None while the source fails
 
     async def run(self) -> None:
         """Poll until cancelled; an unplanned exception in one poll never ends the loop."""
@@ -83,6 +100,8 @@ class Discoverer:
             self.mirror = None
             metrics.IS_LEADER.set(0)
             metrics.EPOCH.set(0)
+            if self.intents is not None:
+                self.intents.stop()
             self.election.changed.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
@@ -94,7 +113,7 @@ class Discoverer:
         # a fixed cadence: polls start every interval, however long the last one took
         delay = (self.timing.interval - (time.monotonic() - started) if ok
                  else self.timing.backoff * random.uniform(0.8, 1.2))
-        await asyncio.sleep(max(0.0, delay))
+        await self._idle(max(0.0, delay))
 
     def _crashed(self, exc: BaseException) -> None:
         """A poll died half-way: forget what we believe Redis holds (the next poll loads it again)."""
@@ -102,6 +121,29 @@ class Discoverer:
         self.mirror = None
         what, leaf = supervise.cause(exc)
         self.last_error = f"unexpected {what}: {leaf}"
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait for the next poll; meanwhile apply intents the moment they arrive."""
+        if self.intents is None:
+            await asyncio.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        wake = self.intents.wake
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await wake.wait()
+                continue
+            wake.clear()
+            if self.intents.pending and not await self.apply_intents():
+                return
+
+    async def apply_intents(self) -> bool:
+        """One write from the pending intents and the last DNS answer; False when it failed."""
+        if self.election.lease() is None:
+            return False
+        return await self._step(self._dns, reconcile=False) is not None
 
     async def poll_once(self) -> bool:
         """One poll as leader; False when it failed and the caller should back off."""
@@ -112,24 +154,18 @@ class Discoverer:
             metrics.POLLS.labels("error").inc()
             metrics.SOURCE_ERRORS.inc()
             self._error(f"source failed: {exc}; keeping the last good set, retrying in ~{self.timing.backoff:.1f}s")
+            self._dns = None
+            if self.intents is not None and self.intents.pending:
+                await self._step(None)  # a DNS outage does not hold up registrations
             return False
         seen = self._validate(answer)
         for err in (*answer.rejected, *seen.rejected):
             metrics.REJECTED.labels(err.reason).inc()
             self._log_once.warning(f"{err.reason}:{err.detail}", "record skipped: %s", err)
-        try:
-            wrote = await self._write(seen)
-        except StoreUnavailable as exc:
+        self._dns = seen
+        wrote = await self._step(seen)
+        if wrote is None:
             metrics.POLLS.labels("error").inc()
-            self.mirror = None
-            self._error(f"Redis unavailable: {exc}; nothing written, retrying")
-            return False
-        except StoreMisuse as exc:
-            metrics.POLLS.labels("error").inc()
-            self.mirror = None
-            self.last_error = str(exc)
-            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, "nothing written: keeping the set in Redis "
-                                    f"as it is, retrying in ~{self.timing.backoff:.1f}s", log)
             return False
         metrics.POLLS.labels("changed" if wrote else "unchanged").inc()
         self.last_poll_at = round(time.time(), 3)
@@ -138,6 +174,20 @@ class Discoverer:
             log.info("recovered: polling normally again")
             self.last_error = None
         return True
+
+    async def _step(self, seen: Validated | None, reconcile: bool = True) -> bool | None:
+        """One write; whether it changed anything, None when Redis failed or refused."""
+        try:
+            return await self._write(seen, reconcile)
+        except StoreUnavailable as exc:
+            self.mirror = None
+            self._error(f"Redis unavailable: {exc}; nothing written, retrying")
+        except StoreMisuse as exc:
+            self.mirror = None
+            self.last_error = str(exc)
+            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, "nothing written: keeping the set in Redis "
+                                    f"as it is, retrying in ~{self.timing.backoff:.1f}s", log)
+        return None
 
     def _validate(self, answer: Answer) -> Validated:
         """Validation is most of a poll's CPU: skip it for an answer the source repeats,
@@ -197,37 +247,31 @@ class Discoverer:
                   "Only the leader writes it; drop a builder with `xdsctl deregister --id ID`. "
                   "Rewriting it: restoring %d, removing %d records",
                   found, _some(b.id for b in upsert), _some(remove), len(upsert), len(remove))
-        if not (upsert or remove) or not await self._commit(lease, upsert, remove, repairing=True):
+        if not (upsert or remove) or not await self._commit(lease, Plan(upsert=upsert, remove=remove), repairing=True):
             self.mirror = None  # nothing we can restore: reload the set and let DNS decide
 
-    async def _write(self, seen) -> bool:
+    async def _write(self, seen: Validated | None, reconcile: bool = True) -> bool:
         lease = self.election.lease()
         if lease is None:
             return False
         if self.mirror is None or self._mirror_term != self.election.term:
-            # Keyed on the term, not the epoch: after Redis restarts empty the
-            # epoch starts again at 1 and may equal the one we held before.
-            if self._mirror_term != self.election.term:
-                self.planner = Planner(self.rules)  # grace clocks of an older term are stale
-            term = self.election.term
-            snap = await bounded(self.store.load(), self._command_timeout, "loading the set")
-            self.mirror, self._mirror_term = Mirror(snap), term
-            self._corrupt = set(snap.corrupt)
-            if snap.corrupt:
-                log.error("Redis holds %d unreadable builder records (%s); replacing or removing them",
-                          len(snap.corrupt), ", ".join(sorted(snap.corrupt)[:5]))
-            self.election.version_floor = max(self.election.version_floor, snap.version)
-            metrics.IS_LEADER.set(1)
-            metrics.EPOCH.set(lease.epoch)
-            metrics.BUILDERS.set(len(snap.builders))
-        plan = self.planner.plan(self.mirror.builders, seen, time.monotonic())
-        metrics.HELD_REMOVALS.set(plan.held)
-        if self._corrupt:  # not in the mirror, so the planner cannot see them
-            plan.remove.extend(sorted(self._corrupt - seen.builders.keys()))
+            await self._reload(lease)
+        plan = self._plan(seen, reconcile)
         if not plan:
             await self._verify(lease, self.mirror)
             return False
-        return await self._commit(lease, plan.upsert, plan.remove)
+        return await self._commit(lease, plan)
+
+    def _plan(self, seen: Validated | None, reconcile: bool) -> Plan:
+        wall = time.time()
+        batch = [parse_intent(e, self.rules, wall) for e in self.intents.pending] if self.intents else []
+        plan = self.planner.plan(self.mirror.builders, seen, time.monotonic(), wall=wall, intents=batch,
+                                 deregistered=self.mirror.deregistered, reconcile=reconcile)
+        metrics.HELD_REMOVALS.set(plan.held)
+        if self._corrupt:  # not in the mirror, so the planner cannot see them
+            listed = seen.builders.keys() if seen is not None else set()
+            plan.remove.extend(sorted(self._corrupt - listed))
+        return plan
 
     def _conflict(self, exc: VersionConflict) -> None:
         metrics.WRITES.labels("conflict").inc()
@@ -239,18 +283,19 @@ class Discoverer:
             log.warning("write skipped: %s; reloading the set from Redis", exc)
         self.mirror = None
 
-    async def _commit(self, lease: Lease, upsert: list[Builder], remove: list[str], *,
-                      repairing: bool = False) -> bool:
-        """One fenced write of the difference to the mirror; True when it was written.
+    async def _commit(self, lease: Lease, plan: Plan, *, repairing: bool = False) -> bool:
+        """One fenced write of the plan (its diff, and its intents' cursor and outcomes); True when written.
 
         A write that changes nothing means Redis no longer holds the mirror (a record we would
         update or remove was deleted by hand): the mirror is restored first, the plan retried."""
+        intents = self._intent_write(plan)
         t0 = time.perf_counter()
         try:
             # floor: a failover that lost acknowledged writes sends Redis back to an older version;
             # the rewrite then gets a number past every one written, never a reused one.
-            version = await bounded(self.store.apply(lease, self.mirror.version, upsert, remove,
-                                                     floor=self.election.version_floor),
+            version = await bounded(self.store.apply(lease, self.mirror.version, plan.upsert, plan.remove,
+                                                     floor=self.election.version_floor, touch=plan.touch,
+                                                     intents=intents),
                                     self._command_timeout, "writing the set")
         except VersionConflict as exc:
             self._conflict(exc)
@@ -261,17 +306,94 @@ class Discoverer:
             self.mirror = None
             return False
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
-        if version == self.mirror.version and (upsert or remove):
+        if version == self.mirror.version and (plan.upsert or plan.remove):
             metrics.WRITES.labels("noop").inc()
+            self._consumed(plan, version, intents)  # the script moved the cursor all the same
             if not repairing:
-                await self._repair(lease, self.mirror, f"a write of +{len(upsert)}/-{len(remove)} records "
-                                                       f"changed nothing at version {version}")
+                await self._repair(lease, self.mirror, f"a write of +{len(plan.upsert)}/-{len(plan.remove)} "
+                                                       f"records changed nothing at version {version}")
             return False
         metrics.WRITES.labels("ok").inc()
-        self.mirror.apply(version, upsert, remove)
+        self._written(plan, version, intents)
+        return True
+
+    async def _reload(self, lease) -> None:
+        """Start from what Redis holds: a new term, or after Redis surprised us."""
+        # Keyed on the term, not the epoch: after Redis restarts empty the
+        # epoch starts again at 1 and may equal the one we held before.
+        if self._mirror_term != self.election.term:
+            self.planner = Planner(self.rules)  # grace clocks of an older term are stale
+        term = self.election.term
+        snap = await bounded(self.store.load(intents=self.intents is not None), self._command_timeout,
+                             "loading the set")
+        self.mirror, self._mirror_term = Mirror(snap), term
+        if self.intents is not None:
+            self.intents.start_at(self._cursor(snap.intents_cursor))  # resume where the last leader stopped
+        self._corrupt = set(snap.corrupt)
+        if snap.corrupt:
+            log.error("Redis holds %d unreadable builder records (%s); replacing or removing them",
+                      len(snap.corrupt), ", ".join(sorted(snap.corrupt)[:5]))
+        self.election.version_floor = max(self.election.version_floor, snap.version)
+        metrics.IS_LEADER.set(1)
+        metrics.EPOCH.set(lease.epoch)
+        metrics.BUILDERS.set(len(snap.builders))
+
+    def _cursor(self, cursor: str) -> str:
+        try:
+            stream_id(cursor)
+            return cursor
+        except ValueError:
+            now = f"{int(time.time() * 1000)}-0"
+            log.error("the intents cursor in Redis is unreadable (%r); applying intents appended from now (%s) on, "
+                      "older ones are left to DNS", cursor[:40], now)
+            self.mirror.cursor = now
+            return now
+
+    def _intent_write(self, plan: Plan) -> IntentWrite | None:
+        if not (plan.cursor or plan.suppress or plan.unsuppress):
+            return None
+        cursor = plan.cursor or self.mirror.cursor
+        kept_ms = stream_id(cursor)[0] - int(self.timing.intents_kept * 1000)
+        return IntentWrite(cursor=cursor, outcomes=[(it.request, out) for it, out in plan.outcomes],
+                           suppress=plan.suppress, unsuppress=plan.unsuppress, ttl=OUTCOME_TTL,
+                           trim_before=f"{kept_ms}-0" if plan.cursor and kept_ms > 0 else None)
+
+    def _written(self, plan: Plan, version: int, intents: IntentWrite | None) -> None:
+        self.mirror.apply(version, plan.upsert + plan.touch, plan.remove)
         self._corrupt.clear()
         self.election.version_floor = max(self.election.version_floor, version)
         metrics.BUILDERS.set(len(self.mirror.builders))
-        log.info("version %d: +%d/-%d builders (now %d)", version,
-                 len(upsert), len(remove), len(self.mirror.builders))
-        return True
+        if plan.upsert or plan.remove:
+            log.info("version %d: +%d/-%d builders (now %d)", version,
+                     len(plan.upsert), len(plan.remove), len(self.mirror.builders))
+        self._consumed(plan, version, intents)
+
+    def _consumed(self, plan: Plan, version: int, intents: IntentWrite | None) -> None:
+        """The intents a write took: never read again, their outcomes reported."""
+        if intents is not None:
+            self.mirror.took(intents)
+        if self.intents is not None and plan.cursor:
+            self.intents.consumed(plan.cursor)
+        self._report(plan, version)
+
+    def _report(self, plan: Plan, version: int) -> None:
+        now = time.time()
+        for it, out in plan.outcomes:
+            metrics.INTENTS.labels(it.op if it.op in OPS else "unknown", out["status"]).inc()
+            metrics.INTENT_SECONDS.observe(max(0.0, now - stream_id(it.entry_id)[0] / 1000))
+            if it.error is not None:
+                self._log_once.warning(f"intent:{it.error.reason}:{it.error.detail}",
+                                       "intent %s rejected: %s; outcome at %s", it.entry_id, it.error,
+                                       self.store.keys.outcome(it.request))
+            elif out["status"] == "rejected":
+                log.warning("intent %s (%s %s) rejected: %s: %s", it.entry_id, it.op, it.id, out["reason"],
+                            out["detail"])
+            else:
+                log.info("intent %s: %s %s %s at version %d", it.entry_id, it.op, it.id, out["status"], version)
+        for line in plan.conflicts:
+            metrics.INTENT_CONFLICTS.inc()
+            log.warning("%s", line)
+        for bid in plan.expired:
+            metrics.UNCONFIRMED_EXPIRED.inc()
+            log.warning("registration of %s not confirmed by DNS within %.0fs: removed (its provisioner may have "
+                        "died after registering)", bid, self.rules.confirm_grace)

@@ -20,3 +20,10 @@ LOOP_CRASHES = Counter("discoverer_loop_crashes_total", "Unplanned exceptions ca
 OPERATOR_ERRORS = Counter("discoverer_redis_operator_errors_total",
                           "Redis refusals an operator must fix (WRONGTYPE, SCRIPT, NOPERM, AUTH, OOM, ...)", ["code"])
 REDIS_UP = Gauge("discoverer_redis_up", "1 while the last call to Redis (the lease, every 0.1-0.5 s) succeeded")
+INTENTS = Counter("discoverer_intents_total", "Registration intents by outcome", ["op", "status"])
+INTENT_SECONDS = Histogram("discoverer_intent_seconds", "From an intent's append (its stream id) to its fenced write",
+                           buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+INTENT_CONFLICTS = Counter("discoverer_intent_conflicts_total",
+                           "DNS listed a builder at another address than its registration said (DNS won)")
+UNCONFIRMED_EXPIRED = Counter("discoverer_unconfirmed_expired_total",
+                              "Registrations removed because DNS did not list them within --confirm-grace")

@@ -18,6 +18,7 @@ from shared.store import Store
 from . import status
 from .config import DiscovererConfig
 from .election import Election
+from .intents import IntentReader
 from .loop import Discoverer
 from .sources import Source
 from .sources.file import FileSource
@@ -59,13 +60,17 @@ class DiscovererService:
             store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
             source = make_source(cfg)
             stack.push_async_callback(source.aclose)
+            # the intents reader blocks on XREAD: a connection of its own
+            intents_client = await stack.enter_async_context(
+                redis_client(cfg.redis.url, name=f"discoverer-intents:{cfg.holder}"))
+            intents = IntentReader(Store(intents_client, cfg.redis.keys), command_timeout=cfg.lease.command_timeout)
             self.election = election = Election(store, cfg.holder, cfg.lease)
             self.discoverer = disc = Discoverer(store=store, source=source, election=election,
-                                                rules=cfg.rules, timing=cfg.timing)
+                                                rules=cfg.rules, timing=cfg.timing, intents=intents)
             stack.push_async_callback(status.withdraw, election)
             stack.push_async_callback(election.release)  # first on the way out, crash or not
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(election.run()), tg.create_task(disc.run()),
+                tasks = [tg.create_task(election.run()), tg.create_task(disc.run()), tg.create_task(intents.run()),
                          tg.create_task(status.publish(election, disc))]
                 await stop.wait()
                 for task in tasks:

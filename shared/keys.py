@@ -13,7 +13,8 @@ from .errors import ConfigError
 DEFAULT_PREFIX = "{xds}"
 # The Redis type of each key (Keys attribute -> what `redis-cli TYPE` says), to name the culprit of a WRONGTYPE.
 KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
-         "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash"}
+         "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash", "intents": "stream",
+         "intents_cursor": "string", "deregistered": "hash"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class Keys:
     def outcome(self, request: str) -> str:
         """string (JSON, with a TTL): the outcome of one intent."""
         return self._key(f"outcome:{request}")
+
     def kind_of(self, key: str) -> str | None:
         """The Redis type flyxds keeps at ``key`` ('hash', 'string', 'stream'); None for a key not ours."""
         for name, kind in KINDS.items():
@@ -93,3 +95,18 @@ class Keys:
 
     def fenced_write_keys(self) -> list[str]:
         return [self.leader, self.epoch, self.builders, self.routes, self.version, self.changes]
+
+    @property
+    def intents_cursor(self) -> str:
+        """string: id of the last intent entry the leader applied (or rejected): where the next resumes."""
+        return self._key("intents:cursor")
+
+    @property
+    def deregistered(self) -> str:
+        """hash: builder id -> wall-clock second until which DNS may not bring it back."""
+        return self._key("deregistered")
+
+    def intent_write_keys(self, requests: list[str] = ()) -> list[str]:
+        """The fenced write keys, then what applying intents touches (see shared/scripts.py APPLY)."""
+        return [*self.fenced_write_keys(), self.intents_cursor, self.deregistered, self.intents,
+                *(self.outcome(r) for r in requests)]

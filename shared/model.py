@@ -1,8 +1,15 @@
 """The builder record and its validation.
 
 A ``Builder`` is immutable and hashable; two records are equal when every
-routing-relevant field is equal (``seen_at`` is informational and ignored), so
-a diff of two sets is plain dictionary and equality work.
+routing-relevant field is equal (``seen_at``, ``source`` and ``registered_at``
+are bookkeeping and ignored), so a diff of two sets is plain dictionary and
+equality work.
+
+``source`` says where a builder came from: ``dns`` (listed by the source the
+discoverer polls; the reconciling truth) or ``intent`` (registered by its
+provisioner through ``{xds}:intents`` and not yet listed by DNS, since
+``registered_at``, wall-clock seconds). Both live in the stored JSON, so a new
+leader knows from Redis alone which registrations are still unconfirmed.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 MAX_SNI = 253
 RESERVED_NAMES = frozenset({XDS_CLUSTER, NO_ROUTE_CLUSTER})  # cluster names no builder SNI may take
 
+SOURCE_DNS, SOURCE_INTENT = "dns", "intent"  # Builder.source
+
 # Fly's private network is fdaa::/16; loopback is allowed for local runs and tests.
 DEFAULT_ALLOWED_NETWORKS = ("fdaa::/16", "127.0.0.0/8", "::1/128")
 
@@ -42,6 +51,13 @@ class Builder:
     port: int
     sni: str
     seen_at: float = field(default=0.0, compare=False)
+    source: str = field(default=SOURCE_DNS, compare=False)
+    registered_at: float = field(default=0.0, compare=False)  # wall clock of the last registration intent
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Registered by an intent and not (yet) listed by DNS."""
+        return self.source == SOURCE_INTENT
 
     @property
     def endpoint(self) -> str:
@@ -56,17 +72,19 @@ class Builder:
         return f"{self.endpoint} {self.id}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "app": self.app,
-                "region": self.region,
-                "address": self.address,
-                "port": self.port,
-                "sni": self.sni,
-                "seen_at": self.seen_at,
-            }
-        )
+        record = {
+            "id": self.id,
+            "app": self.app,
+            "region": self.region,
+            "address": self.address,
+            "port": self.port,
+            "sni": self.sni,
+            "seen_at": self.seen_at,
+            "source": self.source,
+        }
+        if self.registered_at:
+            record["registered_at"] = self.registered_at
+        return orjson.dumps(record)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "Builder":
@@ -81,6 +99,8 @@ class Builder:
                 port=int(data["port"]),
                 sni=str(data["sni"]),
                 seen_at=float(data.get("seen_at", 0.0)),
+                source=SOURCE_INTENT if data.get("source") == SOURCE_INTENT else SOURCE_DNS,
+                registered_at=float(data.get("registered_at") or 0.0),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise RecordError("corrupt_json", repr(raw)[:120]) from exc

@@ -52,10 +52,22 @@ return 1
 """
 
 # ARGV: holder, epoch, expected version, stream maxlen, payload JSON
-#   {"upsert": [[id, record_json, sni, route], ...], "remove": [id, ...]}[, version floor]
+#   {"upsert": [[id, record_json, sni, route], ...], "remove": [id, ...],
+#    "touch": [[id, record_json], ...],   -- optional: bookkeeping only (source, registered_at):
+#                                         -- stored, but neither a new version nor a change entry
+#    "intents": {...}}                    -- optional, see below
+#   [, version floor]
 # The new version is max(expected, floor) + 1: after a failover lost acknowledged writes
 # (Redis went back to an older version), the rewrite gets a version number never used
 # before, so no replica can mistake it for the lost one it may have served.
+#
+# Intents (KEYS from Keys.intent_write_keys: KEYS[7] intents cursor, KEYS[8] deregistered,
+# KEYS[9] intents stream, KEYS[10..] one outcome key per outcome, in order):
+#   {"cursor": entry id, "ttl": seconds, "outcomes": [{...}, ...],
+#    "suppress": [[id, until], ...], "unsuppress": [id, ...], "trim_before": entry id or absent}
+# are written in the same call as the diff, even when the diff is empty: a leader killed
+# mid-way either applied a batch of intents (cursor moved, outcomes written) or did not.
+# An outcome whose status is not 'rejected' gets the version the call leaves Redis at.
 # Returns {'fenced', why} | {'conflict', version} | {'noop', version} | {'ok', version}.
 APPLY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced', 'lease'} end
@@ -112,18 +124,35 @@ for _, u in ipairs(p.upsert) do
   redis.call('HSET', KEYS[3], id, rec)
   redis.call('HSET', KEYS[4], sni, route)
 end
-if #added + #updated + #removed == 0 then return {'noop', tostring(v)} end
-local function ids(t)
-  if #t == 0 then return '[]' end
-  return '["' .. table.concat(t, '","') .. '"]'
+for _, t in ipairs(p.touch or {}) do
+  if redis.call('HEXISTS', KEYS[3], t[1]) == 1 then redis.call('HSET', KEYS[3], t[1], t[2]) end
 end
-local vfloor = tonumber(ARGV[6] or '0')
-if vfloor > v then v = vfloor end
-v = v + 1
-redis.call('SET', KEYS[5], v)
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*',
-  'version', v, 'epoch', ARGV[2],
-  'added', ids(added), 'removed', ids(removed), 'updated', ids(updated),
-  'records', '[' .. table.concat(records, ',') .. ']')
-return {'ok', tostring(v)}
+local status = 'noop'
+if #added + #updated + #removed > 0 then
+  local function ids(t)
+    if #t == 0 then return '[]' end
+    return '["' .. table.concat(t, '","') .. '"]'
+  end
+  local vfloor = tonumber(ARGV[6] or '0')
+  if vfloor > v then v = vfloor end
+  v = v + 1
+  redis.call('SET', KEYS[5], v)
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*',
+    'version', v, 'epoch', ARGV[2],
+    'added', ids(added), 'removed', ids(removed), 'updated', ids(updated),
+    'records', '[' .. table.concat(records, ',') .. ']')
+  status = 'ok'
+end
+local it = p.intents
+if it then
+  redis.call('SET', KEYS[7], it.cursor)
+  for _, s in ipairs(it.suppress) do redis.call('HSET', KEYS[8], s[1], s[2]) end
+  for _, id in ipairs(it.unsuppress) do redis.call('HDEL', KEYS[8], id) end
+  for i, o in ipairs(it.outcomes) do
+    if o.status ~= 'rejected' then o.version = v end
+    redis.call('SET', KEYS[9 + i], cjson.encode(o), 'EX', it.ttl)
+  end
+  if it.trim_before then redis.call('XTRIM', KEYS[9], 'MINID', '~', it.trim_before) end
+end
+return {status, tostring(v)}
 """

@@ -44,6 +44,38 @@ class SetSnapshot:
     builders: dict[str, Builder]
     last_change_id: str  # stream id to follow from ("0-0" when the stream is empty)
     corrupt: tuple[str, ...] = ()  # ids whose JSON could not be parsed
+    intents_cursor: str = "0-0"  # with load(intents=True): the last intent entry applied
+    deregistered: dict[str, float] = field(default_factory=dict)  # with intents=True: id -> suppressed until
+
+
+@dataclass(frozen=True, slots=True)
+class IntentWrite:
+    """What applying a batch of intents writes, in the same script call as the diff.
+
+    ``outcomes`` are (request, outcome) pairs; an outcome whose status is not
+    "rejected" gets the version the write leaves Redis at."""
+
+    cursor: str
+    outcomes: list[tuple[str, dict]] = field(default_factory=list)
+    suppress: dict[str, float] = field(default_factory=dict)  # id -> wall clock until DNS may not re-add it
+    unsuppress: list[str] = field(default_factory=list)
+    trim_before: str | None = None  # entries of the intents stream older than this id may go
+    ttl: int = 600  # seconds an outcome is kept
+
+    def payload(self) -> dict:
+        out = {"cursor": self.cursor, "ttl": self.ttl, "outcomes": [o for _, o in self.outcomes],
+               "suppress": [[k, v] for k, v in self.suppress.items()], "unsuppress": list(self.unsuppress)}
+        if self.trim_before:
+            out["trim_before"] = self.trim_before
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IntentEntry:
+    """One entry of the intents stream, as read (field values still bytes)."""
+
+    entry_id: str
+    fields: dict[bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,21 +186,26 @@ class Store:
     # --- the builder set --------------------------------------------------
     async def apply(
         self, lease: Lease, expected_version: int, upsert: Iterable[Builder], remove: Iterable[str],
-        *, floor: int = 0,
+        *, floor: int = 0, touch: Iterable[Builder] = (), intents: IntentWrite | None = None,
     ) -> int:
         """Apply one diff as one fenced step; returns the new version (unchanged on a no-op).
 
         The new version is ``max(expected_version, floor) + 1``: a leader passes the highest
-        version it has known, so a rewrite after Redis lost writes never reuses a number."""
-        payload = orjson.dumps(
-            {
-                "upsert": [[b.id, b.to_json().decode(), b.sni, b.route] for b in upsert],
-                "remove": list(remove),
-            }
-        )
-        args = [lease.holder, lease.epoch, expected_version, self.stream_maxlen, payload, floor]
-        async with self._translating("writing the builder set", *self.keys.fenced_write_keys()):
-            status, value = await self._apply(keys=self.keys.fenced_write_keys(), args=args)
+        version it has known, so a rewrite after Redis lost writes never reuses a number.
+        ``touch`` rewrites records whose routing is unchanged (no new version); ``intents``
+        advances the intents cursor and writes their outcomes in the same call."""
+        body: dict = {
+            "upsert": [[b.id, b.to_json().decode(), b.sni, b.route] for b in upsert],
+            "remove": list(remove),
+            "touch": [[b.id, b.to_json().decode()] for b in touch],
+        }
+        keys = self.keys.fenced_write_keys()
+        if intents is not None:
+            body["intents"] = intents.payload()
+            keys = self.keys.intent_write_keys([r for r, _ in intents.outcomes])
+        args = [lease.holder, lease.epoch, expected_version, self.stream_maxlen, orjson.dumps(body), floor]
+        async with self._translating("writing the builder set", *keys):
+            status, value = await self._apply(keys=keys, args=args)
         status = status.decode() if isinstance(status, bytes) else status
         value = value.decode() if isinstance(value, bytes) else value
         if status == "fenced":
@@ -177,15 +214,19 @@ class Store:
             raise VersionConflict(expected_version, int(value))
         return int(value)
 
-    async def load(self) -> SetSnapshot:
-        """The version, every builder and the stream position, in one MULTI."""
+    async def load(self, *, intents: bool = False) -> SetSnapshot:
+        """The version, every builder and the stream position, in one MULTI; with ``intents``
+        (the leader) also the intents cursor and the deregistered ids."""
         async with self._translating("loading the builder set", self.keys.version, self.keys.builders,
-                                     self.keys.changes):
+                                     self.keys.changes, *((self.keys.intents_cursor, self.keys.deregistered)
+                                                          if intents else ())):
             await self._ready()
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.version).hgetall(self.keys.builders)
                 pipe.xrevrange(self.keys.changes, count=1)
-                version, raw, last = await pipe.execute()
+                if intents:
+                    pipe.get(self.keys.intents_cursor).hgetall(self.keys.deregistered)
+                version, raw, last, *extra = await pipe.execute()
         builders: dict[str, Builder] = {}
         corrupt: list[str] = []
         for key, value in raw.items():
@@ -195,7 +236,12 @@ class Store:
             except RecordError:
                 corrupt.append(bid)
         last_id = last[0][0].decode() if last else "0-0"
-        return SetSnapshot(int(version or 0), builders, last_id, tuple(corrupt))
+        if not intents:
+            return SetSnapshot(int(version or 0), builders, last_id, tuple(corrupt))
+        cursor, dereg = extra
+        return SetSnapshot(int(version or 0), builders, last_id, tuple(corrupt),
+                           intents_cursor=cursor.decode() if cursor else "0-0",
+                           deregistered={k.decode(errors="replace"): _float(v) for k, v in dereg.items()})
 
     async def _ready(self) -> None:
         """A cluster client learns the slots before its first transaction: redis-py queues
@@ -210,6 +256,30 @@ class Store:
             reply = await self.client.xread({self.keys.changes: after}, block=block_ms, count=count)
         return [Change.from_entry(sid, fields) for _, entries in reply or () for sid, fields in entries]
 
+    # --- intents (the provisioner's API) ---------------------------------------
+    async def read_intents(self, after: str, *, block_ms: int, count: int = 500) -> list[IntentEntry]:
+        """Intent entries after stream id ``after``; waits up to block_ms for the first.
+        Call it on a client of its own: a blocked read holds its connection."""
+        async with self._translating("reading intents", self.keys.intents):
+            reply = await self.client.xread({self.keys.intents: after}, block=block_ms, count=count)
+        return [IntentEntry(sid.decode(), fields) for _, entries in reply or () for sid, fields in entries]
+
+    async def append_intent(self, fields: dict[str, str]) -> str:
+        """XADD one intent (what a provisioner does); its entry id."""
+        async with self._translating("appending an intent", self.keys.intents):
+            return (await self.client.xadd(self.keys.intents, fields)).decode()
+
+    async def outcome(self, request: str) -> dict | None:
+        """What became of one intent, while its outcome has not expired."""
+        async with self._translating("reading an intent's outcome", self.keys.outcome(request)):
+            raw = await self.client.get(self.keys.outcome(request))
+        if raw is None:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptState(f"outcome of {request!r} is unreadable") from exc
+
     async def version(self) -> int:
         async with self._translating("reading the version", self.keys.version):
             return int(await self.client.get(self.keys.version) or 0)
@@ -217,7 +287,8 @@ class Store:
     async def version_and_size(self) -> tuple[int, int]:
         """(the version, how many builder records), in one MULTI: the leader's cheap check
         that the set is still the one it wrote."""
-        with translating("reading the version and the size of the set"):
+        async with self._translating("reading the version and the size of the set", self.keys.version,
+                                     self.keys.builders):
             await self._ready()
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys.version).hlen(self.keys.builders)
@@ -235,13 +306,39 @@ class Store:
                     pipe.hdel(key, *stale)
                 await pipe.execute()
 
+    async def get_statuses(self, *keys: str) -> list[dict[str, dict]]:
+        """Several status hashes in one round trip."""
+        async with self._translating("reading status", *keys):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                raws = await pipe.execute()
+        return [_decode_status(raw) for raw in raws]
+
     async def get_status(self, key: str) -> dict[str, dict]:
         async with self._translating("reading status", key):
             raw = await self.client.hgetall(key)
-        out = {}
-        for k, v in raw.items():
-            try:
-                out[k.decode()] = orjson.loads(v)
-            except orjson.JSONDecodeError:
-                out[k.decode()] = {"corrupt": True}
-        return out
+        return _decode_status(raw)
+
+
+def _decode_status(raw: dict) -> dict[str, dict]:
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[k.decode()] = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            out[k.decode()] = {"corrupt": True}
+    return out
+
+
+def _float(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as a sortable pair."""
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)

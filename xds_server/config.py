@@ -24,6 +24,9 @@ class XdsConfig:
     domain: str = "builders.internal"
     region_scope: str = "all"
     connect_timeout: float = 1.0
+    connect_attempts: int = 20
+    connect_backoff: float = 0.05
+    connect_backoff_max: float = 0.2
     on_demand_wait: float = 5.0
     max_streams: int = 5000
     max_message_bytes: int = 64 * 1024 * 1024
@@ -68,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--region-scope", choices=("all", "local"), default=env("XDS_REGION_SCOPE", "all"),
                    help="local: each Envoy sees only the builders of its node region")
     g.add_argument("--connect-timeout", type=float, default=1.0, help="seconds for Envoy to connect to a builder")
+    g.add_argument("--connect-attempts", type=int, default=int(env("XDS_CONNECT_ATTEMPTS", "20")),
+                   help="attempts Envoy makes to connect to a builder before it gives up on a client connection "
+                   "(with jittered exponential backoff): a route can be live before the builder listens")
+    g.add_argument("--connect-backoff", type=float, default=0.05,
+                   help="seconds: the first backoff between connect attempts is random in [0, this)")
+    g.add_argument("--connect-backoff-max", type=float, default=0.2,
+                   help="seconds: backoffs double up to random in [0, this)")
     g.add_argument("--on-demand-wait", type=float, default=5.0,
                    help="on_demand: seconds a connection may wait for its builder to appear")
     lim = p.add_argument_group("limits")
@@ -101,13 +111,17 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         raise ConfigError("--client-ca needs --tls-cert and --tls-key")
     if a.require_node_identity and not a.client_ca:
         raise ConfigError("--require-node-identity needs --client-ca (client certificates)")
+    if a.connect_attempts < 1 or a.connect_backoff < 0.001 or a.connect_backoff_max < a.connect_backoff:
+        raise ConfigError("--connect-attempts must be >= 1, --connect-backoff >= 0.001 s and "
+                          "--connect-backoff-max >= --connect-backoff")
     read_url = a.redis_read_url or None
     if read_url:
         parse_url(read_url)  # a bad URL is exit code 2 now, not a retry loop later
     return XdsConfig(
         redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
-        connect_timeout=a.connect_timeout, on_demand_wait=a.on_demand_wait, max_streams=a.max_streams,
+        connect_timeout=a.connect_timeout, connect_attempts=a.connect_attempts, connect_backoff=a.connect_backoff,
+        connect_backoff_max=a.connect_backoff_max, on_demand_wait=a.on_demand_wait, max_streams=a.max_streams,
         max_message_bytes=a.max_message_mb * 1024 * 1024, max_connection_age=a.max_connection_age,
         keepalive_min_ping=a.keepalive_min_ping,
         replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",

@@ -4,10 +4,12 @@ The registry is in-memory; ``xds_server.status`` publishes it to Redis.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from envoy.config.core.v3 import base_pb2
 
@@ -59,15 +61,21 @@ class Peer:
     acked: dict[str, str] = field(default_factory=dict)  # short type -> version_info
     last_nack: dict | None = None
     dirty: bool = True
+    notify: Callable[[], None] | None = field(default=None, repr=False)  # an ACK or NACK to publish
 
     def ack(self, type_url: str, version: str) -> None:
         self.acked[rs.SHORT.get(type_url, type_url)] = version
-        self.dirty = True
+        self._changed()
 
     def nack(self, type_url: str, version: str, detail: str) -> None:
         self.last_nack = {"type": rs.SHORT.get(type_url, type_url), "version": version,
                           "detail": detail[:500], "at": round(time.time(), 3)}
+        self._changed()
+
+    def _changed(self) -> None:
         self.dirty = True
+        if self.notify is not None:
+            self.notify()
 
     def status(self, replica: str) -> dict:
         return {"node": self.node_id, "replica": replica, "region": self.region, "kind": self.kind,
@@ -84,6 +92,7 @@ class Registry:
         self.max_views = max_views
         self.peers: set[Peer] = set()
         self.gone: set[str] = set()
+        self.changed = asyncio.Event()  # set when a peer ACKs or NACKs: the status publisher writes it soon
         self._nodes: collections.Counter[str] = collections.Counter()
         self._views: collections.Counter[ViewKey] = collections.Counter()
 
@@ -101,7 +110,7 @@ class Registry:
         if view not in self._views and len(self._views) >= self.max_views:
             raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
                                                       "distinct views (region, listener address and port)")
-        peer = Peer(node_id, region, view, kind)
+        peer = Peer(node_id, region, view, kind, notify=self.changed.set)
         self.peers.add(peer)
         self._nodes[node_id] += 1
         self._views[view] += 1

@@ -22,7 +22,7 @@ from .cache import Cache
 from .config import XdsConfig
 from .follow import Follower
 from .peers import Registry
-from .render import ListenerSpec, Renderer
+from .render import ConnectRetry, ListenerSpec, Renderer
 from .status import StatusPublisher
 
 log = logging.getLogger("xds_server")
@@ -32,7 +32,8 @@ class Replica:
     def __init__(self, cfg: XdsConfig):
         self.cfg = cfg
         renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
-                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders)
+                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
+                            retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
         self.cache = Cache(renderer, region_scope=cfg.region_scope)
         self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
         self.follower: Follower | None = None

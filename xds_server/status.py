@@ -2,11 +2,14 @@
 
 Hash fields cannot expire on every Redis version we support, so each entry
 carries a heartbeat; entries older than ``stale_after`` are pruned by any
-replica and ignored by readers.
+replica and ignored by readers. An Envoy's ACK or NACK is published within
+``coalesce`` seconds (ACKs that arrive meanwhile go in the same write), so
+``xdsctl register --wait`` sees it at once; the heartbeat stays periodic.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary"):
+                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary",
+                 coalesce: float = 0.01):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower
         self.reads = reads  # "primary", or "replica" with --redis-read-url
@@ -34,14 +38,17 @@ class StatusPublisher:
         self.address = address
         self.every = every
         self.stale_after = stale_after
+        self.coalesce = coalesce
         self._last_full = 0.0
 
     async def run(self) -> None:
-        """Publish every ``every`` seconds until cancelled; nothing that goes wrong ends it."""
+        """Publish on every ACK or NACK (coalesced) and every ``every`` seconds; nothing that goes wrong ends it."""
         await supervise.forever(self.step, loop="status", crashes=metrics.LOOP_CRASHES, backoff=self.every,
                                 keeping="status not published")
 
     async def step(self) -> None:
+        changed = self.registry.changed
+        changed.clear()  # before publishing: an ACK while we write is published next round
         try:
             await self.publish()
         except StoreMisuse as exc:
@@ -49,7 +56,18 @@ class StatusPublisher:
                                     f"status not published, trying again in {self.every:g}s", log)
         except StoreError as exc:
             log.debug("status not published: %s", exc)
+        else:
+            await self._wait_for_acks(changed)
+            return
         await asyncio.sleep(self.every)
+
+    async def _wait_for_acks(self, changed: asyncio.Event) -> None:
+        """Until the heartbeat is due, or an Envoy ACKed or NACKed (plus ``coalesce`` to gather others)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.every):  # not wait_for: it can lose a cancellation on 3.11
+                await changed.wait()
+        if changed.is_set():
+            await asyncio.sleep(self.coalesce)
 
     async def publish(self) -> None:
         now = time.time()
@@ -77,7 +95,7 @@ class StatusPublisher:
     def _replica_status(self, now: float) -> dict:
         status = {"id": self.replica, "address": self.address, "streams": len(self.registry.peers),
                   "version": self.cache.version, "ready": self.cache.ready, "heartbeat": round(now, 3),
-                  "reads": self.reads}
+                  "reads": self.reads, "routing": self.cache.renderer.mode, "region_scope": self.cache.region_scope}
         if self.follower is not None:
             status["source_version"] = self.follower.source_version
         return status

@@ -14,7 +14,7 @@ from shared.connect import redact, redis_client
 from shared.errors import ConfigError, StoreError, StoreUnavailable
 from shared.store import Store
 
-from . import views
+from . import register, views
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("replicas", help="ADS replicas and their heartbeats")
     sub.add_parser("envoys", help="connected Envoys: region, replica, versions ACKed, last NACK, lag")
     sub.add_parser("status", help="one screen: version, leader, replicas, Envoys in sync / behind / NACKing")
+    register.add_parsers(sub, HelpFormatter)
     ch = sub.add_parser("changes", help="the change stream (newest last)")
     ch.add_argument("--count", type=int, default=20, help="entries to show")
     ch.add_argument("--follow", action="store_true", help="keep printing new entries")
@@ -57,6 +58,8 @@ async def run(args: argparse.Namespace) -> int:
     settings = RedisSettings.from_args(args)
     async with redis_client(settings.url, name="xdsctl") as client:
         store = Store(client, settings.keys)
+        if args.command in register.COMMANDS:
+            return await register.run(store, args)
         if args.command == "changes" and args.follow:
             return await views.follow_changes(store, args)
         data = await views.collect(store, args.command, args)

@@ -23,7 +23,8 @@ async def collect(store: Store, command: str, args) -> dict | list:
         snap = await store.load()
         return {"version": snap.version, "builders": [
             {"id": b.id, "app": b.app, "region": b.region, "address": b.address, "port": b.port,
-             "sni": b.sni, "seen_at": b.seen_at} for b in sorted(snap.builders.values(), key=lambda b: b.id)],
+             "sni": b.sni, "seen_at": b.seen_at, "source": b.source, "registered_at": b.registered_at or None}
+            for b in sorted(snap.builders.values(), key=lambda b: b.id)],
             "corrupt": list(snap.corrupt)}
     if command == "leader":
         holder, epoch, ttl = await store.leader()
@@ -116,8 +117,9 @@ def show(command: str, data: dict) -> None:
             return
         _table(("SNI", "address"), data["routes"].items(), f"routes at version {data['version']}")
     elif command == "builders":
-        _table(("id", "app", "region", "address", "port", "sni"),
-               ((b["id"], b["app"], b["region"], b["address"], b["port"], b["sni"]) for b in data["builders"]),
+        _table(("id", "app", "region", "address", "port", "sni", "source"),
+               ((b["id"], b["app"], b["region"], b["address"], b["port"], b["sni"], _source(b))
+                for b in data["builders"]),
                f"{len(data['builders'])} builders at version {data['version']}")
     elif command == "leader":
         console.print(f"leader: {data['holder'] or '(none)'}  epoch {data['epoch']}  lease {max(data['ttl_ms'], 0)} ms")
@@ -148,6 +150,16 @@ def show_status(data: dict) -> None:
         + f") {v.get('streams')} streams" for k, v in replicas.items()), highlight=False)
     e = data["envoys"]
     console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing")
+
+
+def _source(b: dict) -> str:
+    """dns; dns (registered 12 s ago); intent (unconfirmed for 3 s)."""
+    if not b.get("registered_at"):
+        return b.get("source", "dns")
+    age = max(0.0, time.time() - b["registered_at"])
+    if b.get("source") == "intent":
+        return f"intent (unconfirmed for {age:.0f} s)"
+    return f"dns (registered {age:.0f} s ago)"
 
 
 def _reads(v: dict) -> str:
