@@ -3,7 +3,8 @@
 Leaders and standbys alike refresh their entry every second, so
 ``redis-cli HGETALL {xds}:discoverers`` (or xdsctl) shows who leads, at which
 epoch and version, when each last polled and what last failed. An entry whose
-``updated_at`` is old belongs to a process that died; a graceful stop removes it.
+``updated_at`` is older than ``STALE_AFTER`` belongs to a process that died: readers
+hide it and every discoverer prunes such entries; a graceful stop removes its own.
 Status is best effort: failing to write it never stops discovery.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 import redis.exceptions
 
 from shared.errors import StoreUnavailable
+from shared.keys import STALE_AFTER
+from shared.store import Store
 
 from .election import Election, bounded
 from .loop import Discoverer
@@ -41,15 +44,38 @@ def snapshot(election: Election, disc: Discoverer) -> dict:
 
 
 async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
-    """Refresh our entry every ``every`` seconds until cancelled."""
+    """Refresh our entry every ``every`` seconds, and prune dead ones now and then, until cancelled."""
     store, holder = election.store, election.holder
+    pruned_at = 0.0
     while True:
         try:
             await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
                           election.times.command_timeout, "writing status")
+            if time.monotonic() - pruned_at >= STALE_AFTER / 3:
+                await bounded(prune(store), election.times.command_timeout, "pruning status")
+                pruned_at = time.monotonic()
         except (StoreUnavailable, redis.exceptions.ResponseError) as exc:
             log.debug("status not written: %s", exc)
         await asyncio.sleep(every)
+
+
+async def prune(store: Store, now: float | None = None) -> list[str]:
+    """Remove the entries of discoverers that stopped refreshing them (killed, not stopped)."""
+    now = time.time() if now is None else now
+    entries = await store.get_status(store.keys.discoverers)
+    stale = [k for k, v in entries.items() if now - _float(v.get("updated_at")) > STALE_AFTER]
+    if stale:
+        await store.put_status(store.keys.discoverers, {}, stale=stale)
+        log.info("removed the status of %d discoverer(s) silent for over %.0fs: %s", len(stale), STALE_AFTER,
+                 ", ".join(sorted(stale)))
+    return stale
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 async def withdraw(election: Election) -> None:

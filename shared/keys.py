@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 DEFAULT_PREFIX = "{xds}"
+# Entries of the status hashes (replicas, envoys, discoverers) carry a heartbeat, since hash fields
+# cannot expire on Redis 6.2: one older than this belongs to a process that is gone. Readers hide
+# such entries; their writers prune them.
+STALE_AFTER = 15.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,12 @@ class Store:
             reply = await self.client.xread({self.keys.changes: after}, block=block_ms, count=count)
         return [Change.from_entry(sid, fields) for _, entries in reply or () for sid, fields in entries]
 
+    async def recent_changes(self, count: int) -> list[Change]:
+        """The newest ``count`` entries of the changes stream, oldest first."""
+        with translating("reading the changes stream"):
+            reply = await self.client.xrevrange(self.keys.changes, count=count)
+        return [Change.from_entry(sid, fields) for sid, fields in reversed(reply)]
+
     async def version(self) -> int:
         with translating("reading the version"):
             return int(await self.client.get(self.keys.version) or 0)

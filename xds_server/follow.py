@@ -63,14 +63,19 @@ class Follower:
                 log.warning("change stream gap: %s; resyncing from a full load", exc)
             except CorruptState as exc:
                 metrics.RESYNCS.labels("corrupt").inc()
-                log.error("%s; keeping %d builders, resyncing", exc, len(self.builders))
+                log.error("%s; %s, resyncing", exc, self.serving())
                 await asyncio.sleep(delay)
             except StoreUnavailable as exc:
                 metrics.RESYNCS.labels("redis").inc()
-                log.warning("Redis unavailable (%s); serving version %d with %d builders, retrying in %.1fs",
-                            exc, self.cache.version, len(self.builders), delay)
+                log.warning("Redis unavailable (%s); %s, retrying in %.1fs", exc, self.serving(), delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 1.0)  # back within ~1 s of Redis returning
+
+    def serving(self) -> str:
+        """What Envoys get meanwhile, for log lines."""
+        if not self.loaded.is_set():
+            return "not loaded yet (health stays NOT_SERVING)"
+        return f"serving version {self.cache.version} with {len(self.builders)} builders"
 
     async def resync(self) -> None:
         started = time.perf_counter()

@@ -7,7 +7,7 @@ import logging
 
 from shared import logs, metrics
 from shared.connect import redact, redis_client
-from shared.metrics import split_hostport
+from shared.config import join_hostport, parse_hostport
 from shared.runner import run_service
 from shared.store import Store
 
@@ -29,8 +29,7 @@ async def serve(cfg: config.XdsConfig, stop: asyncio.Event) -> None:
     cache = Cache(renderer, region_scope=cfg.region_scope)
     registry = Registry(cache, ListenerDefaults(address=cfg.listener_address, port=cfg.listener_port))
     grpc_server, health, port = server.build(cache, registry, cfg)
-    host, _ = split_hostport(cfg.listen)
-    address = f"{host}:{port}"
+    address = join_hostport(parse_hostport(cfg.listen)[0], port)
     await server.set_health(health, False)
     await grpc_server.start()
     log.info("replica %s serving ADS on %s (routing %s, region scope %s) from %r",
@@ -44,7 +43,7 @@ async def serve(cfg: config.XdsConfig, stop: asyncio.Event) -> None:
             read_client = await clients.enter_async_context(
                 redis_client(cfg.redis_read_url, name=f"xds-read:{cfg.replica_id}"))
             reader = Store(read_client, cfg.redis.keys)
-        follower = Follower(reader, cache, primary=store)
+        follower = Follower(reader, cache, primary=store, accept_reset_after=cfg.accept_reset_after)
         publisher = StatusPublisher(store, cache, registry, replica=cfg.replica_id, address=address,
                                     follower=follower, reads="replica" if cfg.redis_read_url else "primary")
         async with asyncio.TaskGroup() as tg:

@@ -11,6 +11,7 @@ import logging
 import time
 
 from shared.errors import StoreUnavailable
+from shared.keys import STALE_AFTER
 from shared.store import Store
 
 from . import metrics
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary"):
+                 every: float = 1.0, stale_after: float = STALE_AFTER, follower=None, reads: str = "primary"):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower
         self.reads = reads  # "primary", or "replica" with --redis-read-url
