@@ -91,8 +91,6 @@ def add_bootstrap_command(sub, parents) -> None:
 
 def bootstrap(args: argparse.Namespace) -> str:
     """The bootstrap YAML; TLS options given by halves are refused (never a silent plaintext bootstrap)."""
-    from xds_server.bootstrap import BootstrapSpec, render_yaml
-
     if bool(args.xds_cert) != bool(args.xds_key):
         given, missing = ("--xds-cert", "--xds-key") if args.xds_cert else ("--xds-key", "--xds-cert")
         raise ConfigError(f"{given}: needs {missing} too (the client certificate and its key go together)")
@@ -101,6 +99,8 @@ def bootstrap(args: argparse.Namespace) -> str:
         if given:
             raise ConfigError(f"{given[0]}: needs --xds-ca (the CA of the replicas' certificate); "
                               "without it the bootstrap would connect to ADS in plaintext")
+    from xds_server.bootstrap import BootstrapSpec, render_yaml  # envoy-data-plane: slow to import
+
     spec = BootstrapSpec(node_id=args.node_id, region=args.region, cluster=args.cluster, ads=args.ads,
                          admin_port=args.admin_port, admin_address=args.admin_address,
                          listener_port=args.listener_port, listener_address=args.listener_address,
