@@ -18,6 +18,7 @@ from tools.tls_backend import client_context
 
 DOMAIN = "builders.internal"
 N_BACKENDS = 21
+ON_DEMAND_WAIT = 5  # the replicas' --on-demand-wait: how long Envoy holds a connection for a missing cluster
 
 
 def bid(n: int) -> str:
@@ -53,7 +54,7 @@ class Fleet:
             port = free_port()
             self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", "--routing", mode,
                                             "--region-scope", scope, "--replica-id", f"xds-{scope}",
-                                            "--on-demand-wait", "5"], label=f"xds-{scope}")
+                                            "--on-demand-wait", str(ON_DEMAND_WAIT)], label=f"xds-{scope}")
             self.ads[scope] = f"127.0.0.1:{port}"
 
     def record(self, builder_id: str, ip: str | None = None, region: str | None = None) -> dict:
@@ -86,7 +87,11 @@ class Fleet:
 
 
 def eventually(predicate, timeout: float = 3.0, what: str = "condition") -> float:
-    """Seconds until ``predicate`` held (raises after ``timeout``)."""
+    """Seconds until ``predicate`` held (raises TimeoutError after ``timeout``). Unlike wait_until,
+    an exception from the predicate (a failed assert in it) fails at once."""
     t0 = time.monotonic()
-    wait_until(predicate, timeout, interval=0.02, what=what)
+    while not predicate():
+        if time.monotonic() - t0 >= timeout:
+            raise TimeoutError(f"{what} not true after {timeout:.1f}s")
+        time.sleep(0.02)
     return time.monotonic() - t0
