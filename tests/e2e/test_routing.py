@@ -12,25 +12,19 @@ import time
 
 import pytest
 
-from tests.support.envoy import REFUSED, TIMED_OUT, NotRouted, insecure_context, raw_reach, tls_reach
+from tests.support.envoy import REFUSED, raw_reach
 from tests.support.procs import wait_until
 
 from .fleet import N_BACKENDS, ON_DEMAND_WAIT, Fleet, bid, eventually, sni
 
 MODES = ("filter_chains", "sni_cluster", "on_demand")
-HELD = "tcp.builders.on_demand_cluster_attempt"  # on_demand: a connection Envoy holds while it asks for a cluster
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module", params=MODES)
 def fleet(request, tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp(request.param), request.param)
-    try:
+    with Fleet(tmp_path_factory.mktemp(request.param), request.param) as f:
         yield f
-    except BaseException:
-        raise
-    finally:
-        f.close()
 
 
 @pytest.fixture(scope="module")
@@ -40,30 +34,7 @@ def edge(fleet):
 
 
 def reach(fleet, envoy, name, ctx=None, timeout=2.0):
-    return tls_reach(envoy.listener_port, name, ctx or fleet.ctx, timeout=timeout)
-
-
-def refused(fleet, envoy, name, *, timeout=2.0, raw=False) -> bool:
-    """One connection with ``name`` (openssl's exact bytes when ``raw``): True when Envoy refuses it,
-    False when it routes it. In on_demand a name Envoy has no cluster for is held while Envoy asks the
-    server (up to --on-demand-wait, then refused): that hold counts as refused when Envoy's on-demand
-    counter shows it. Any other timeout fails the test: a slow Envoy never passes for a refusal."""
-    held = envoy.stat(HELD) if fleet.mode == "on_demand" else None
-    got = raw_reach(envoy.listener_port, name, timeout=timeout) if raw else \
-        reach(fleet, envoy, name, insecure_context(), timeout=timeout)
-    if got is TIMED_OUT and held is not None and envoy.stat(HELD) > held:
-        return True
-    assert got is not TIMED_OUT, f"{name!r}: Envoy neither routed nor refused it within {timeout}s"
-    assert got is REFUSED or not isinstance(got, NotRouted), f"{name!r}: {got!r}"
-    return got is REFUSED
-
-
-def refused_in_the_end(fleet, envoy, name) -> None:
-    """Refused, and in on_demand also once Envoy's hold runs out (a held connection is never routed)."""
-    if fleet.mode != "on_demand":
-        assert refused(fleet, envoy, name)
-        return
-    assert reach(fleet, envoy, name, insecure_context(), timeout=ON_DEMAND_WAIT + 3) is REFUSED
+    return fleet.reach(envoy, name, ctx, timeout)
 
 
 def all_backends(fleet):
@@ -95,7 +66,7 @@ def test_right_builder_for_20_at_once_including_ipv6(fleet, edge):
 def test_isolation_names_reach_nothing(fleet, edge, name):
     fleet.set_builders(all_backends(fleet))
     wait_until(lambda: reach(fleet, edge, sni(bid(1))) == sni(bid(1)), 10)
-    assert refused(fleet, edge, name, raw=True)
+    assert fleet.refused(edge, name, raw=True)
 
 
 def test_isolation_no_sni_and_no_tls(fleet, edge):
@@ -150,9 +121,9 @@ def test_removed_builder_refused_within_1s(fleet, edge):
     name = sni(bid(5))
     wait_until(lambda: reach(fleet, edge, name) == name, 10)
     fleet.set_builders([r for r in all_backends(fleet) if r["id"] != bid(5)], wait=False)
-    took = eventually(lambda: refused(fleet, edge, name, timeout=0.5), 3, "removed builder refused")
+    took = eventually(lambda: fleet.refused(edge, name, timeout=0.5), 3, "removed builder refused")
     assert took < 1.0
-    refused_in_the_end(fleet, edge, name)
+    fleet.refused_in_the_end(edge, name)
 
 
 def test_region_views(fleet):
@@ -162,9 +133,9 @@ def test_region_views(fleet):
     ord_b, ams_b = sni(bid(1)), sni(bid(2))  # odd ids are ord, even are ams
     wait_until(lambda: reach(fleet, ord_env, ord_b) == ord_b, 10)
     wait_until(lambda: reach(fleet, ams_env, ams_b) == ams_b, 10)
-    assert refused(fleet, ord_env, ams_b, timeout=1)
-    assert refused(fleet, ams_env, ord_b, timeout=1)
-    refused_in_the_end(fleet, ord_env, ams_b)
+    assert fleet.refused(ord_env, ams_b, timeout=1)
+    assert fleet.refused(ams_env, ord_b, timeout=1)
+    fleet.refused_in_the_end(ord_env, ams_b)
     everywhere = fleet.envoy("all-ams", scope="all", region="ams")
     wait_until(lambda: reach(fleet, everywhere, ord_b) == ord_b, 10)
     assert reach(fleet, everywhere, ams_b) == ams_b

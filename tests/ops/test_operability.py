@@ -8,31 +8,19 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.support.envoy import EnvoyProc, start_backends, tls_reach
-from tests.support.procs import free_port, script, wait_until
+from tests.support.procs import free_port, scrape, script, wait_until
 from tools.tls_backend import client_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 GOOD = [{"id": "a0000000000001", "app": "builder", "region": "ord", "ip": "127.0.0.2"},
         {"id": "b0000000000002", "app": "builder", "region": "ams", "ip": "127.0.0.3"}]
 BAD = {"id": "c0000000000003", "app": "builder", "region": "ord", "ip": "8.8.8.8"}  # outside the allow-list
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 def xdsctl(redis_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
