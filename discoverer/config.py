@@ -86,15 +86,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-@checker("IP, IP:PORT or [IPv6]:PORT with a port 1-65535")
+@checker("IP, IP:PORT or [IPv6]:PORT with a port 1-65535", "IP[:PORT]")
 def dns_server(value: str) -> str:
     parse_server(value)
     return value
 
 
-share = number(float, above=0, at_most=1, unit="a share")
-lease_ttl = number(float, above=0.4, unit="seconds")
-share.metavar, lease_ttl.metavar = "SHARE", "SECONDS"
+share = number(float, above=0, at_most=1, unit="a share", metavar="SHARE")
+lease_ttl = number(float, above=0.4, unit="seconds", metavar="SECONDS")
 
 
 def allowed_networks(values: list[str] | None) -> tuple[Network, ...]:

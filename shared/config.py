@@ -99,29 +99,31 @@ def _ip(host: str) -> None:
 
 # --- argparse types: each checks a value and says what it wants ------------------------------
 
-def checker(wants: str) -> Callable[[Callable], Callable[[str], object]]:
-    """Decorate ``parse(value)`` (raising ValueError or ConfigError) into an argparse type whose
-    error reads ``wants WHAT (got 'VALUE')``."""
+def checker(wants: str | None, metavar: str | None = None) -> Callable[[Callable], Callable[[str], object]]:
+    """Decorate ``parse(value)`` (raising ValueError, ConfigError or RecordError) into an argparse type
+    whose error reads ``wants WHAT (got 'VALUE')``; with ``wants`` None, the error's own text (for
+    values that must not be echoed, such as a Redis URL with a password). ``metavar`` names the value
+    in --help."""
     def wrap(parse: Callable) -> Callable[[str], object]:
         def check(value: str):
             try:
                 return parse(value)
-            except (ValueError, ConfigError):
-                raise argparse.ArgumentTypeError(f"wants {wants} (got {value!r})") from None
-        check.__name__ = parse.__name__
+            except (ValueError, ConfigError, RecordError) as exc:
+                raise argparse.ArgumentTypeError(str(exc) if wants is None else f"wants {wants} (got {value!r})") \
+                    from None
+        check.__name__, check.metavar = parse.__name__, metavar
         return check
     return wrap
 
 
 def number(kind: type, *, above: float | None = None, at_least: float | None = None,
-           at_most: float | None = None, unit: str = "") -> Callable[[str], object]:
+           at_most: float | None = None, unit: str = "", metavar: str = "N") -> Callable[[str], object]:
     """A number type: ``above`` (exclusive), ``at_least`` / ``at_most`` (inclusive)."""
     bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
               f"<= {at_most:g}" if at_most is not None else ""]
     noun = "an integer" if kind is int else "a number"
     wants = " ".join(x for x in (unit or noun, " and ".join(b for b in bounds if b)) if x)
 
-    @checker(wants)
     def parse(value: str):
         n = kind(value)
         if not math.isfinite(n) or (above is not None and n <= above) or (at_least is not None and n < at_least) \
@@ -129,16 +131,13 @@ def number(kind: type, *, above: float | None = None, at_least: float | None = N
             raise ValueError(value)
         return n
     parse.__name__ = kind.__name__
-    return parse
+    return checker(wants, metavar)(parse)
 
 
-seconds = number(float, above=0, unit="seconds")
-seconds_or_zero = number(float, at_least=0, unit="seconds")
+seconds = number(float, above=0, unit="seconds", metavar="SECONDS")
+seconds_or_zero = number(float, at_least=0, unit="seconds", metavar="SECONDS")
 positive_int = number(int, at_least=1)
-port = checker("a port 1-65535")(parse_port)
-seconds.metavar = seconds_or_zero.metavar = "SECONDS"
-positive_int.metavar = "N"
-port.metavar = "PORT"
+port = checker("a port 1-65535", "PORT")(parse_port)
 
 
 def hostport(*, default_port: int | None = None, default_host: str | None = None,
@@ -148,15 +147,14 @@ def hostport(*, default_port: int | None = None, default_host: str | None = None
     if default_host is not None:
         wants = "[HOST:]PORT"
 
-    @checker(f"{wants} with a port 1-65535")
+    @checker(f"{wants} with a port 1-65535", wants)
     def host_port(value: str) -> str:
         parse_hostport(value, default_port=default_port, default_host=default_host, ip_only=ip_only)
         return value
-    host_port.metavar = wants
     return host_port
 
 
-@checker("HOST:PORT[,HOST:PORT...] with ports 1-65535")
+@checker("HOST:PORT[,HOST:PORT...] with ports 1-65535", "HOST:PORT[,...]")
 def hostports(value: str) -> str:
     parts = [p for p in value.split(",") if p.strip()]
     if not parts:
@@ -166,25 +164,18 @@ def hostports(value: str) -> str:
     return value
 
 
-hostports.metavar = "HOST:PORT[,...]"
-
-
-@checker("an IP address")
+@checker("an IP address", "IP")
 def ip_address(value: str) -> str:
     _ip(value)
     return value
 
 
-@checker("a readable file")
+@checker("a readable file", "FILE")
 def existing_file(value: str) -> str:
     path = Path(value)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise ValueError(value)
     return value
-
-
-existing_file.metavar = "FILE"
-ip_address.metavar = "IP"
 
 
 @checker("a non-empty value")
@@ -194,15 +185,10 @@ def non_empty(value: str) -> str:
     return value
 
 
+@checker(None, "URL")
 def redis_url(value: str) -> str:
-    try:
-        parse_url(value)
-    except ConfigError as exc:  # its text names the URL with the password hidden
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    parse_url(value)  # its ConfigError names the URL with the password hidden
     return value
-
-
-redis_url.metavar = "URL"
 
 
 @checker("a prefix with a non-empty hash tag, e.g. '{xds}'")
@@ -211,11 +197,9 @@ def key_prefix(value: str) -> str:
     return value
 
 
+@checker("a template like '{id}.builders.internal': placeholders in the first label, then a fixed domain")
 def sni_template(value: str) -> str:
-    try:
-        domain_of(value)
-    except RecordError as exc:
-        raise argparse.ArgumentTypeError(f"wants a template like '{{id}}.builders.internal' ({exc.detail})") from None
+    domain_of(value)
     return value
 
 

@@ -213,7 +213,7 @@ def show_status(data: dict) -> None:
         for k, v in discoverers.items()))
     replicas = data["replicas"]
     console.print(f"replicas {len(replicas)}: " + ", ".join(
-        f"{k} v{v.get('version')} (lag {v.get('lag', 0)}"
+        f"{k} " + (f"v{v.get('version')}" if v.get("ready", True) else "not loaded yet") + f" (lag {v.get('lag', 0)}"
         + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
         + f") {v.get('streams')} streams" for k, v in replicas.items()))
     e = data["envoys"]
