@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import random
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 
 import redis as redis_sync
 
-from tests.support.envoy import EnvoyProc, start_backends
+from tests.support.envoy import DOWN, REFUSED, TIMED_OUT, EnvoyProc, start_backends, tls_reach
 from tests.support.procs import ProcGroup, free_port, wait_until
 from discoverer.sources.fly import FlySource
 from tools.flyzone import INSTANCES, FlyBuilder, build_zone, write_json_atomic
@@ -93,28 +92,10 @@ def sample_builder(n: int, backends: int) -> FlyBuilder:
 
 def attempt(port: int, name: str, ctx: ssl.SSLContext, timeout: float) -> str:
     """One TLS connection through Envoy: 'ok', 'refused', 'down' (nothing listens), 'timeout' or 'wrong'."""
-    try:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    except ConnectionRefusedError:
-        return "down"
-    except TimeoutError:
-        return "timeout"
-    except OSError:
-        return "down"
-    try:
-        with ctx.wrap_socket(raw, server_hostname=name) as tls:
-            line = tls.makefile("rb").readline(200)
-    except TimeoutError:
-        return "timeout"
-    except ssl.SSLCertVerificationError:
-        return "wrong"
-    except (OSError, ssl.SSLError, ValueError):
-        return "refused"
-    finally:
-        raw.close()
-    if not line:
-        return "refused"
-    return "ok" if line.decode(errors="replace").strip() == f"builder={name}" else "wrong"
+    got = tls_reach(port, name, ctx, timeout=timeout)
+    if got == name:
+        return "ok"
+    return {REFUSED: "refused", DOWN: "down", TIMED_OUT: "timeout"}.get(got, "wrong")
 
 
 @dataclass

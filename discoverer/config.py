@@ -7,9 +7,10 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from shared.config import HelpFormatter, RedisSettings, add_common, env
-from shared.errors import ConfigError, RecordError
-from shared.model import DEFAULT_ALLOWED_NETWORKS, Network, domain_of, parse_networks
+from shared.config import (Parser, RedisSettings, add_common, checker, env, existing_file, flag, non_empty, number,
+                           port, positive_int, seconds, seconds_or_zero, sni_template)
+from shared.errors import ConfigError
+from shared.model import DEFAULT_ALLOWED_NETWORKS, Network, parse_networks
 
 from .diff import Rules
 
@@ -39,59 +40,68 @@ class DiscovererConfig:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="discoverer",
-        formatter_class=HelpFormatter,
         description="Polls a builder source and, as the elected leader, writes the versioned "
         "builder set to Redis in one fenced step per change.",
     )
     add_common(p)
     s = p.add_argument_group("source")
-    s.add_argument("--source", choices=("fly", "file"), default=env("XDS_SOURCE", "fly"),
-                   help="fly: TXT _instances.internal; file: a JSON list of {id, app, region, ip}")
-    s.add_argument("--dns-server", default=env("XDS_DNS_SERVER"),
-                   help="HOST:PORT of the DNS server (default: the system resolver)")
-    s.add_argument("--dns-timeout", type=float, default=float(env("XDS_DNS_TIMEOUT", "0.5")),
-                   help="seconds per DNS query")
-    s.add_argument("--file", default=env("XDS_FILE"), help="path of the JSON file for --source file")
+    flag(s, "--source", env="XDS_SOURCE", default="fly", choices=("fly", "file"),
+         help="fly: TXT _instances.internal; file: a JSON list of {id, app, region, ip}")
+    flag(s, "--dns-server", env="XDS_DNS_SERVER", type=dns_server, shown="the system resolver",
+         help="IP[:PORT] of the DNS server (on Fly: [fdaa::3]:53)")
+    flag(s, "--dns-timeout", env="XDS_DNS_TIMEOUT", default=0.5, type=seconds, help="seconds per DNS query")
+    flag(s, "--file", env="XDS_FILE", type=existing_file, help="path of the JSON file for --source file")
     b = p.add_argument_group("builders")
-    b.add_argument("--sni-template", default=env("XDS_SNI_TEMPLATE", "{id}.builders.internal"),
-                   help="SNI of a builder; may use {id}, {app}, {region}")
-    b.add_argument("--builder-port", type=int, default=int(env("XDS_BUILDER_PORT", "443")),
-                   help="TCP port of every builder (a file record may set its own 'port')")
+    flag(b, "--sni-template", env="XDS_SNI_TEMPLATE", default="{id}.builders.internal", type=sni_template,
+         help="SNI of a builder; may use {id}, {app}, {region}")
+    flag(b, "--builder-port", env="XDS_BUILDER_PORT", default=443, type=port,
+         help="TCP port of every builder (a file record may set its own 'port')")
     b.add_argument("--app", action="append", default=None,
                    help="machines of this Fly app are builders: an exact name or a regex matched in full "
                    "(repeatable; env XDS_APPS, comma-separated). Required with --source fly: the org-wide answer "
                    "lists every machine of the organisation, and only the named apps may be routed to")
     b.add_argument("--region", action="append", default=None,
                    help="only builders in this Fly region (repeatable; env XDS_REGIONS, comma-separated)")
-    s.add_argument("--per-app", action="store_true", default=env("XDS_PER_APP") == "1",
-                   help="query vms.<app>.internal and <id>.vm.<app>.internal per app instead of the org-wide "
-                   "_instances.internal (automatic past 600 machines); needs --app names or patterns")
-    s.add_argument("--apps-refresh", type=float, default=float(env("XDS_APPS_REFRESH", str(APPS_REFRESH))),
-                   help="in per-app mode with --app patterns: seconds between reads of _apps.internal (the org's "
-                   "app names), so a new matching app is polled without a restart (env XDS_APPS_REFRESH)")
+    flag(s, "--per-app", env="XDS_PER_APP", action="store_true",
+         help="query vms.<app>.internal and <id>.vm.<app>.internal per app instead of the org-wide "
+         "_instances.internal (automatic past 600 machines); needs --app names or patterns")
+    flag(s, "--apps-refresh", env="XDS_APPS_REFRESH", default=APPS_REFRESH, type=seconds,
+         help="in per-app mode with --app patterns: seconds between reads of _apps.internal (the org's "
+         "app names), so a new matching app is polled without a restart")
     b.add_argument("--allow-cidr", action="append", default=None,
                    help="networks builder addresses must be in (repeatable; default "
                    + ", ".join(DEFAULT_ALLOWED_NETWORKS) + "; env XDS_ALLOW_CIDRS, comma-separated)")
     w = p.add_argument_group("polling and writing")
-    w.add_argument("--poll-interval", type=float, default=float(env("XDS_POLL_INTERVAL", "0.1")),
-                   help="seconds between polls")
-    w.add_argument("--error-backoff", type=float, default=1.0, help="seconds to wait after a failed poll (with jitter)")
-    w.add_argument("--removal-grace", type=float, default=0.5,
-                   help="seconds a builder must be missing before its route is removed")
-    w.add_argument("--mass-removal-share", type=float, default=0.5,
-                   help="a poll removing more than this share of the set is held")
-    w.add_argument("--mass-removal-hold", type=float, default=5.0,
-                   help="seconds a mass removal must persist before it is applied")
-    w.add_argument("--stream-maxlen", type=int, default=10_000, help="approximate length of the changes stream")
-    w.add_argument("--confirm-grace", type=float, default=float(env("XDS_CONFIRM_GRACE", "30")),
-                   help="seconds a builder registered by an intent may go unlisted by DNS before it is removed; "
-                   "also how long DNS may not bring back a deregistered builder")
+    flag(w, "--poll-interval", env="XDS_POLL_INTERVAL", default=0.1, type=seconds, help="seconds between polls")
+    flag(w, "--error-backoff", env="XDS_ERROR_BACKOFF", default=1.0, type=seconds,
+         help="seconds to wait after a failed poll (with jitter)")
+    flag(w, "--removal-grace", env="XDS_REMOVAL_GRACE", default=0.5, type=seconds_or_zero,
+         help="seconds a builder must be missing before its route is removed")
+    flag(w, "--mass-removal-share", env="XDS_MASS_REMOVAL_SHARE", default=0.5, type=share,
+         help="a poll removing more than this share of the set is held")
+    flag(w, "--mass-removal-hold", env="XDS_MASS_REMOVAL_HOLD", default=5.0, type=seconds_or_zero,
+         help="seconds a mass removal must persist before it is applied")
+    flag(w, "--stream-maxlen", env="XDS_STREAM_MAXLEN", default=10_000, type=positive_int,
+         help="approximate length of the changes stream")
+    flag(w, "--confirm-grace", env="XDS_CONFIRM_GRACE", default=30.0, type=seconds_or_zero,
+         help="seconds a builder registered by an intent may go unlisted by DNS before it is removed; "
+         "also how long DNS may not bring back a deregistered builder")
     e = p.add_argument_group("leader election")
-    e.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the leader lease")
-    e.add_argument("--id", default=env("XDS_DISCOVERER_ID"), help="holder id (default: host:pid)")
+    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=2.0, type=lease_ttl, help="seconds of the leader lease")
+    flag(e, "--id", env="XDS_DISCOVERER_ID", type=non_empty, shown="HOST:PID", help="holder id")
     return p
+
+
+@checker("IP, IP:PORT or [IPv6]:PORT with a port 1-65535", "IP[:PORT]")
+def dns_server(value: str) -> str:
+    parse_server(value)
+    return value
+
+
+share = number(float, above=0, at_most=1, unit="a share", metavar="SHARE")
+lease_ttl = number(float, above=0.4, unit="seconds", metavar="SECONDS")
 
 
 def allowed_networks(values: list[str] | None) -> tuple[Network, ...]:
@@ -99,35 +109,23 @@ def allowed_networks(values: list[str] | None) -> tuple[Network, ...]:
     try:
         return parse_networks(raw)
     except ValueError as exc:
-        raise ConfigError(f"bad --allow-cidr: {exc}") from exc
+        raise ConfigError(f"--allow-cidr: wants networks like 10.0.0.0/8 ({exc})") from exc
 
 
 def from_args(argv: list[str] | None = None) -> DiscovererConfig:
     a = parser().parse_args(argv)
     if a.source == "file" and not a.file:
-        raise ConfigError("--source file needs --file PATH")
-    if a.confirm_grace < 0:
-        raise ConfigError("--confirm-grace must be >= 0 seconds")
-    if a.poll_interval <= 0 or a.lease_ttl <= 0.4:
-        raise ConfigError("--poll-interval must be > 0 and --lease-ttl > 0.4 s")
-    if a.source == "fly" and a.dns_server:
-        parse_server(a.dns_server)  # a typo fails at startup, not at every poll
-    try:
-        domain_of(a.sni_template)
-    except RecordError as exc:
-        raise ConfigError(f"bad --sni-template: {exc}") from exc
+        raise ConfigError("--file: required with --source file (a JSON list of builders)")
     apps = [x.strip().lower() for x in a.app or (env("XDS_APPS") or "").split(",") if x.strip()]
     regions = [x.strip().lower() for x in a.region or (env("XDS_REGIONS") or "").split(",") if x.strip()]
     exact = frozenset(x for x in apps if APP_NAME.fullmatch(x))
     try:
         patterns = tuple(re.compile(x) for x in apps if x not in exact)
     except re.error as exc:
-        raise ConfigError(f"bad --app pattern: {exc}") from exc
+        raise ConfigError(f"--app: wants a name or a regular expression ({exc})") from exc
     if a.source == "fly" and not apps:
         raise ConfigError("--source fly needs --app APP (or XDS_APPS): the Fly app(s) whose machines are builders; "
                           "without it every machine of the organisation would be routable")
-    if a.apps_refresh <= 0:
-        raise ConfigError("--apps-refresh must be > 0 seconds")
     if a.per_app and not apps:
         raise ConfigError("--per-app needs --app (names or patterns)")
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),

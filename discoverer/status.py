@@ -15,6 +15,8 @@ import time
 
 from shared import supervise
 from shared.errors import StoreError, StoreMisuse
+from shared.keys import STALE_AFTER
+from shared.store import Store
 
 from . import metrics
 from .election import Election, bounded
@@ -41,21 +43,45 @@ def snapshot(election: Election, disc: Discoverer) -> dict:
 
 
 async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
-    """Refresh our entry every ``every`` seconds until cancelled; nothing that goes wrong ends it."""
-    await supervise.forever(lambda: _publish_once(election, disc, every), loop="status", crashes=metrics.LOOP_CRASHES,
-                            backoff=every, keeping="status not written")
+    """Refresh our entry every ``every`` seconds, and prune dead ones now and then, until cancelled;
+    nothing that goes wrong ends it."""
+    pruned = [0.0]  # monotonic time of the last prune
+    await supervise.forever(lambda: _publish_once(election, disc, every, pruned), loop="status",
+                            crashes=metrics.LOOP_CRASHES, backoff=every, keeping="status not written")
 
 
-async def _publish_once(election: Election, disc: Discoverer, every: float) -> None:
+async def _publish_once(election: Election, disc: Discoverer, every: float, pruned: list[float]) -> None:
     store, holder = election.store, election.holder
     try:
         await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
                       election.times.command_timeout, "writing status")
+        if time.monotonic() - pruned[0] >= STALE_AFTER / 3:
+            await bounded(prune(store), election.times.command_timeout, "pruning status")
+            pruned[0] = time.monotonic()
     except StoreMisuse as exc:
         supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"status not written, trying again in {every:g}s", log)
     except StoreError as exc:
         log.debug("status not written: %s", exc)
     await asyncio.sleep(every)
+
+
+async def prune(store: Store, now: float | None = None) -> list[str]:
+    """Remove the entries of discoverers that stopped refreshing them (killed, not stopped)."""
+    now = time.time() if now is None else now
+    entries = await store.get_status(store.keys.discoverers)
+    stale = [k for k, v in entries.items() if now - _float(v.get("updated_at")) > STALE_AFTER]
+    if stale:
+        await store.put_status(store.keys.discoverers, {}, stale=stale)
+        log.info("removed the status of %d discoverer(s) silent for over %.0fs: %s", len(stale), STALE_AFTER,
+                 ", ".join(sorted(stale)))
+    return stale
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 async def withdraw(election: Election) -> None:

@@ -89,30 +89,17 @@ class RedisUrl:
 
 
 def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
-    hostpart = netloc.rpartition("@")[2]
+    from .config import parse_hostport  # config imports this module
+
     out = []
-    for item in hostpart.split(","):
+    for item in netloc.rpartition("@")[2].split(","):
         item = item.strip()
         if not item:
             raise ConfigError(f"empty host in {redact(url)}")
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
-            if rest and not rest.startswith(":"):
-                raise ConfigError(f"bad host {item!r} in {redact(url)}")
-        elif item.count(":") == 1:
-            host, port = item.split(":")
-        elif ":" in item:
-            raise ConfigError(f"IPv6 address {item!r} needs brackets, e.g. [{item}]:{default_port}")
-        else:
-            host, port = item, ""
         try:
-            number = int(port) if port else default_port
-        except ValueError:
-            raise ConfigError(f"bad port {port!r} in {redact(url)}") from None
-        if not host or not 0 < number < 65536:
-            raise ConfigError(f"bad host {item!r} in {redact(url)}")
-        out.append((host, number))
+            out.append(parse_hostport(item, default_port=default_port))
+        except ValueError as exc:
+            raise ConfigError(f"bad host {item!r} in {redact(url)}: wants {exc}") from None
     return tuple(out)
 
 

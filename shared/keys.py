@@ -15,6 +15,10 @@ DEFAULT_PREFIX = "{xds}"
 KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
          "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash", "intents": "stream",
          "intents_cursor": "string", "deregistered": "hash"}
+# Entries of the status hashes (replicas, envoys, discoverers) carry a heartbeat, since hash fields
+# cannot expire on Redis 6.2: one older than this belongs to a process that is gone. Readers hide
+# such entries; their writers prune them.
+STALE_AFTER = 15.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,12 @@ META_ROUTING = "routing"
 
 
 def version_number(version_info: str | int | None) -> int:
-    """The set version in an xDS version_info ("12", or "12-bridge" for a transitional snapshot); 0 if none."""
+    """The set version in an xDS version_info ("12", or "12-bridge" for a transitional snapshot); 0 if none.
+    A plain number stays as it is (-1: a replica that has loaded nothing yet)."""
+    try:
+        return int(version_info)
+    except (TypeError, ValueError):
+        pass
     try:
         return int(str(version_info).split("-", 1)[0])
     except ValueError:

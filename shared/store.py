@@ -280,6 +280,12 @@ class Store:
         except orjson.JSONDecodeError as exc:
             raise CorruptState(f"outcome of {request!r} is unreadable") from exc
 
+    async def recent_changes(self, count: int) -> list[Change]:
+        """The newest ``count`` entries of the changes stream, oldest first."""
+        async with self._translating("reading the changes stream", self.keys.changes):
+            reply = await self.client.xrevrange(self.keys.changes, count=count)
+        return [Change.from_entry(sid, fields) for sid, fields in reversed(reply)]
+
     async def version(self) -> int:
         async with self._translating("reading the version", self.keys.version):
             return int(await self.client.get(self.keys.version) or 0)

@@ -7,9 +7,9 @@ import socket
 from dataclasses import dataclass
 
 from shared import resources as rs
-from shared.config import HelpFormatter, RedisSettings, add_common, env
-from shared.connect import parse_url
-from shared.errors import ConfigError, RecordError
+from shared.config import (Parser, RedisSettings, add_common, existing_file, flag, hostport, ip_address,
+                           non_empty, port, positive_int, redis_url, seconds, seconds_or_zero, sni_template)
+from shared.errors import ConfigError
 from shared.model import domain_of
 
 
@@ -49,74 +49,78 @@ class XdsConfig:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="xds-server", formatter_class=HelpFormatter,
+    p = Parser(
+        prog="xds-server",
         description="A stateless ADS replica: follows the builder set in Redis and pushes Envoy "
         "clusters and listeners over gRPC (state-of-the-world and delta).")
     add_common(p)
-    p.add_argument("--redis-read-url", default=env("XDS_REDIS_READ_URL"),
-                   help="read the builder set and follow the change stream here, e.g. a nearby Redis replica "
-                   "(any --redis-url form; redis+sentinel://.../MASTER?role=replica asks the sentinels for one); "
-                   "status is still written to --redis-url. Default: --redis-url (env XDS_REDIS_READ_URL)")
+    flag(p, "--redis-read-url", env="XDS_REDIS_READ_URL", type=redis_url,
+         help="read the builder set and follow the change stream here, e.g. a nearby Redis replica "
+         "(any --redis-url form; redis+sentinel://.../MASTER?role=replica asks the sentinels for one); "
+         "status is still written to --redis-url", shown="--redis-url")
+    flag(p, "--accept-reset-after", env="XDS_ACCEPT_RESET_AFTER", default=30.0, type=seconds,
+         help="seconds Redis may stay behind the version this replica serves before its set is taken as a "
+         "reset (Redis and every discoverer lost their state); with --redis-read-url only once the primary "
+         "is behind too")
     g = p.add_argument_group("serving")
-    g.add_argument("--listen", default=env("XDS_LISTEN", "127.0.0.1:18000"), help="gRPC HOST:PORT")
-    g.add_argument("--routing", choices=rs.ROUTING_MODES, default=env("XDS_ROUTING", rs.FILTER_CHAINS),
-                   help="how Envoy routes SNI to builders (see docs/routing.md)")
-    g.add_argument("--listener-port", type=int, default=int(env("XDS_LISTENER_PORT", str(rs.DEFAULT_LISTENER_PORT))),
-                   help="port of the builder listener for Envoys whose bootstrap does not choose one")
-    g.add_argument("--listener-address", default=env("XDS_LISTENER_ADDRESS", rs.DEFAULT_LISTENER_ADDRESS),
-                   help="address of the builder listener for Envoys whose bootstrap does not choose one")
-    g.add_argument("--sni-template", default=env("XDS_SNI_TEMPLATE", "{id}.builders.internal"),
-                   help="the discoverer's SNI template; its fixed suffix is the builder domain")
-    g.add_argument("--region-scope", choices=("all", "local"), default=env("XDS_REGION_SCOPE", "all"),
-                   help="local: each Envoy sees only the builders of its node region")
-    g.add_argument("--connect-timeout", type=float, default=1.0, help="seconds for Envoy to connect to a builder")
-    g.add_argument("--connect-attempts", type=int, default=int(env("XDS_CONNECT_ATTEMPTS", "20")),
-                   help="attempts Envoy makes to connect to a builder before it gives up on a client connection "
-                   "(with jittered exponential backoff): a route can be live before the builder listens")
-    g.add_argument("--connect-backoff", type=float, default=0.05,
-                   help="seconds: the first backoff between connect attempts is random in [0, this)")
-    g.add_argument("--connect-backoff-max", type=float, default=0.2,
-                   help="seconds: backoffs double up to random in [0, this)")
-    g.add_argument("--on-demand-wait", type=float, default=5.0,
-                   help="on_demand: seconds a connection may wait for its builder to appear")
+    flag(g, "--listen", env="XDS_LISTEN", default="127.0.0.1:18000", type=hostport(), help="gRPC HOST:PORT")
+    flag(g, "--routing", env="XDS_ROUTING", default=rs.FILTER_CHAINS, choices=rs.ROUTING_MODES,
+         help="how Envoy routes SNI to builders (see docs/routing.md)")
+    flag(g, "--listener-port", env="XDS_LISTENER_PORT", default=rs.DEFAULT_LISTENER_PORT, type=port,
+         help="port of the builder listener for Envoys whose bootstrap does not choose one "
+         "(xdsctl bootstrap --listener-port chooses)")
+    flag(g, "--listener-address", env="XDS_LISTENER_ADDRESS", default=rs.DEFAULT_LISTENER_ADDRESS, type=ip_address,
+         help="address of the builder listener for Envoys whose bootstrap does not choose one")
+    flag(g, "--sni-template", env="XDS_SNI_TEMPLATE", default="{id}.builders.internal", type=sni_template,
+         help="the discoverer's SNI template; its fixed suffix is the builder domain")
+    flag(g, "--region-scope", env="XDS_REGION_SCOPE", default="all", choices=("all", "local"),
+         help="local: each Envoy sees only the builders of its node region")
+    flag(g, "--connect-timeout", env="XDS_CONNECT_TIMEOUT", default=1.0, type=seconds,
+         help="seconds for Envoy to connect to a builder")
+    flag(g, "--connect-attempts", env="XDS_CONNECT_ATTEMPTS", default=20, type=positive_int,
+         help="attempts Envoy makes to connect to a builder before it gives up on a client connection "
+         "(with jittered exponential backoff): a route can be live before the builder listens")
+    flag(g, "--connect-backoff", env="XDS_CONNECT_BACKOFF", default=0.05, type=seconds,
+         help="seconds: the first backoff between connect attempts is random in [0, this)")
+    flag(g, "--connect-backoff-max", env="XDS_CONNECT_BACKOFF_MAX", default=0.2, type=seconds,
+         help="seconds: backoffs double up to random in [0, this)")
+    flag(g, "--on-demand-wait", env="XDS_ON_DEMAND_WAIT", default=5.0, type=seconds,
+         help="on_demand: seconds a connection may wait for its builder to appear")
     lim = p.add_argument_group("limits")
-    lim.add_argument("--max-streams", type=int, default=5000, help="streams beyond this get RESOURCE_EXHAUSTED")
-    lim.add_argument("--max-message-mb", type=int, default=64, help="largest gRPC message, in MiB")
-    lim.add_argument("--max-connection-age", type=float, default=float(env("XDS_MAX_CONNECTION_AGE", "0")),
-                     help="seconds before a connection is asked to reconnect (0: never); gRPC adds jitter")
-    lim.add_argument("--keepalive-min-ping", type=float, default=10.0,
-                     help="clients pinging more often than this many seconds are disconnected")
+    flag(lim, "--max-streams", env="XDS_MAX_STREAMS", default=5000, type=positive_int,
+         help="streams beyond this get RESOURCE_EXHAUSTED")
+    flag(lim, "--max-message-mb", env="XDS_MAX_MESSAGE_MB", default=64, type=positive_int,
+         help="largest gRPC message, in MiB")
+    flag(lim, "--max-connection-age", env="XDS_MAX_CONNECTION_AGE", default=0.0, type=seconds_or_zero,
+         help="seconds before a connection is asked to reconnect (0: never); gRPC adds jitter")
+    flag(lim, "--keepalive-min-ping", env="XDS_KEEPALIVE_MIN_PING", default=10.0, type=seconds,
+         help="clients pinging more often than this many seconds are disconnected")
     sec = p.add_argument_group("security")
-    sec.add_argument("--tls-cert", default=env("XDS_TLS_CERT"), help="serve ADS over TLS with this certificate")
-    sec.add_argument("--tls-key", default=env("XDS_TLS_KEY"), help="key of --tls-cert")
-    sec.add_argument("--client-ca", default=env("XDS_CLIENT_CA"), help="require client certificates from this CA")
-    sec.add_argument("--require-node-identity", action="store_true",
-                     help="with --client-ca: a stream's node id must be a name in its client certificate "
-                     "(CN or SAN), so a proxy cannot ask for another node's identity")
+    flag(sec, "--tls-cert", env="XDS_TLS_CERT", type=existing_file,
+         help="serve ADS over TLS with this certificate (PEM; with --tls-key)")
+    flag(sec, "--tls-key", env="XDS_TLS_KEY", type=existing_file, help="key of --tls-cert (PEM)")
+    flag(sec, "--client-ca", env="XDS_CLIENT_CA", type=existing_file,
+         help="require client certificates from this CA (needs --tls-cert)")
+    flag(sec, "--require-node-identity", env="XDS_REQUIRE_NODE_IDENTITY", action="store_true",
+         help="with --client-ca: a stream's node id must be a name in its client certificate "
+         "(CN or SAN), so a proxy cannot ask for another node's identity")
     p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
-    p.add_argument("--replica-id", default=env("XDS_REPLICA_ID"), help="id in {xds}:replicas (default host:pid)")
+    flag(p, "--replica-id", env="XDS_REPLICA_ID", type=non_empty, shown="HOST:PID", help="id in {xds}:replicas")
     return p
 
 
 def from_args(argv: list[str] | None = None) -> XdsConfig:
     a = parser().parse_args(argv)
-    try:
-        domain = domain_of(a.sni_template)
-    except RecordError as exc:
-        raise ConfigError(f"bad --sni-template: {exc}") from exc
+    domain = domain_of(a.sni_template)
     if bool(a.tls_cert) != bool(a.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if a.client_ca and not a.tls_cert:
         raise ConfigError("--client-ca needs --tls-cert and --tls-key")
     if a.require_node_identity and not a.client_ca:
         raise ConfigError("--require-node-identity needs --client-ca (client certificates)")
-    if a.connect_attempts < 1 or a.connect_backoff < 0.001 or a.connect_backoff_max < a.connect_backoff:
-        raise ConfigError("--connect-attempts must be >= 1, --connect-backoff >= 0.001 s and "
-                          "--connect-backoff-max >= --connect-backoff")
+    if a.connect_backoff < 0.001 or a.connect_backoff_max < a.connect_backoff:
+        raise ConfigError("--connect-backoff must be >= 0.001 s and --connect-backoff-max >= --connect-backoff")
     read_url = a.redis_read_url or None
-    if read_url:
-        parse_url(read_url)  # a bad URL is exit code 2 now, not a retry loop later
     return XdsConfig(
         redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
@@ -127,4 +131,5 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",
         log_format=a.log_format, log_level=a.log_level, metrics_listen=a.metrics_listen,
         tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
-        test_nack_builders=frozenset(a.test_nack_builder), require_node_identity=a.require_node_identity)
+        test_nack_builders=frozenset(a.test_nack_builder), require_node_identity=a.require_node_identity,
+        accept_reset_after=a.accept_reset_after)

@@ -54,10 +54,7 @@ class Follower:
         """Follow Redis until cancelled. Whatever goes wrong, the cache keeps serving what it has;
         an unplanned exception is reported (``shared.supervise``) and the next step resyncs."""
         await supervise.forever(self.step, loop="follow", crashes=metrics.LOOP_CRASHES, backoff=self.backoff,
-                                keeping=self._serving)
-
-    def _serving(self) -> str:
-        return f"serving version {self.cache.version} with {len(self.builders)} builders, then resyncing"
+                                keeping=lambda: f"{self.serving()}, then resyncing")
 
     async def step(self) -> None:
         """One full load and the stream after it, until something breaks the chain."""
@@ -70,19 +67,24 @@ class Follower:
             log.warning("change stream gap: %s; resyncing from a full load", exc)
         except CorruptState as exc:
             metrics.RESYNCS.labels("corrupt").inc()
-            log.error("%s; keeping %d builders, resyncing", exc, len(self.builders))
+            log.error("%s; %s, resyncing", exc, self.serving())
             await asyncio.sleep(self._delay)
         except StoreMisuse as exc:
             metrics.RESYNCS.labels("refused").inc()
             delay, self._delay = self._delay, min(self._delay * 2, MISUSE_BACKOFF)
-            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"{self._serving()} in {delay:.1f}s", log)
+            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"{self.serving()}, resyncing in {delay:.1f}s", log)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
         except StoreUnavailable as exc:
             metrics.RESYNCS.labels("redis").inc()
             delay, self._delay = self._delay, min(self._delay * 2, 1.0)  # back within ~1 s of Redis returning
-            log.warning("Redis unavailable (%s); serving version %d with %d builders, retrying in %.1fs",
-                        exc, self.cache.version, len(self.builders), delay)
+            log.warning("Redis unavailable (%s); %s, retrying in %.1fs", exc, self.serving(), delay)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    def serving(self) -> str:
+        """What Envoys get meanwhile, for log lines."""
+        if not self.loaded.is_set():
+            return "not loaded yet (health stays NOT_SERVING)"
+        return f"serving version {self.cache.version} with {len(self.builders)} builders"
 
     async def resync(self) -> None:
         started = time.perf_counter()

@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 from shared.connect import redact, redis_client
-from shared.metrics import split_hostport
+from shared.config import join_hostport, parse_hostport
 from shared.store import Store
 
 from . import server
@@ -45,8 +45,8 @@ class Replica:
 
     @property
     def address(self) -> str:
-        host, _ = split_hostport(self.cfg.listen)
-        return f"{host}:{self.port}"
+        host, _ = parse_hostport(self.cfg.listen, any_port=True)
+        return join_hostport(host, self.port)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; every part is released on the way out."""

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from shared import resources as rs
 from shared import supervise
 from shared.errors import StreamRefused
+from shared.errors import ConfigError
 
 from . import metrics
 from .cache import Cache
@@ -113,6 +114,7 @@ def server_options(cfg: XdsConfig) -> list[tuple[str, int]]:
     opts = [
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a --listen address another process holds is an error, not a shared port
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_min_ping * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
@@ -148,7 +150,10 @@ def build(cache: Cache, registry: Registry, cfg: XdsConfig) -> tuple[grpc.aio.Se
     reflection.enable_server_reflection(
         (ADS, CDS, LDS, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     creds = credentials(cfg)
-    port = server.add_secure_port(cfg.listen, creds) if creds else server.add_insecure_port(cfg.listen)
+    try:
+        port = server.add_secure_port(cfg.listen, creds) if creds else server.add_insecure_port(cfg.listen)
+    except RuntimeError as exc:  # grpc's word for "cannot bind"
+        raise ConfigError(f"--listen: cannot listen on {cfg.listen} ({str(exc).split(';')[0]})") from exc
     return server, health_servicer, port
 
 

@@ -16,6 +16,7 @@ import time
 from shared import resources as rs
 from shared import supervise
 from shared.errors import StoreError, StoreMisuse
+from shared.keys import STALE_AFTER
 from shared.store import Store
 
 from . import metrics
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary",
+                 every: float = 1.0, stale_after: float = STALE_AFTER, follower=None, reads: str = "primary",
                  coalesce: float = 0.01):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower

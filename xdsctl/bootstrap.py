@@ -5,7 +5,6 @@ built; this runs once per Envoy start, far from any per-request path.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, End
 from envoy_data_plane.google.protobuf import Struct, Value
 
 from shared import resources as rs
+from shared.config import is_ip, parse_hostport
 
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -43,22 +43,9 @@ class BootstrapSpec:
     xds_sni: str | None = None  # server name to verify (default: the ADS host)
 
 
-def _split(hostport: str) -> tuple[str, int]:
-    host, _, port = hostport.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 def ads_endpoints(ads: str) -> list[tuple[str, int]]:
     """'HOST:PORT[,HOST:PORT...]': every replica an Envoy may use."""
-    return [_split(part.strip()) for part in ads.split(",") if part.strip()]
+    return [parse_hostport(part) for part in ads.split(",") if part.strip()]
 
 
 def _xds_cluster(spec: BootstrapSpec) -> Cluster:
@@ -67,7 +54,7 @@ def _xds_cluster(spec: BootstrapSpec) -> Cluster:
                  for h, p in hosts]
     return Cluster(
         name=rs.XDS_CLUSTER,
-        type=ClusterDiscoveryType.STATIC if all(_is_ip(h) for h, _ in hosts) else ClusterDiscoveryType.STRICT_DNS,
+        type=ClusterDiscoveryType.STATIC if all(is_ip(h) for h, _ in hosts) else ClusterDiscoveryType.STRICT_DNS,
         connect_timeout=timedelta(seconds=1),
         load_assignment=ClusterLoadAssignment(
             cluster_name=rs.XDS_CLUSTER, endpoints=[LocalityLbEndpoints(lb_endpoints=endpoints)]),

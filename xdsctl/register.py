@@ -27,29 +27,30 @@ import time
 import orjson
 
 from shared import resources as rs
+from shared.config import ip_address, non_empty, port, seconds
+from shared.keys import STALE_AFTER
 from shared.store import Store
 
 COMMANDS = ("register", "deregister")
-STALE_AFTER = 15.0
 EXIT_TIMEOUT, EXIT_REJECTED = 3, 4
 CDS, LDS = rs.SHORT[rs.CLUSTER], rs.SHORT[rs.LISTENER]  # keys of an Envoy's "acked" in {xds}:envoys
 
 
-def add_parsers(sub, formatter) -> None:
-    r = sub.add_parser("register", formatter_class=formatter,
+def add_parsers(sub, parents) -> None:
+    r = sub.add_parser("register", parents=parents,
                        help="register a builder at once (an intent on {xds}:intents); --wait until Envoys serve it")
-    r.add_argument("--id", required=True, help="builder (machine) id")
-    r.add_argument("--address", required=True, help="its address (6PN IPv6 on Fly)")
-    r.add_argument("--app", help="its app; None: the discoverer's --app, when it has exactly one")
-    r.add_argument("--region", help="its region; None: the discoverer's --region, when it has exactly one")
-    r.add_argument("--port", type=int, help="its port; None: the discoverer's --builder-port")
-    d = sub.add_parser("deregister", formatter_class=formatter,
+    r.add_argument("--id", required=True, type=non_empty, help="builder (machine) id (required)")
+    r.add_argument("--address", required=True, type=ip_address, help="its address (6PN IPv6 on Fly; required)")
+    r.add_argument("--app", help="its app (default: the discoverer's --app, when it has exactly one)")
+    r.add_argument("--region", help="its region (default: the discoverer's --region, when it has exactly one)")
+    r.add_argument("--port", type=port, help="its port (default: the discoverer's --builder-port)")
+    d = sub.add_parser("deregister", parents=parents,
                        help="remove a builder at once; DNS may not bring it back for the discoverer's --confirm-grace")
-    d.add_argument("--id", required=True, help="builder (machine) id")
+    d.add_argument("--id", required=True, type=non_empty, help="builder (machine) id (required)")
     for p in (r, d):
         p.add_argument("--wait", action="store_true",
                        help="return when every live Envoy that should see it has ACKed (exit 3 on timeout)")
-        p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits at most")
+        p.add_argument("--timeout", type=seconds, default=10.0, help="seconds --wait waits at most")
 
 
 def intent_fields(args: argparse.Namespace) -> dict[str, str]:

@@ -1,6 +1,14 @@
-"""What each xdsctl subcommand reads, and how it is shown to people."""
+"""What each xdsctl subcommand reads (through Store, so a Redis outage is StoreUnavailable), and how
+it is shown to people.
+
+Tables go to a terminal as rich tables; piped, they are tab-separated lines (a header, then one
+line per row) that are never cut short. JSON carries versions as numbers: an Envoy's ACKed
+``version_info`` such as ``12-bridge`` (a transitional snapshot) is ``12`` in ``acked``, and the
+label is in ``labels``.
+"""
 from __future__ import annotations
 
+import sys
 import time
 
 import orjson
@@ -8,43 +16,65 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import resources as rs
-from shared.store import Store
+from shared.keys import STALE_AFTER
+from shared.store import Change, Store
 
-STALE_AFTER = 15.0
-console = Console()
-
-
-async def collect(store: Store, command: str, args) -> dict | list:
-    if command == "routes":
-        snap = await store.load()
-        return {"version": snap.version,
-                "routes": {b.sni: b.endpoint for b in sorted(snap.builders.values(), key=lambda b: b.sni)}}
-    if command == "builders":
-        snap = await store.load()
-        return {"version": snap.version, "builders": [
-            {"id": b.id, "app": b.app, "region": b.region, "address": b.address, "port": b.port,
-             "sni": b.sni, "seen_at": b.seen_at, "source": b.source, "registered_at": b.registered_at or None}
-            for b in sorted(snap.builders.values(), key=lambda b: b.id)],
-            "corrupt": list(snap.corrupt)}
-    if command == "leader":
-        holder, epoch, ttl = await store.leader()
-        return {"holder": holder, "epoch": epoch, "ttl_ms": ttl}
-    if command == "replicas":
-        version = await store.version()
-        return {"version": version, "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)),
-                                                             version)}
-    if command == "envoys":
-        version = await store.version()
-        return {"version": version, "envoys": _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)}
-    if command == "changes":
-        raw = await store.client.xrevrange(store.keys.changes, count=args.count)
-        return {"changes": [_change(sid, fields) for sid, fields in reversed(raw)]}
-    if command == "status":
-        return await status(store)
-    raise ValueError(command)
+console = Console(markup=False, highlight=False, soft_wrap=True)
 
 
-async def status(store: Store) -> dict:
+# --- reading ----------------------------------------------------------------------------------
+
+async def collect(store: Store, command: str, args) -> dict:
+    return await READERS[command](store, args)
+
+
+async def _routes(store: Store, args) -> dict:
+    snap = await store.load()
+    return {"version": snap.version,
+            "routes": {b.sni: b.endpoint for b in sorted(snap.builders.values(), key=lambda b: b.sni)}}
+
+
+async def _builders(store: Store, args) -> dict:
+    snap = await store.load()
+    return {"version": snap.version, "builders": [
+        {"id": b.id, "app": b.app, "region": b.region, "address": b.address, "port": b.port,
+         "sni": b.sni, "seen_at": b.seen_at, "source": b.source, "registered_at": b.registered_at or None}
+        for b in sorted(snap.builders.values(), key=lambda b: b.id)],
+        "corrupt": list(snap.corrupt)}
+
+
+async def _leader(store: Store, args) -> dict:
+    holder, epoch, ttl = await store.leader()
+    return {"holder": holder, "epoch": epoch, "ttl_ms": ttl}
+
+
+async def _replicas(store: Store, args) -> dict:
+    version = await store.version()
+    return {"version": version, "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)),
+                                                         version)}
+
+
+async def _envoys(store: Store, args) -> dict:
+    version = await store.version()
+    return {"version": version, "envoys": _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)}
+
+
+async def _discoverers(store: Store, args=None) -> dict:
+    """Live discoverers (entries refreshed within STALE_AFTER), with ``age`` and ``last_poll_age``."""
+    now = time.time()
+    entries = _fresh(await store.get_status(store.keys.discoverers), "updated_at", now)
+    for d in entries.values():
+        d["age"] = round(now - float(d["updated_at"]), 3)
+        poll = d.get("last_poll_at")
+        d["last_poll_age"] = round(now - float(poll), 3) if poll else None
+    return {"discoverers": entries}
+
+
+async def _changes(store: Store, args) -> dict:
+    return {"changes": [change_entry(c) for c in await store.recent_changes(args.count)]}
+
+
+async def status(store: Store, args=None) -> dict:
     version = await store.version()
     holder, epoch, ttl = await store.leader()
     envoys = _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)
@@ -52,14 +82,26 @@ async def status(store: Store) -> dict:
     for e in envoys.values():
         counts[e["state"]] += 1
     return {"version": version, "leader": {"holder": holder, "epoch": epoch, "ttl_ms": ttl},
+            "discoverers": (await _discoverers(store))["discoverers"],
             "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)), version),
             "envoys": counts,
             "empty": version == 0 and holder is None}
 
 
-def _fresh(entries: dict[str, dict]) -> dict[str, dict]:
-    now = time.time()
-    return {k: v for k, v in sorted(entries.items()) if now - float(v.get("heartbeat", 0)) <= STALE_AFTER}
+READERS = {"routes": _routes, "builders": _builders, "leader": _leader, "replicas": _replicas,
+           "envoys": _envoys, "discoverers": _discoverers, "changes": _changes, "status": status}
+
+
+def _fresh(entries: dict[str, dict], stamp: str = "heartbeat", now: float | None = None) -> dict[str, dict]:
+    now = time.time() if now is None else now
+    return {k: v for k, v in sorted(entries.items()) if now - _number(v.get(stamp)) <= STALE_AFTER}
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
@@ -67,89 +109,59 @@ def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
     A replica reading a Redis replica (--redis-read-url) also reports ``source_version``, the
     version that replica held at its last read: replication lag shows as a lower number there."""
     for r in replicas.values():
-        r["lag"] = max(version - rs.version_number(r.get("version", 0)), 0)
+        r["version"] = version_of(r.get("version", 0))
+        r["lag"] = max(version - r["version"], 0)
     return replicas
+
+
+version_of = rs.version_number
+
+
+def _label_of(value) -> str:
+    return str(value).partition("-")[2]
 
 
 def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
     for e in envoys.values():
-        acked = e.get("acked") or {}
-        e["lag"] = max((version - rs.version_number(v) for v in acked.values()), default=version)
+        raw = e.get("acked") or {}
+        e["acked"] = {t: version_of(v) for t, v in raw.items()}
+        labels = {t: _label_of(v) for t, v in raw.items() if _label_of(v)}
+        if labels:
+            e["labels"] = labels
+        e["lag"] = max((version - v for v in e["acked"].values()), default=version)
         nack = e.get("last_nack")
-        if nack and rs.version_number(nack.get("version", "0")) >= min((rs.version_number(v) for v in acked.values()), default=0):
+        if nack:
+            nack["version"] = version_of(nack.get("version", "0"))
+        if nack and nack["version"] >= min(e["acked"].values(), default=0):
             e["state"] = "nacking"
         else:
             e["state"] = "in_sync" if e["lag"] == 0 else "behind"
     return envoys
 
 
-def _change(sid: bytes, fields: dict) -> dict:
-    out = {"id": sid.decode()}
-    for k, v in fields.items():
-        key = k.decode()
-        if key == "records":
-            continue
-        out[key] = orjson.loads(v) if key in ("added", "removed", "updated") else int(v)
-    return out
+def change_entry(c: Change) -> dict:
+    """One change for JSON: the stream id, ``at`` (wall-clock seconds from the id) and the id lists."""
+    return {"id": c.stream_id, "at": c.written_at, "version": c.version, "epoch": c.epoch,
+            "added": list(c.added), "removed": list(c.removed), "updated": list(c.updated)}
 
 
-async def follow_changes(store: Store, args) -> int:
-    last = "$"
-    while True:
-        reply = await store.client.xread({store.keys.changes: last}, block=1000, count=100)
-        for _, entries in reply or ():
-            for sid, fields in entries:
-                last = sid
-                change = _change(sid, fields)
-                line = orjson.dumps(change).decode() if args.json else _change_line(change)
-                print(line, flush=True)
-
-
-def _change_line(c: dict) -> str:
-    return (f"{c['id']}  v{c['version']}  epoch {c['epoch']}  +{len(c['added'])} -{len(c['removed'])} "
-            f"~{len(c['updated'])}  {' '.join(['+' + i for i in c['added']] + ['-' + i for i in c['removed']] + ['~' + i for i in c['updated']])[:200]}")
-
+# --- showing ----------------------------------------------------------------------------------
 
 def show(command: str, data: dict) -> None:
-    if command == "routes":
-        if not data["routes"]:
-            console.print(f"no routes (version {data['version']}): is a discoverer running with this --prefix?")
-            return
-        _table(("SNI", "address"), data["routes"].items(), f"routes at version {data['version']}")
-    elif command == "builders":
-        _table(("id", "app", "region", "address", "port", "sni", "source"),
-               ((b["id"], b["app"], b["region"], b["address"], b["port"], b["sni"], _source(b))
-                for b in data["builders"]),
-               f"{len(data['builders'])} builders at version {data['version']}")
-    elif command == "leader":
-        console.print(f"leader: {data['holder'] or '(none)'}  epoch {data['epoch']}  lease {max(data['ttl_ms'], 0)} ms")
-    elif command == "replicas":
-        _table(("replica", "address", "streams", "version", "lag", "reads", "ready"),
-               ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v), v.get("ready"))
-                for k, v in data["replicas"].items()), f"ADS replicas (Redis at version {data['version']})")
-    elif command == "envoys":
-        _table(("node", "region", "replica", "acked", "lag", "state", "last NACK"),
-               ((k, v.get("region"), v.get("replica"), _acked(v), v["lag"], v["state"], _nack(v))
-                for k, v in data["envoys"].items()), f"Envoys (current version {data['version']})")
-    elif command == "changes":
-        for c in data["changes"]:
-            console.print(_change_line(c), highlight=False)
-    elif command == "status":
-        show_status(data)
+    SHOW[command](data)
 
 
-def show_status(data: dict) -> None:
-    if data["empty"]:
-        console.print("this prefix holds nothing yet: no version and no leader (is a discoverer running?)")
-    leader = data["leader"]
-    console.print(f"version {data['version']}   leader {leader['holder'] or '(none)'} (epoch {leader['epoch']})")
-    replicas = data["replicas"]
-    console.print(f"replicas {len(replicas)}: " + ", ".join(
-        f"{k} v{v.get('version')} (lag {v.get('lag', 0)}"
-        + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
-        + f") {v.get('streams')} streams" for k, v in replicas.items()), highlight=False)
-    e = data["envoys"]
-    console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing")
+def _show_routes(data: dict) -> None:
+    if not data["routes"]:
+        console.print(f"no routes (version {data['version']}): is a discoverer running with this --prefix?")
+        return
+    _table(("SNI", "address"), data["routes"].items(), f"routes at version {data['version']}")
+
+
+def _show_builders(data: dict) -> None:
+    _table(("id", "app", "region", "address", "port", "sni", "source"),
+           ((b["id"], b["app"], b["region"], b["address"], b["port"], b["sni"], _source(b)) for b in data["builders"]),
+           f"{len(data['builders'])} builders at version {data['version']}")
 
 
 def _source(b: dict) -> str:
@@ -162,6 +174,74 @@ def _source(b: dict) -> str:
     return f"dns (registered {age:.0f} s ago)"
 
 
+def _show_leader(data: dict) -> None:
+    console.print(f"leader: {data['holder'] or '(none)'}  epoch {data['epoch']}  lease {max(data['ttl_ms'], 0)} ms")
+
+
+def _show_replicas(data: dict) -> None:
+    _table(("replica", "address", "streams", "version", "lag", "reads", "ready"),
+           ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v), v.get("ready"))
+            for k, v in data["replicas"].items()), f"ADS replicas (Redis at version {data['version']})")
+
+
+def _show_envoys(data: dict) -> None:
+    _table(("node", "region", "replica", "acked", "lag", "state", "last NACK"),
+           ((k, v.get("region"), v.get("replica"), _acked(v), v["lag"], v["state"], _nack(v))
+            for k, v in data["envoys"].items()), f"Envoys (current version {data['version']})")
+
+
+def _show_discoverers(data: dict) -> None:
+    if not data["discoverers"]:
+        console.print("no discoverer has reported in the last %.0f s" % STALE_AFTER)
+        return
+    _table(("holder", "role", "epoch", "version", "builders", "last poll", "last error", "age"),
+           ((k, v.get("role"), v.get("epoch"), v.get("version"), v.get("builders"), _ago(v.get("last_poll_age")),
+             v.get("last_error"), _ago(v.get("age"))) for k, v in data["discoverers"].items()),
+           "discoverers")
+
+
+def _show_changes(data: dict) -> None:
+    for c in data["changes"]:
+        console.print(change_line(c))
+
+
+def show_status(data: dict) -> None:
+    if data["empty"]:
+        console.print("this prefix holds nothing yet: no version and no leader (is a discoverer running?)")
+    leader = data["leader"]
+    console.print(f"version {data['version']}   leader {leader['holder'] or '(none)'} (epoch {leader['epoch']})")
+    discoverers = data["discoverers"]
+    console.print(f"discoverers {len(discoverers)}: " + ", ".join(
+        f"{k} {v.get('role')}" + (f" (last error: {v['last_error']})" if v.get("last_error") else "")
+        for k, v in discoverers.items()))
+    replicas = data["replicas"]
+    console.print(f"replicas {len(replicas)}: " + ", ".join(
+        f"{k} " + (f"v{v.get('version')}" if v.get("ready", True) else "not loaded yet") + f" (lag {v.get('lag', 0)}"
+        + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
+        + f") {v.get('streams')} streams" for k, v in replicas.items()))
+    e = data["envoys"]
+    console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing")
+
+
+SHOW = {"routes": _show_routes, "builders": _show_builders, "leader": _show_leader, "replicas": _show_replicas,
+        "envoys": _show_envoys, "discoverers": _show_discoverers, "changes": _show_changes, "status": show_status}
+
+
+def change_line(c: dict) -> str:
+    ids = ["+" + i for i in c["added"]] + ["-" + i for i in c["removed"]] + ["~" + i for i in c["updated"]]
+    return (f"{clock(c['at'])}  v{c['version']}  epoch {c['epoch']}  +{len(c['added'])} -{len(c['removed'])} "
+            f"~{len(c['updated'])}  {' '.join(ids)[:200]}")
+
+
+def clock(at: float) -> str:
+    """Local wall-clock time with milliseconds: '2026-11-27 14:03:07.123'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def _ago(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.1f}s ago"
+
+
 def _reads(v: dict) -> str:
     if v.get("reads") == "replica":
         return f"replica v{v.get('source_version')}"
@@ -169,7 +249,9 @@ def _reads(v: dict) -> str:
 
 
 def _acked(v: dict) -> str:
-    return " ".join(f"{k}={ver}" for k, ver in sorted((v.get("acked") or {}).items()))
+    labels = v.get("labels") or {}
+    return " ".join(f"{k}={ver}" + (f"-{labels[k]}" if k in labels else "")
+                    for k, ver in sorted((v.get("acked") or {}).items()))
 
 
 def _nack(v: dict) -> str:
@@ -178,9 +260,28 @@ def _nack(v: dict) -> str:
 
 
 def _table(columns, rows, title: str) -> None:
+    """A rich table on a terminal; piped, tab-separated lines that keep every value whole."""
+    cells = [[str(x) if x is not None else "" for x in row] for row in rows]
+    if not sys.stdout.isatty():
+        for line in (columns, *cells):
+            sys.stdout.write("\t".join(line) + "\n")
+        return
     table = Table(title=title)
     for c in columns:
-        table.add_column(c)
-    for row in rows:
-        table.add_row(*(str(x) if x is not None else "" for x in row))
+        table.add_column(c, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
+
+
+async def follow_changes(store: Store, as_json: bool) -> None:
+    """Print each new change as it is appended, until interrupted. Says on stderr where it starts:
+    every entry after that stream id is printed, even one appended before the first XREAD."""
+    newest = await store.recent_changes(1)
+    last = newest[-1].stream_id if newest else "0-0"
+    print(f"following {store.keys.changes} after {last} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    while True:
+        for change in await store.read_changes(last, block_ms=1000, count=100):
+            last = change.stream_id
+            entry = change_entry(change)
+            print(orjson.dumps(entry).decode() if as_json else change_line(entry), flush=True)

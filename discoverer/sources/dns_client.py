@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
 import struct
 import time
 
@@ -15,6 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from shared.config import is_ip, parse_hostport
 from shared.errors import ConfigError, SourceError
 
 
@@ -99,15 +98,10 @@ def parse_server(value: str | None) -> tuple[str, int]:
             return dns.resolver.Resolver().nameservers[0], 53
         except (IndexError, dns.resolver.NoResolverConfiguration) as exc:
             raise SourceError("no --dns-server and no system resolver") from exc
-    m = re.match(r"^\[(?P<h6>[^\]]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:]+)(?::(?P<p>\d+))?$", value)
-    host, port = (value, "53") if not m else (m.group("h6") or m.group("h"), m.group("p6") or m.group("p") or "53")
-    try:
-        ipaddress.ip_address(host)  # dnspython queries an address, never a name
-    except ValueError as exc:
-        raise ConfigError(f"--dns-server {value!r}: want IP, IP:PORT or [IPv6]:PORT") from exc
-    if not 0 < int(port) < 65536:
-        raise ConfigError(f"--dns-server {value!r}: bad port")
-    return host, int(port)
+    try:  # a bare IPv6 address is unambiguous here: the port is 53 unless bracketed with one
+        return (value, 53) if is_ip(value) else parse_hostport(value, default_port=53, ip_only=True)
+    except ValueError as exc:  # dnspython queries an address, never a name
+        raise ConfigError(f"--dns-server: wants IP, IP:PORT or [IPv6]:PORT ({exc}; got {value!r})") from exc
 
 
 class TooBig(SourceError):

@@ -20,6 +20,7 @@ def test_the_fly_source_needs_the_builder_apps(monkeypatch, tmp_path):
         with pytest.raises(ConfigError, match="--app"):
             from_args(argv)
     source_file = tmp_path / "b.json"
+    source_file.write_text("[]")
     assert from_args(["--source", "file", "--file", str(source_file)]).rules.apps == frozenset(), \
         "a file lists its builders itself"
     monkeypatch.setenv("XDS_APPS", "builders")

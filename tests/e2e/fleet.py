@@ -11,13 +11,16 @@ import os
 import time
 from pathlib import Path
 
-from tests.support.envoy import EnvoyProc, start_backends
+from tests.support.envoy import (REFUSED, TIMED_OUT, EnvoyProc, NotRouted, insecure_context, raw_reach, start_backends,
+                                 tls_reach)
 from tests.support.procs import ProcGroup, free_port, wait_until
 from tests.support.redis import start_redis
 from tools.tls_backend import client_context
 
 DOMAIN = "builders.internal"
 N_BACKENDS = 21
+ON_DEMAND_WAIT = 5  # the replicas' --on-demand-wait: how long Envoy holds a connection for a missing cluster
+HELD = "tcp.builders.on_demand_cluster_attempt"  # on_demand: connections Envoy held while it asked for a cluster
 
 
 def bid(n: int) -> str:
@@ -53,7 +56,7 @@ class Fleet:
             port = free_port()
             self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", "--routing", mode,
                                             "--region-scope", scope, "--replica-id", f"xds-{scope}",
-                                            "--on-demand-wait", "5"], label=f"xds-{scope}")
+                                            "--on-demand-wait", str(ON_DEMAND_WAIT)], label=f"xds-{scope}")
             self.ads[scope] = f"127.0.0.1:{port}"
 
     def record(self, builder_id: str, ip: str | None = None, region: str | None = None) -> dict:
@@ -72,9 +75,9 @@ class Fleet:
     def routes(self) -> set[str]:
         return {k.decode() for k in self.redis.client().hkeys("{xds}:routes")}
 
-    def envoy(self, node_id: str, *, scope: str = "all", region: str = "ord") -> EnvoyProc:
+    def envoy(self, node_id: str, *, scope: str = "all", region: str = "ord", delta: bool = False) -> EnvoyProc:
         envoy = EnvoyProc(self.dir / "envoys", node_id=node_id, ads=self.ads[scope], region=region,
-                          routing=self.mode)
+                          routing=self.mode, delta=delta)
         envoy.start()
         self.envoys.append(envoy)
         self.procs.procs.append(envoy.proc)
@@ -84,9 +87,43 @@ class Fleet:
         self.procs.stop_all()
         self.redis.stop()
 
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def reach(self, envoy: EnvoyProc, name: str, ctx=None, timeout: float = 2.0) -> str | NotRouted:
+        return tls_reach(envoy.listener_port, name, ctx or self.ctx, timeout=timeout)
+
+    def refused(self, envoy: EnvoyProc, name: str | None, *, timeout: float = 2.0, raw: bool = False) -> bool:
+        """One connection with ``name`` (openssl's exact bytes when ``raw``): True when Envoy refuses it,
+        False when it routes it. In on_demand a name Envoy has no cluster for is held while Envoy asks the
+        server (up to --on-demand-wait, then refused): that hold counts as refused when Envoy's on-demand
+        counter shows it. Any other timeout fails the test: a slow Envoy never passes for a refusal."""
+        held = envoy.stat(HELD) if self.mode == "on_demand" else None
+        got = raw_reach(envoy.listener_port, name, timeout=timeout) if raw else \
+            self.reach(envoy, name, insecure_context(), timeout=timeout)
+        if got is TIMED_OUT and held is not None and envoy.stat(HELD) > held:
+            return True
+        assert got is not TIMED_OUT, f"{name!r}: Envoy neither routed nor refused it within {timeout}s"
+        assert got is REFUSED or not isinstance(got, NotRouted), f"{name!r}: {got!r}"
+        return got is REFUSED
+
+    def refused_in_the_end(self, envoy: EnvoyProc, name: str) -> None:
+        """Refused, and in on_demand also once Envoy's hold runs out (a held connection is never routed)."""
+        if self.mode != "on_demand":
+            assert self.refused(envoy, name)
+            return
+        assert self.reach(envoy, name, insecure_context(), timeout=ON_DEMAND_WAIT + 3) is REFUSED
+
 
 def eventually(predicate, timeout: float = 3.0, what: str = "condition") -> float:
-    """Seconds until ``predicate`` held (raises after ``timeout``)."""
+    """Seconds until ``predicate`` held (raises TimeoutError after ``timeout``). Unlike wait_until,
+    an exception from the predicate (a failed assert in it) fails at once."""
     t0 = time.monotonic()
-    wait_until(predicate, timeout, interval=0.02, what=what)
+    while not predicate():
+        if time.monotonic() - t0 >= timeout:
+            raise TimeoutError(f"{what} not true after {timeout:.1f}s")
+        time.sleep(0.02)
     return time.monotonic() - t0

@@ -2,33 +2,25 @@
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import subprocess
 import sys
-import urllib.request
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.envoy import EnvoyProc, start_backends, tls_reach
-from tests.support.procs import free_port, script, wait_until
+from tests.support.procs import free_port, scrape, script, wait_until
 from tools.tls_backend import client_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 GOOD = [{"id": "a0000000000001", "app": "builder", "region": "ord", "ip": "127.0.0.2"},
         {"id": "b0000000000002", "app": "builder", "region": "ams", "ip": "127.0.0.3"}]
 BAD = {"id": "c0000000000003", "app": "builder", "region": "ord", "ip": "8.8.8.8"}  # outside the allow-list
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 def xdsctl(redis_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -61,6 +53,7 @@ def live(tmp_path, redis_server, procs):
 def test_xdsctl_against_a_live_system(live):
     url = live["redis"]
     routes = json.loads(xdsctl(url, "--json", "routes").stdout)
+    assert json.loads(xdsctl(url, "routes", "--json").stdout) == routes, "--json after the subcommand too"
     assert routes["routes"] == {f"{b['id']}.builders.internal": f"{b['ip']}:{live['port']}" for b in GOOD}
     table = xdsctl(url, "routes").stdout
     assert "a0000000000001.builders.internal" in table and "127.0.0.3" in table
@@ -86,18 +79,36 @@ def test_xdsctl_says_clearly_when_redis_is_down_or_empty(live):
     assert "holds nothing" in empty.stdout
 
 
+def lines_of(stream) -> queue.Queue:
+    """Lines of a pipe, read by a thread, so that a test waits for one with a deadline."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    return lines
+
+
 def test_changes_follow_prints_new_entries(live):
-    proc = subprocess.Popen([str(script("xdsctl")), "--redis-url", live["redis"], "--json", "changes", "--follow"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(script("xdsctl")), "--redis-url", live["redis"], "changes", "--follow", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: True, 0.5)
+        started = lines_of(proc.stderr).get(timeout=20)  # it says where it follows from: nothing after is missed
+        assert started.startswith("following {xds}:changes after "), started
         live["file"].write_text(json.dumps([{**GOOD[0], "port": live["port"]}]))
-        line = proc.stdout.readline()
-        entry = json.loads(line)
-        assert entry["removed"] == ["b0000000000002"]
+        entry = json.loads(lines_of(proc.stdout).get(timeout=10))
+        assert entry["removed"] == ["b0000000000002"] and entry["id"] > started.split()[3]
+        assert abs(entry["at"] - time.time()) < 10
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_discoverers_are_shown_and_a_dead_one_is_pruned(live):
+    url = live["redis"]
+    shown = json.loads(xdsctl(url, "discoverers", "--json").stdout)["discoverers"]
+    assert shown["d1"]["role"] == "leader" and shown["d1"]["builders"] == len(GOOD)
+    with redis.Redis.from_url(url) as r:
+        r.hset("{xds}:discoverers", "ghost", json.dumps({"role": "leader", "updated_at": time.time() - 60}))
+        wait_until(lambda: not r.hexists("{xds}:discoverers", "ghost"), 10, what="the dead entry pruned")
+        assert r.hexists("{xds}:discoverers", "d1")
 
 
 def test_metrics_after_real_traffic(live):

@@ -43,8 +43,8 @@ def test_cluster_form():
     ("redis+sentinel://h:26379/m?role=leader", "role="),
     ("redis+cluster://h:7000/3", "only database 0"),
     ("redis+cluster://h:7000,,h2:7001", "empty host"),
-    ("redis+cluster://h:port", "bad port"),
-    ("redis+cluster://fd00::1:7000", "needs brackets"),
+    ("redis+cluster://h:port", "a port 1-65535"),
+    ("redis+cluster://fd00::1:7000", "in brackets"),
     ("redis+cluster://h:7000?ssl_ca_certs=/ca", "unknown option"),  # TLS options need rediss+
     ("redis+cluster://h:7000?foo=1", "unknown option"),
     ("rediss+cluster://h:7000?ssl_cert_reqs=maybe", "ssl_cert_reqs"),

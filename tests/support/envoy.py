@@ -3,12 +3,19 @@
 ``EnvoyProc`` writes the bootstrap with our CLI, starts Envoy with
 ``--disable-hot-restart --drain-time-s 1 --drain-strategy immediate`` so a
 drained connection shows within a second, and reads its admin API.
+``tls_reach`` / ``raw_reach`` say what a client got: a builder's name, or a
+``NotRouted`` (refused, timed out, down, wrong) so a check for "refused" is
+never passed by an Envoy that was only slow to answer.
 """
 from __future__ import annotations
 
+import enum
+import os
+import select
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Sequence
@@ -67,17 +74,82 @@ class EnvoyProc:
         return 0
 
 
+class NotRouted(str, enum.Enum):
+    """What a connection through Envoy got instead of a builder's greeting. Each is falsy, so
+    ``if tls_reach(...)`` still reads "routed"; a test that means refused asks for REFUSED."""
+
+    REFUSED = "refused"  # Envoy closed or reset the connection: no route for that name
+    TIMED_OUT = "timed out"  # no answer within the timeout: a slow Envoy, or one holding the connection
+    DOWN = "down"  # nothing listens on the port
+    WRONG = "wrong"  # a TLS server answered, but not a builder with that name (certificate or greeting)
+
+    def __bool__(self) -> bool:
+        return False
+
+
+REFUSED, TIMED_OUT, DOWN, WRONG = NotRouted.REFUSED, NotRouted.TIMED_OUT, NotRouted.DOWN, NotRouted.WRONG
+
+
 def tls_reach(port: int, sni: str | None, ctx: ssl.SSLContext, *, host: str = "127.0.0.1",
-              timeout: float = 2.0) -> str | None:
-    """Connect through Envoy with ``sni``; the builder's name from its first line, or None when refused."""
+              timeout: float = 2.0) -> str | NotRouted:
+    """Connect through Envoy with ``sni``: the builder's name from its greeting, or why not."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=sni) as tls:
-                line = tls.makefile("rb").readline(200)
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        return TIMED_OUT
+    except OSError:
+        return DOWN
+    try:
+        with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+            line = tls.makefile("rb").readline(200)
+    except TimeoutError:
+        return TIMED_OUT
+    except ssl.SSLCertVerificationError:
+        return WRONG
     except (OSError, ssl.SSLError, ValueError):
-        return None
+        return REFUSED
+    finally:
+        raw.close()
+    return greeting(line)
+
+
+def greeting(line: bytes) -> str | NotRouted:
+    """The builder's name from its first line (``builder=<name>``); no line at all is a refusal."""
+    if not line:
+        return REFUSED
     text = line.decode(errors="replace").strip()
-    return text.removeprefix("builder=") if text.startswith("builder=") else None
+    return text.removeprefix("builder=") if text.startswith("builder=") else WRONG
+
+
+def raw_reach(port: int, servername: str | None, *, host: str = "127.0.0.1", timeout: float = 2.0) -> str | NotRouted:
+    """``tls_reach`` with openssl, which sends exactly ``servername`` (Python's ssl lowercases it and
+    always sends one; None sends no SNI at all). Verifies nothing; a port nobody listens on reads
+    as REFUSED here."""
+    args = ["openssl", "s_client", "-quiet", "-connect", f"{host}:{port}"]
+    args += ["-servername", servername] if servername is not None else ["-noservername"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = _read_line(proc.stdout.fileno(), time.monotonic() + timeout)
+    finally:
+        proc.kill()
+        proc.wait(5)
+        proc.stdin.close()
+        proc.stdout.close()
+    return TIMED_OUT if line is None else greeting(line)
+
+
+def _read_line(fd: int, deadline: float) -> bytes | None:
+    """Bytes up to a newline or EOF, or None at the deadline."""
+    data = b""
+    while b"\n" not in data:
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            return None
+        chunk = os.read(fd, 200)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def insecure_context() -> ssl.SSLContext:

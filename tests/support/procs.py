@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
@@ -31,6 +32,18 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(family, kind) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """A Prometheus /metrics page: sample (with labels) -> value."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=3) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02,
