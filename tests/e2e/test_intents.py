@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.envoy import EnvoyProc, start_backends, tls_reach
+from tests.support.envoy import REFUSED, EnvoyProc, start_backends, tls_reach
 from tests.support.procs import ProcGroup, free_port, script, wait_until
 from tests.support.redis import start_redis
 from tools.tls_backend import client_context, start_tls_backend
@@ -114,7 +114,7 @@ def test_wait_covers_the_envoys_of_the_builders_region_and_names_those_that_do_n
     result = orjson.loads(done.stdout)
     assert first == sni(b_ord) and result["envoys"] == ["edge-ord"] and result["waiting"] == []
     assert result["status"] == "applied" and result["version"] >= 1 and result["wait_ms"] > 0
-    assert tls_reach(ams.listener_port, sni(b_ord), stack.ctx, timeout=2) is None  # not in ams's view
+    assert tls_reach(ams.listener_port, sni(b_ord), stack.ctx, timeout=2) is REFUSED  # not in ams's view
     ord_.proc.kill(signal.SIGSTOP)  # connected, live, but answering nothing
     try:
         stuck = stack.register(b_late, ip_late, "ord", "--wait", "--timeout", "2")
@@ -126,7 +126,7 @@ def test_wait_covers_the_envoys_of_the_builders_region_and_names_those_that_do_n
     assert other.returncode == 0 and orjson.loads(other.stdout)["envoys"] == ["edge-ams"], other
     gone = stack.xdsctl("deregister", "--id", b_ord, "--wait", "--timeout", "10")
     assert gone.returncode == 0 and orjson.loads(gone.stdout)["envoys"] == ["edge-ord"], gone
-    assert tls_reach(ord_.listener_port, sni(b_ord), stack.ctx, timeout=2) is None
+    assert tls_reach(ord_.listener_port, sni(b_ord), stack.ctx, timeout=2) is REFUSED
 
 
 @pytest.mark.parametrize("mode, attempts", [(m, None) for m in MODES] + [("sni_cluster", "1")])
@@ -148,7 +148,7 @@ async def test_a_builder_that_listens_700_ms_after_its_route_is_live_gets_its_fi
     finally:
         await backend.close()
     if attempts == "1":
-        assert reached is None  # the control: without connect attempts the first connection fails
+        assert reached is REFUSED  # the control: without connect attempts the first connection fails
     else:
         assert reached == sni(bid) and time.monotonic() - t0 >= 0.7
 

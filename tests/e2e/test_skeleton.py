@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.support.envoy import EnvoyProc, insecure_context, start_backends, tls_reach
+from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
 from tests.support.procs import free_port, wait_until
 from tools.flyzone import FlyBuilder
 from tools.tls_backend import client_context
@@ -33,7 +33,7 @@ def test_dns_to_envoy_to_builder(tmp_path, redis_server, dns_server, procs):
     dns_server.set_builders([a, b])
     common = ["--redis-url", redis_server.url]
     for n in (1, 2):
-        procs.start("discoverer", [*common, "--source", "fly", "--app", "builder", "--dns-server", dns_server.addr,
+        procs.start("discoverer", [*common, "--source", "fly", "--dns-server", dns_server.addr, "--app", "builder",
                                    "--sni-template", "{id}.builders.internal", "--builder-port", str(port),
                                    "--poll-interval", "0.1", "--id", f"d{n}"], label=f"discoverer{n}")
     ads_port = free_port()
@@ -44,13 +44,15 @@ def test_dns_to_envoy_to_builder(tmp_path, redis_server, dns_server, procs):
     ctx = client_context(certs)
     wait_until(lambda: tls_reach(envoy.listener_port, sni(a.id), ctx) == sni(a.id), 15, what="A reachable")
     assert tls_reach(envoy.listener_port, sni(b.id), ctx) == sni(b.id)
-    assert tls_reach(envoy.listener_port, sni("nobody00000000"), insecure_context()) is None
-    assert tls_reach(envoy.listener_port, sni(c.id), insecure_context()) is None
+    assert tls_reach(envoy.listener_port, sni("nobody00000000"), insecure_context()) is REFUSED
+    assert tls_reach(envoy.listener_port, sni(c.id), insecure_context()) is REFUSED
 
     dns_server.set_builders([a])
     t0 = time.monotonic()
-    wait_until(lambda: tls_reach(envoy.listener_port, sni(b.id), insecure_context(), timeout=0.5) is None,
-               3, interval=0.02, what="B refused")
+    outcomes = []
+    wait_until(lambda: outcomes.append(tls_reach(envoy.listener_port, sni(b.id), insecure_context(), timeout=0.5))
+               or outcomes[-1] is REFUSED, 3, interval=0.02, what="B refused")
+    assert set(outcomes[:-1]) <= {sni(b.id)}, f"routed until refused, never a timeout: {outcomes}"
     assert time.monotonic() - t0 < 1.0, "B must be refused within 1 s (the 0.5 s removal grace included)"
 
     dns_server.set_builders([a, c])

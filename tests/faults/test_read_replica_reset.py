@@ -15,6 +15,7 @@ from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import Builder
 from shared.store import Store
+from tests.support.lease import acquire
 from tests.support.procs import free_port, scrape, wait_until
 from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, Node, synced
 
@@ -31,7 +32,7 @@ async def write(url: str, names: str, holder: str) -> int:
     client = connect(url, name="tests")
     try:
         store = Store(client, Keys())
-        lease = await store.acquire(holder, 60_000)
+        lease = await acquire(store, holder, 60_000)
         version = lease.version
         for name in names:
             version = await store.apply(lease, version, [builder(name)], [])

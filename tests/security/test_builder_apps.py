@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from shared.keys import Keys
+from tests.support.envoy import REFUSED
 from tests.support.plane import sni, start_fly_plane
 from tests.support.procs import wait_until
 from tools.flyzone import FlyBuilder
@@ -30,5 +31,5 @@ def test_only_machines_of_the_builder_apps_are_reachable(tmp_path, redis_server,
     routes = {k.decode() for k in redis_server.client().hkeys(Keys().routes)}
     assert routes == {sni(m) for m in BUILDERS}
     for m in OTHERS:
-        assert plane.reach(m, verify=False) is None, f"{m.app} machine reachable"
+        assert plane.reach(m, verify=False) is REFUSED, f"{m.app} machine reachable"
     assert plane.envoy.clusters() == {sni(m) for m in BUILDERS}

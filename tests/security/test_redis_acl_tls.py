@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from shared.keys import Keys
-from tests.support.envoy import EnvoyProc, insecure_context, start_backends, tls_reach
+from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
 from tests.support.procs import REPO, free_port, script, wait_until
 from tools.tls_backend import client_context, ensure_certs
 
@@ -109,7 +109,7 @@ def test_services_run_end_to_end_with_their_users_over_tls(tmp_path, secure_redi
     procs.procs.append(envoy.start().proc)
     ctx = client_context(tmp_path / "certs-builders")
     wait_until(lambda: tls_reach(envoy.listener_port, SNI, ctx) == SNI, 20, what="the builder through Envoy")
-    assert tls_reach(envoy.listener_port, "nobody00000000.builders.internal", insecure_context()) is None
+    assert tls_reach(envoy.listener_port, "nobody00000000.builders.internal", insecure_context()) is REFUSED
     # the replica follows the change stream and writes its status (and Envoy's) with its own ACL-limited user
     wait_until(lambda: json.loads(client("xdsctl").hget(KEYS.envoys, "edge-1") or "{}").get("replica") == "r1", 10,
                what="Envoy's status written by the replica")

@@ -26,8 +26,8 @@ class FlyPlane:
     envoy: EnvoyProc
     ctx: ssl.SSLContext
 
-    def reach(self, machine: FlyBuilder, *, verify: bool = True) -> str | None:
-        """The name the machine answered with through Envoy, or None when refused."""
+    def reach(self, machine: FlyBuilder, *, verify: bool = True) -> str:
+        """The name the machine answered with through Envoy, or how it was not routed (NotRouted)."""
         return tls_reach(self.envoy.listener_port, sni(machine), self.ctx if verify else insecure_context())
 
 
