@@ -13,11 +13,10 @@ Invariant: this module never imports grpc and never calls Redis.
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import time
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
 
 from shared import resources as rs
 from shared.model import Builder
@@ -33,6 +32,13 @@ Pair = tuple[Builder | None, Builder | None]
 class ViewKey:
     region: str | None  # None: every region
     listener: ListenerSpec
+    _hash: int = field(init=False, repr=False, compare=False)  # looked up on every push: hashed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.region, self.listener)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class _Series:
@@ -76,7 +82,7 @@ class Cache:
         self.seq = 0  # counts updates; never goes back, unlike a Redis version after a reset
         self.builders: dict[str, Builder] = {}  # its own: the follower keeps another
         self._series: dict[tuple[ViewKey, str], _Series] = {}
-        self._watchers: set[asyncio.Event] = set()
+        self._watchers: set[Callable[[], None]] = set()
         self._seen_at: dict[int, float] = {}
         self._domain_suffix = "." + renderer.domain
 
@@ -122,8 +128,8 @@ class Cache:
             del self._seen_at[next(iter(self._seen_at))]
         for (view, type_url), series in self._series.items():
             self._advance(series, view, type_url, changes)
-        for event in self._watchers:
-            event.set()
+        for callback in tuple(self._watchers):
+            callback()
 
     def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
         if type_url == rs.LISTENER and not self.make_before_break:
@@ -213,9 +219,9 @@ class Cache:
         while len(series.deltas) > 16:
             series.deltas.popitem(last=False)
 
-    def watch(self, event: asyncio.Event) -> None:
-        """``event`` is set on every new version."""
-        self._watchers.add(event)
+    def watch(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs after every new version (see ``SnapshotSource.watch``)."""
+        self._watchers.add(callback)
 
-    def unwatch(self, event: asyncio.Event) -> None:
-        self._watchers.discard(event)
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        self._watchers.discard(callback)

@@ -93,6 +93,7 @@ class Registry:
         self.gone: set[str] = set()
         self._nodes: collections.Counter[str] = collections.Counter()
         self._views: collections.Counter[ViewKey] = collections.Counter()
+        self._keys: dict[ViewKey, ViewKey] = {}
 
     def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None) -> Peer:
         """Register a stream's node; raises Refused for a node it may not be or a view too many."""
@@ -108,6 +109,7 @@ class Registry:
         if view not in self._views and len(self._views) >= self.max_views:
             raise Refused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} distinct views "
                                                 "(region, listener address and port)")
+        view = self._keys.setdefault(view, view)  # one object per view: lookups by it compare by identity
         peer = Peer(node_id, region, view, kind)
         self.peers.add(peer)
         self._nodes[node_id] += 1
@@ -126,4 +128,5 @@ class Registry:
         self._views[peer.view] -= 1
         if self._views[peer.view] <= 0:
             del self._views[peer.view]
+            del self._keys[peer.view]
             self.cache.drop_view(peer.view)

@@ -68,7 +68,7 @@ class XdsService:
                                          wait=self.cfg.on_demand_wait)
                 else:
                     stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
-                await stream.serve(requests, context.write)
+                await stream.serve(context.read, context.write, grpc.aio.EOF)
             except* Refused as group:  # raised inside the stream's TaskGroup
                 exc = group.exceptions[0]
                 metrics.STREAMS_REFUSED.inc()
