@@ -25,6 +25,7 @@ class XdsConfig:
     region_scope: str = "all"
     connect_timeout: float = 1.0
     on_demand_wait: float = 5.0
+    push_interval: float = 0.1
     max_streams: int = 5000
     max_message_bytes: int = 64 * 1024 * 1024
     max_connection_age: float = 0.0
@@ -70,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--connect-timeout", type=float, default=1.0, help="seconds for Envoy to connect to a builder")
     g.add_argument("--on-demand-wait", type=float, default=5.0,
                    help="on_demand: seconds a connection may wait for its builder to appear")
+    g.add_argument("--push-interval", type=float, default=float(env("XDS_PUSH_INTERVAL", "0.1")),
+                   help="seconds between two pushes of new versions: a version after a quiet moment goes out at "
+                   "once, the ones that follow within this interval go out together when it has passed "
+                   "(under churn each Envoy gets at most one response per type per interval; 0: no pacing)")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-streams", type=int, default=5000, help="streams beyond this get RESOURCE_EXHAUSTED")
     lim.add_argument("--max-message-mb", type=int, default=64, help="largest gRPC message, in MiB")
@@ -107,7 +112,8 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
     return XdsConfig(
         redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
-        connect_timeout=a.connect_timeout, on_demand_wait=a.on_demand_wait, max_streams=a.max_streams,
+        connect_timeout=a.connect_timeout, on_demand_wait=a.on_demand_wait, push_interval=max(0.0, a.push_interval),
+        max_streams=a.max_streams,
         max_message_bytes=a.max_message_mb * 1024 * 1024, max_connection_age=a.max_connection_age,
         keepalive_min_ping=a.keepalive_min_ping,
         replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",

@@ -33,7 +33,7 @@ class Replica:
         self.cfg = cfg
         renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
                             on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders)
-        self.cache = Cache(renderer, region_scope=cfg.region_scope)
+        self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
         self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
         self.follower: Follower | None = None
         self.publisher: StatusPublisher | None = None
