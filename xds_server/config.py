@@ -12,6 +12,8 @@ from shared.connect import parse_url
 from shared.errors import ConfigError, RecordError
 from shared.model import domain_of
 
+from . import workers as _workers
+
 
 @dataclass(frozen=True, kw_only=True)
 class XdsConfig:
@@ -31,6 +33,9 @@ class XdsConfig:
     max_connection_age: float = 0.0
     keepalive_min_ping: float = 10.0
     replica_id: str = ""
+    workers: int = 1  # --workers: replica processes sharing --listen (a supervisor starts them)
+    worker_of: str | None = None  # in a worker: "<host>:<supervisor pid>"; it shares the port on purpose
+    worker_index: int = 0
     log_format: str = "text"
     log_level: str = "info"
     metrics_listen: str | None = None
@@ -90,8 +95,25 @@ def parser() -> argparse.ArgumentParser:
                      help="with --client-ca: a stream's node id must be a name in its client certificate "
                      "(CN or SAN), so a proxy cannot ask for another node's identity")
     p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
-    p.add_argument("--replica-id", default=env("XDS_REPLICA_ID"), help="id in {xds}:replicas (default host:pid)")
+    p.add_argument("--replica-id", default=env("XDS_REPLICA_ID"),
+                   help="id in {xds}:replicas (default host:pid; with --workers, ID/<worker index>)")
+    p.add_argument("--workers", type=workers_arg, default=env("XDS_WORKERS", "1"),
+                   help="replica processes sharing --listen (SO_REUSEPORT), each complete and stateless; "
+                   "'auto': one per core this process may use. A worker that dies is started again "
+                   "(with --metrics-listen HOST:PORT, worker i serves metrics on PORT+i)")
     return p
+
+
+def workers_arg(value: str) -> int:
+    if value == "auto":
+        return _workers.available_cores()
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers (or 'auto'): {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("--workers must be at least 1")
+    return count
 
 
 def from_args(argv: list[str] | None = None) -> XdsConfig:
@@ -109,6 +131,10 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
     read_url = a.redis_read_url or None
     if read_url:
         parse_url(read_url)  # a bad URL is exit code 2 now, not a retry loop later
+    worker = _workers.worker_of()
+    replica_id = a.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+    if worker is not None and a.replica_id:
+        replica_id = f"{a.replica_id}/{worker[1]}"
     return XdsConfig(
         redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
@@ -116,7 +142,8 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         max_streams=a.max_streams,
         max_message_bytes=a.max_message_mb * 1024 * 1024, max_connection_age=a.max_connection_age,
         keepalive_min_ping=a.keepalive_min_ping,
-        replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",
+        replica_id=replica_id, workers=a.workers, worker_of=worker[0] if worker else None,
+        worker_index=worker[1] if worker else 0,
         log_format=a.log_format, log_level=a.log_level, metrics_listen=a.metrics_listen,
         tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         test_nack_builders=frozenset(a.test_nack_builder), require_node_identity=a.require_node_identity)

@@ -105,6 +105,9 @@ def server_options(cfg: XdsConfig) -> list[tuple[str, int]]:
         # --max-streams decides what is shed, with RESOURCE_EXHAUSTED
         ("grpc.server.max_pending_requests", max(1000, 2 * cfg.max_streams)),
         ("grpc.server.max_pending_requests_hard_limit", max(3000, 4 * cfg.max_streams)),
+        # gRPC sets SO_REUSEPORT by default, so a second replica could bind the same port and split the
+        # fleet: only the workers of one supervisor share a port (xds_server.workers)
+        ("grpc.so_reuseport", 1 if cfg.worker_of else 0),
     ]
     if cfg.max_connection_age > 0:
         opts += [("grpc.max_connection_age_ms", int(cfg.max_connection_age * 1000)),

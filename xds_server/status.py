@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary"):
+                 every: float = 1.0, stale_after: float = 15.0, follower=None, reads: str = "primary",
+                 tags: dict | None = None):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower
         self.reads = reads  # "primary", or "replica" with --redis-read-url
@@ -34,6 +35,7 @@ class StatusPublisher:
         self.every = every
         self.stale_after = stale_after
         self._last_full = 0.0
+        self.tags = tags or {}  # constant fields of the replica's entry (host, workers)
 
     async def run(self) -> None:
         while True:
@@ -72,6 +74,7 @@ class StatusPublisher:
                   "reads": self.reads}
         if self.follower is not None:
             status["source_version"] = self.follower.source_version
+        status.update(self.tags)
         return status
 
     async def _ours(self, node_ids: set[str]) -> list[str]:

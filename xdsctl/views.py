@@ -122,9 +122,10 @@ def show(command: str, data: dict) -> None:
     elif command == "leader":
         console.print(f"leader: {data['holder'] or '(none)'}  epoch {data['epoch']}  lease {max(data['ttl_ms'], 0)} ms")
     elif command == "replicas":
-        _table(("replica", "address", "streams", "version", "lag", "reads", "ready"),
-               ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v), v.get("ready"))
-                for k, v in data["replicas"].items()), f"ADS replicas (Redis at version {data['version']})")
+        _table(("replica", "host", "address", "streams", "version", "lag", "reads", "ready"),
+               ((k, _host(v), v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v),
+                 v.get("ready")) for k, v in data["replicas"].items()),
+               f"ADS replicas (Redis at version {data['version']})")
     elif command == "envoys":
         _table(("node", "region", "replica", "acked", "lag", "state", "last NACK"),
                ((k, v.get("region"), v.get("replica"), _acked(v), v["lag"], v["state"], _nack(v))
@@ -134,6 +135,14 @@ def show(command: str, data: dict) -> None:
             console.print(_change_line(c), highlight=False)
     elif command == "status":
         show_status(data)
+
+
+def _host(replica: dict) -> str:
+    """The host; for a worker, also the supervisor whose port it shares (``xds-server --workers``)."""
+    host = replica.get("host") or ""
+    if replica.get("workers"):
+        host += f" (worker {replica.get('worker')} of {replica['workers']})"
+    return host
 
 
 def show_status(data: dict) -> None:
