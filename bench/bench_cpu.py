@@ -1,7 +1,7 @@
 """CPU per stream per change: what one builder change costs the replica for each stream it reaches.
 
     python -m bench.bench_cpu [--kinds delta,sotw] [--streams 1000] [--builders 500] [--changes 15]
-                              [--interval 1.0] [--label after] [--workers 1] [--profile DIR]
+                              [--interval 1.0] [--label after] [--profile DIR] [--floor]
 
 redis-server, one xds-server (sni_cluster), ``--builders`` builders seeded,
 ``--streams`` simulated Envoys (bench/loadclient.py) of one kind. Once every
@@ -18,11 +18,17 @@ response the streams actually received (equal when nothing coalesced), and
 the CPU of the replica's threads by name (the event loop vs grpc-core's own).
 Results go under ``cpu_per_stream`` in bench/results.json, one entry per
 ``--label`` (e.g. ``before`` and ``after``), per kind.
+
+``--floor`` measures bench/grpc_floor.py instead of the replica, the same
+way (label ``floor``): a grpc.aio server that only writes each push and
+reads each ACK, so the replica's own work is what it costs above that.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -30,8 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (RESULTS, Loaders, Writer, builder, proc_cpu, save, seed, set_version, start_redis, start_xds,
-                     table, thread_cpu, wait_ready)
+from .common import (REPO, RESULTS, Loaders, Writer, builder, free_port, proc_cpu, save, seed, set_version,
+                     start_redis, start_xds, table, thread_cpu, wait_ready)
 
 IDLE_S = 5.0  # covers one full status publish (every 5 s)
 
@@ -56,14 +62,31 @@ async def write_changes(url: str, builders: int, changes: int, interval: float) 
     return versions
 
 
+def signal_changes(pid: int, changes: int, interval: float) -> list[int]:
+    """The floor server's changes: SIGUSR1 ``changes`` times; it starts at version 1."""
+    for i in range(changes):
+        if i:
+            time.sleep(interval)
+        os.kill(pid, signal.SIGUSR1)
+    return list(range(2, changes + 2))
+
+
+def start_server(args, url: str, tmp: Path, kind: str) -> tuple[subprocess.Popen, str]:
+    if args.floor:
+        target = f"127.0.0.1:{free_port()}"
+        proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
+        return proc, target
+    seed(url, args.builders)
+    xds, target = start_xds(url, tmp / f"xds-{kind}.log")
+    wait_ready(target)
+    return xds, target
+
+
 def run_one(kind: str, args, tmp: Path) -> dict:
     redis = start_redis(tmp / f"redis-{kind}")
     xds = loaders = None
     try:
-        seed(redis.url, args.builders)
-        extra = ["--workers", str(args.workers)] if args.workers != "1" else []
-        xds, target = start_xds(redis.url, tmp / f"xds-{kind}.log", extra=extra)
-        wait_ready(target)
+        xds, target = start_server(args, redis.url, tmp, kind)
         loaders = Loaders(target, tmp, duration=600)
         loaders.start(kind, args.streams)
         connect_s = loaders.wait_served()
@@ -73,7 +96,10 @@ def run_one(kind: str, args, tmp: Path) -> dict:
         idle_rate = (proc_cpu(xds.pid) - c0) / (time.monotonic() - t0)
         spy = profiled(xds.pid, args.profile and args.profile / f"profile-cpu-{kind}-{args.label}.svg")
         threads0, c1, t1 = thread_cpu(xds.pid), proc_cpu(xds.pid), time.monotonic()
-        versions = asyncio.run(write_changes(redis.url, args.builders, args.changes, args.interval))
+        if args.floor:
+            versions = signal_changes(xds.pid, args.changes, args.interval)
+        else:
+            versions = asyncio.run(write_changes(redis.url, args.builders, args.changes, args.interval))
         time.sleep(args.interval)  # the last change reaches every stream
         c2, t2, threads1 = proc_cpu(xds.pid), time.monotonic(), thread_cpu(xds.pid)
         if spy is not None:
@@ -84,7 +110,7 @@ def run_one(kind: str, args, tmp: Path) -> dict:
         responses = sum(1 for _, data in loaders.stop() for recs in data["records"]
                         for typ, v, _ in recs if typ == "cds" and set_version(v) in written)
         return {"kind": kind, "label": args.label, "streams": args.streams, "builders": args.builders,
-                "changes": args.changes, "interval_s": args.interval, "workers": args.workers,
+                "changes": args.changes, "interval_s": args.interval, "server": "grpc_floor" if args.floor else "xds-server",
                 "connect_s": round(connect_s, 2), "idle_cpu_pct": round(idle_rate * 100, 1),
                 "cpu_s": round(cpu, 3), "responses": responses,
                 "us_per_stream_per_change": round(cpu / (args.changes * args.streams) * 1e6, 1),
@@ -107,11 +133,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--builders", type=int, default=500)
     p.add_argument("--changes", type=int, default=15)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between changes")
-    p.add_argument("--workers", default="1", help="xds-server --workers")
+    p.add_argument("--floor", action="store_true", help="measure bench/grpc_floor.py instead (label 'floor')")
     p.add_argument("--label", default="after", help="key under cpu_per_stream in bench/results.json")
     p.add_argument("--profile", type=Path, help="write a py-spy flame graph of the replica during the changes here")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
+    if args.floor:
+        args.label = "floor"
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as d:
         for kind in args.kinds.split(","):
@@ -123,7 +151,6 @@ def main(argv=None) -> list[dict]:
                 [[r["kind"], r["us_per_stream_per_change"], r["us_per_response"], r["responses"], r["cpu_s"],
                   r["idle_cpu_pct"]] for r in rows]))
     if not args.no_save:
-        import json
         try:
             previous = json.loads(RESULTS.read_text()).get("cpu_per_stream", {})
         except (FileNotFoundError, ValueError):

@@ -23,6 +23,7 @@ from .config import XdsConfig
 from .delta import DeltaStream
 from .peers import Refused, Registry
 from .sotw import SotwStream
+from .stream import WriteBudget
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class XdsService:
         self.registry = registry
         self.cfg = cfg
         self.open = 0
+        self.budget = WriteBudget()  # large responses in flight at once, across all streams
 
     def handler(self, delta: bool, types: tuple[str, ...], ordered: bool):
         async def handle(requests, context: grpc.aio.ServicerContext) -> None:
@@ -64,10 +66,10 @@ class XdsService:
             self.open += 1
             try:
                 if delta:
-                    stream = DeltaStream(self.cache, self.registry, types, identities, ordered=ordered,
+                    stream = DeltaStream(self.cache, self.registry, types, identities, self.budget, ordered=ordered,
                                          wait=self.cfg.on_demand_wait)
                 else:
-                    stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
+                    stream = SotwStream(self.cache, self.registry, types, identities, self.budget, ordered=ordered)
                 await stream.serve(context.read, context.write, grpc.aio.EOF)
             except* Refused as group:  # raised inside the stream's TaskGroup
                 exc = group.exceptions[0]

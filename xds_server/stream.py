@@ -10,6 +10,11 @@ queues nothing. A timer does the same when an on-demand name's wait runs out
 queued and writes it in order. So an ACK costs no task switch, and a new
 version costs one wake-up per stream that gets a response, none for the
 others.
+
+Large responses are written within a budget shared by the replica's streams
+(``WriteBudget``): gRPC copies each message until it is sent, so a thousand
+streams starting at once on 10,000 builders would otherwise hold a thousand
+copies of a 2-3 MB response.
 """
 from __future__ import annotations
 
@@ -28,6 +33,40 @@ from .snapshot import SnapshotSource
 
 log = logging.getLogger(__name__)
 _EOF = object()
+LARGE = 256 * 1024  # responses this big wait for the write budget; smaller ones never do
+
+
+class WriteBudget:
+    """Bytes of large responses being written at once, across the streams of one replica."""
+
+    def __init__(self, limit: int = 32 * 1024 * 1024):
+        self.limit = limit
+        self.used = 0
+        self._waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+
+    async def acquire(self, size: int) -> int:
+        """Wait until ``size`` bytes fit (a response larger than the budget goes alone); what to release."""
+        size = min(size, self.limit)
+        if not self._waiting and self.used + size <= self.limit:
+            self.used += size
+            return size
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.append((size, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(size)  # granted, then cancelled before it could write
+            raise
+        return size
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        while self._waiting and self.used + self._waiting[0][0] <= self.limit:
+            size, granted = self._waiting.popleft()
+            if not granted.done():  # a cancelled waiter is skipped
+                self.used += size
+                granted.set_result(None)
 
 
 class Stream:
@@ -37,8 +76,9 @@ class Stream:
     log_once = LogOnce(log)
 
     def __init__(self, cache: SnapshotSource, registry: Registry, types: tuple[str, ...] = rs.SUPPORTED,
-                 identities: frozenset[str] | None = None):
+                 identities: frozenset[str] | None = None, budget: WriteBudget | None = None):
         self.cache = cache
+        self.budget = budget or WriteBudget()
         self.identities = identities  # with mTLS: the node ids the client certificate allows
         self.registry = registry
         self.types = types  # type URLs this endpoint serves (both for ADS)
@@ -101,7 +141,10 @@ class Stream:
                     return
                 type_url, message = item
                 metrics.count_push(type_url, self.kind, len(message))
-                await write(message)
+                if len(message) < LARGE:
+                    await write(message)
+                else:
+                    await self._write_large(write, message)
             if self._failed is not None:
                 raise self._failed
             self._waiter = loop.create_future()
@@ -109,6 +152,13 @@ class Stream:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    async def _write_large(self, write, message: bytes) -> None:
+        held = await self.budget.acquire(len(message))
+        try:
+            await write(message)
+        finally:
+            self.budget.release(held)
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -1,7 +1,11 @@
-"""Pushes are paced and shared: one response per interval under churn, one message for every stream."""
+"""Pushes are paced, shared and bounded: one response per interval under churn, one message for every
+stream, large responses written within a budget."""
 from __future__ import annotations
 
+import asyncio
 import time
+
+from xds_server.stream import WriteBudget
 
 from .harness import builder, sni
 from .test_delta import dsync, updated
@@ -50,3 +54,19 @@ async def test_wildcard_streams_of_a_view_get_the_same_message(writer, replicas,
     for ads, resp in ((one, r1), (two, r2), (sotw, s1)):
         await ads.ack(resp)
         await ads.expect_silence(0.3)
+
+
+async def test_the_write_budget_lets_large_responses_through_in_turn():
+    budget = WriteBudget(100)
+    first = await budget.acquire(60)
+    second = asyncio.ensure_future(budget.acquire(60))
+    third = asyncio.ensure_future(budget.acquire(30))  # would fit, but waits its turn behind the second
+    gone = asyncio.ensure_future(budget.acquire(10))
+    await asyncio.sleep(0)
+    assert not (second.done() or third.done() or gone.done())
+    gone.cancel()
+    budget.release(first)
+    assert await second == 60 and await third == 30 and budget.used == 90  # the cancelled waiter holds nothing
+    budget.release(60)
+    budget.release(30)
+    assert budget.used == 0 and await budget.acquire(500) == 100  # larger than the budget: alone
