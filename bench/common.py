@@ -200,6 +200,7 @@ def save(section: str, data) -> None:
     except (FileNotFoundError, json.JSONDecodeError):
         results = {}
     results[section] = data
+    results.setdefault("measured", {})[section] = time.strftime("%Y-%m-%d %H:%M")
     results["machine"] = machine()
     results["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -62,20 +62,24 @@ class DeltaStream(Stream):
         return request.node
 
     def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
-        if not self.accepts(req.type_url):
+        type_url = req.type_url
+        if not self.accepts(type_url):
             return
-        st = self.states.get(req.type_url)
+        subscribe, unsubscribe = req.resource_names_subscribe, req.resource_names_unsubscribe
+        st = self.states.get(type_url)
         if st is None:
-            st = self.states[req.type_url] = DeltaState(req.type_url)
+            st = self.states[type_url] = DeltaState(type_url)
             st.initial = dict(req.initial_resource_versions)
-            if not req.resource_names_subscribe:
+            if not subscribe:
                 st.wildcard = True  # legacy wildcard: a first request naming nothing
-        self._subscribe(st, req)
-        if req.response_nonce and req.response_nonce == st.nonce:
+        if subscribe or unsubscribe:  # an ACK names none: not even an empty loop over them
+            self._subscribe(st, subscribe, unsubscribe)
+        nonce = req.response_nonce
+        if nonce and nonce == st.nonce:
             self._answer(st, req)
 
-    def _subscribe(self, st: DeltaState, req) -> None:
-        for name in req.resource_names_subscribe:
+    def _subscribe(self, st: DeltaState, subscribe, unsubscribe) -> None:
+        for name in subscribe:
             if name == "*":
                 st.wildcard = True
             elif len(st.names) < MAX_NAMES:
@@ -86,7 +90,7 @@ class DeltaStream(Stream):
                 self.log_once.warning(f"names:{self.peer.node_id}", "%s subscribes to over %d names; ignoring more",
                                       self.peer.node_id, MAX_NAMES)
                 break
-        for name in req.resource_names_unsubscribe:
+        for name in unsubscribe:
             if name == "*":
                 st.wildcard = False
                 st.base = None

@@ -58,7 +58,8 @@ class SotwStream(Stream):
         if st is None:
             st = self.states[req.type_url] = TypeState(req.type_url)
         # "*" among names is wildcard plus those names: everything (xDS wildcard semantics)
-        names = None if "*" in req.resource_names else frozenset(req.resource_names) or None
+        requested = req.resource_names
+        names = None if not requested or "*" in requested else frozenset(requested)
         if not req.response_nonce:
             st.names = names
             self._initial(st, req)
