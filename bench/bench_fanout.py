@@ -121,7 +121,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--streams", default="100,1000,3000")
     p.add_argument("--kinds", default="sotw,delta")
     p.add_argument("--routing", default="sni_cluster")
-    p.add_argument("--builders", type=int, default=100)
+    p.add_argument("--builders", type=int, default=500)
     p.add_argument("--runs", type=int, default=1, help="runs per figure (the median is reported)")
     p.add_argument("--workers", default="1", help="xds-server --workers counts to measure, comma-separated")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
