@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (REPO, RESULTS, Loaders, Writer, builder, free_port, proc_cpu, save, seed, set_version,
+from .common import (REPO, RESULTS, Loaders, Writer, builder, cleanup, free_port, proc_cpu, save, seed, set_version,
                      start_redis, start_xds, table, thread_cpu, wait_ready)
 
 IDLE_S = 5.0  # covers one full status publish (every 5 s)
@@ -118,12 +118,7 @@ def run_one(kind: str, args, tmp: Path) -> dict:
                 "threads_cpu_s": {k: round(threads1.get(k, 0) - v, 2) for k, v in threads0.items()
                                   if threads1.get(k, 0) - v >= 0.01}}
     finally:
-        if loaders is not None:
-            loaders.kill()
-        if xds is not None and xds.poll() is None:
-            xds.terminate()
-            xds.wait(15)
-        redis.stop()
+        cleanup(loaders, xds, redis)
 
 
 def main(argv=None) -> list[dict]:

@@ -28,8 +28,8 @@ import redis as redis_lib
 
 from shared.keys import Keys
 
-from .common import (Loaders, Writer, builder, median, pct, save, seed, set_version, start_redis, start_xds, table,
-                     wait_ready, wait_until)
+from .common import (Loaders, Writer, builder, cleanup, median, pct, save, seed, set_version, start_redis, start_xds,
+                     table, wait_ready, wait_until)
 
 PER_LOADER = 500
 
@@ -73,12 +73,7 @@ def run_one(streams: int, kind: str, routing: str, builders: int, tmp: Path, wor
                 "max_ms": round(max(latencies, default=float("nan")) * 1000, 1), "missing": missing,
                 "connect_s": round(connect_s, 2), "refused_opens": refused}
     finally:
-        if loaders is not None:
-            loaders.kill()
-        if xds is not None:
-            xds.terminate()
-            xds.wait(15)
-        redis.stop()
+        cleanup(loaders, xds, redis)
 
 
 def wait_workers(url: str, workers: int, timeout: float = 30) -> None:

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import Loaders, Writer, builder, rss_mb, save, seed, start_redis, start_xds, table, wait_ready
+from .common import (Loaders, Writer, builder, cleanup, rss_mb, save, seed, start_redis, start_xds, table,
+                     wait_ready)
 
 TARGET_MB = 300
 
@@ -58,12 +59,7 @@ def run_one(kind: str, args, tmp: Path) -> dict:
                 "rss_peak_mb": round(peak_mb(xds.pid), 1), "connect_s": round(connect_s, 2),
                 "target_mb": TARGET_MB}
     finally:
-        if loaders is not None:
-            loaders.kill()
-        if xds is not None and xds.poll() is None:
-            xds.terminate()
-            xds.wait(15)
-        redis.stop()
+        cleanup(loaders, xds, redis)
 
 
 def main(argv=None) -> list[dict]:

@@ -174,6 +174,16 @@ class Loaders:
                 p.wait(10)
 
 
+def cleanup(loaders: Loaders | None, server: subprocess.Popen | None, redis: RedisServer) -> None:
+    """A benchmark's ``finally``: kill the loaders, stop the server gracefully, stop Redis."""
+    if loaders is not None:
+        loaders.kill()
+    if server is not None and server.poll() is None:
+        server.terminate()
+        server.wait(15)
+    redis.stop()
+
+
 def set_version(version: str) -> int:
     """The builder-set version a response carries ('' or unparsable: 0)."""
     try:

@@ -285,17 +285,19 @@ def plots(results: dict) -> list[Path]:
     fan = results.get("fanout")
     if fan:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for kind, color in (("sotw", "tab:orange"), ("delta", "tab:green")):
-            pts = sorted((r["streams"], r["p50_ms"], r["p99_ms"]) for r in fan if r["kind"] == kind)
+        for kind, workers, color in (("sotw", 1, "tab:orange"), ("delta", 1, "tab:green"), ("delta", 2, "tab:blue")):
+            pts = sorted((r["streams"], r["p50_ms"], r["p99_ms"]) for r in fan
+                         if r["kind"] == kind and r.get("workers", 1) == workers)
             if not pts:
                 continue
             xs = [p[0] for p in pts]
-            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{kind} p50")
-            ax.plot(xs, [p[2] for p in pts], "s--", color=color, label=f"{kind} p99")
+            name = kind if workers == 1 else f"{kind}, --workers {workers}"
+            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{name} p50")
+            ax.plot(xs, [p[2] for p in pts], "s--", color=color, label=f"{name} p99")
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["streams"] for r in fan}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_xlabel("ADS streams on one replica")
+        ax.set_xlabel("ADS streams on one replica (one port)")
         ax.set_ylabel("ms from the Redis write to the stream's ACK")
         ax.set_title(f"Fan-out of one change ({fan[0]['builders']} builders, {fan[0]['routing']})", fontsize=10)
         ax.grid(alpha=0.3)
