@@ -211,6 +211,7 @@ def save(section: str, data) -> None:
         results = {}
     results[section] = data
     results.setdefault("measured", {})[section] = time.strftime("%Y-%m-%d %H:%M")
+    results.setdefault("load_at_end", {})[section] = round(os.getloadavg()[0], 2)
     results["machine"] = machine()
     results["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -187,6 +187,9 @@ def summary_rows(results: dict) -> list[list[str]]:
                          f"{r['cpu_ms_per_change']:.1f} ms CPU/change (x{r['cpu_ratio_vs_smallest']}), "
                          f"{r.get('bytes_per_change_per_envoy', 0):,} B/change/Envoy, RSS {r['rss_mb']:.0f} MB",
                          "", ""])
+    if results.get("churn_before"):
+        rows += churn_rows(results["churn_before"], note="before pacing and the per-stream work of 2026-12 (no push "
+                                                          "interval)")[:1]
     for section in ("churn", "churn_push200"):
         if results.get(section):
             rows += churn_rows(results[section])
@@ -202,10 +205,10 @@ def summary_rows(results: dict) -> list[list[str]]:
     return rows
 
 
-def churn_rows(churn: dict) -> list[list[str]]:
+def churn_rows(churn: dict, note: str = "") -> list[list[str]]:
     cpu = ", ".join(f"{'loader (' + k.split('-', 1)[1] + ')' if k.startswith('loader') else k} {v:.0f}%"
                     for k, v in churn["cpu_pct"].items())
-    push = f", push interval {churn['push_interval_s']} s" if "push_interval_s" in churn else ""
+    push = f", push interval {churn['push_interval_s']} s" if "push_interval_s" in churn else f", {note}" * bool(note)
     rows = [["churn", f"{churn['achieved_rate']:.0f} changes/s, {churn['duration_s']:.0f} s, "
              f"{churn['streams']} streams{push}", f"CPU (of one core): {cpu}",
              *target_cells("churn_cpu", churn["cpu_pct"].get("xds-server", 0))]]
