@@ -27,17 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (REPO, Writer, builder, cpu_seconds, pct, rss_mb, save, seed, start_redis, start_xds, table,
-                     wait_ready)
+from xds_server.config import XdsConfig
+
+from .common import (REPO, Writer, builder, cpu_seconds, pct, rss_mb, save, seed, set_version, start_redis, start_xds,
+                     table, wait_ready)
 
 PER_LOADER = 100
+DEFAULT_PUSH_INTERVAL = XdsConfig.__dataclass_fields__["push_interval"].default
 
 
-def set_version(version: str) -> int:
-    try:
-        return int(version.split("-")[0])
-    except ValueError:
-        return 0
 
 
 async def churn(url: str, base: int, rate: float, duration: float) -> tuple[list[tuple[int, float]], float]:
@@ -88,6 +86,8 @@ def main(argv=None) -> dict:
     p.add_argument("--kinds", default="sotw,delta", help="the streams split evenly between these")
     p.add_argument("--builders", type=int, default=500, help="size of the set before and during the churn")
     p.add_argument("--routing", default="sni_cluster")
+    p.add_argument("--push-interval", type=float, help="xds-server --push-interval (default: the server's)")
+    p.add_argument("--section", default="churn", help="key in bench/results.json")
     p.add_argument("--profile", type=Path, help="write a py-spy flame graph of the xds-server during the churn here")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
     args = p.parse_args(argv)
@@ -99,7 +99,8 @@ def main(argv=None) -> dict:
         loaders: list[tuple[subprocess.Popen, str, Path, Path]] = []
         try:
             seed(redis.url, args.builders)
-            xds, target = start_xds(redis.url, tmp / "xds.log", routing=args.routing)
+            extra = ["--push-interval", str(args.push_interval)] if args.push_interval is not None else []
+            xds, target = start_xds(redis.url, tmp / "xds.log", routing=args.routing, extra=extra)
             wait_ready(target)
             plan = []
             for k, kind in enumerate(kinds):
@@ -176,6 +177,7 @@ def main(argv=None) -> dict:
                            "mb_received": round(agg["bytes"] / 1e6, 1)}
     result = {"rate": args.rate, "achieved_rate": round(achieved, 1), "duration_s": args.duration,
               "builders": args.builders, "routing": args.routing, "streams": args.streams, "changes": len(written),
+              "push_interval_s": args.push_interval if args.push_interval is not None else DEFAULT_PUSH_INTERVAL,
               "final_version": final, "cpu_pct": cpu, "xds_rss_mb": [round(rss0, 1), round(rss1, 1)],
               "kinds": kinds_out, "all_on_final": all(k["on_final"] == k["streams"] for k in kinds_out.values())}
     print(table(f"churn: {len(written)} changes at {achieved:.1f}/s for {args.duration:.0f} s, {args.builders} builders, "
@@ -185,7 +187,7 @@ def main(argv=None) -> dict:
                   v["mb_received"]] for k, v in kinds_out.items()]))
     print(f"xds-server RSS {rss0:.1f} MB -> {rss1:.1f} MB; every stream on the final version: {result['all_on_final']}")
     if not args.no_save:
-        save("churn", result)
+        save(args.section, result)
     return result
 
 

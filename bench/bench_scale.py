@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (REPO, Writer, builder, cpu_seconds, rss_mb, save, seed, start_redis, start_xds, table,
-                     wait_ready)
+from .common import (REPO, Writer, builder, cpu_seconds, rss_mb, save, seed, set_version, start_redis, start_xds,
+                     table, wait_ready)
 
 CHANGES = 100
 STREAMS = 10
@@ -31,12 +31,6 @@ def loader(target: str, kind: str, out: Path, ready: Path, duration: float) -> s
                              "--out", str(out)], cwd=REPO)
 
 
-def set_version(version: str) -> int:
-    """The builder-set version a response carries ('' or unparsable: 0)."""
-    try:
-        return int(version.split("-")[0])
-    except ValueError:
-        return 0
 
 
 def wait_file(path: Path, timeout: float) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,94 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def proc_cpu(pid: int) -> float:
+    """utime + stime of the whole process (every thread), from /proc/<pid>/stat, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed), from /proc/<pid>/task/*/stat.
+
+    The main thread (the event loop) is "main"; Python threads keep the process's name
+    (for an xds-server, grpc.aio's completion-queue poller); grpc-core's are "event_engine" etc.
+    """
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = "main" if task.name == str(pid) else text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+class Loaders:
+    """Simulated Envoys (bench/loadclient.py) in subprocesses, at most ``per_loader`` streams each."""
+
+    def __init__(self, target: str, tmp: Path, *, per_loader: int = 500, duration: float = 120):
+        self.target, self.tmp, self.per_loader, self.duration = target, Path(tmp), per_loader, duration
+        self.procs: list[tuple[subprocess.Popen, str, Path, Path]] = []  # (process, kind, out, ready)
+
+    def start(self, kind: str, streams: int, *, region: str = "ord") -> None:
+        while streams > 0:
+            n, i = min(self.per_loader, streams), len(self.procs)
+            out, ready = self.tmp / f"load{i}.json", self.tmp / f"ready{i}"
+            ready.unlink(missing_ok=True)
+            self.procs.append((subprocess.Popen(
+                [sys.executable, "-m", "bench.loadclient", "--target", self.target, "--streams", str(n),
+                 "--kind", kind, "--duration", str(self.duration), "--ready-file", str(ready), "--out", str(out),
+                 "--id-prefix", f"l{i}", "--region", region], cwd=REPO), kind, out, ready))
+            streams -= n
+
+    def wait_served(self, timeout: float = 90) -> float:
+        """Seconds until every stream of every loader had its first CDS and LDS."""
+        t0 = time.monotonic()
+        while not all(ready.exists() for *_, ready in self.procs):
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError("loaders did not all connect")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {f"loader{i}-{kind}": p.pid for i, (p, kind, _, _) in enumerate(self.procs)}
+
+    def stop(self) -> list[tuple[str, dict]]:
+        """SIGTERM every loader; (kind, its JSON output) per loader."""
+        for p, *_ in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p, *_ in self.procs:
+            p.wait(60)
+        return [(kind, json.loads(out.read_text())) for _, kind, out, _ in self.procs]
+
+    def kill(self) -> None:
+        for p, *_ in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def cleanup(loaders: Loaders | None, server: subprocess.Popen | None, redis: RedisServer) -> None:
+    """A benchmark's ``finally``: kill the loaders, stop the server gracefully, stop Redis."""
+    if loaders is not None:
+        loaders.kill()
+    if server is not None and server.poll() is None:
+        server.terminate()
+        server.wait(15)
+    redis.stop()
+
+
+def set_version(version: str) -> int:
+    """The builder-set version a response carries ('' or unparsable: 0)."""
+    try:
+        return int(version.split("-")[0])
+    except ValueError:
+        return 0
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -121,6 +210,8 @@ def save(section: str, data) -> None:
     except (FileNotFoundError, json.JSONDecodeError):
         results = {}
     results[section] = data
+    results.setdefault("measured", {})[section] = time.strftime("%Y-%m-%d %H:%M")
+    results.setdefault("load_at_end", {})[section] = round(os.getloadavg()[0], 2)
     results["machine"] = machine()
     results["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -1,13 +1,16 @@
 """``make bench``: every benchmark, one table, bench/results.json, plots and the figures in docs/performance.md.
 
-    python -m bench.run [--quick] [--only convergence,intents,fanout,scale,churn,render] [--no-plots]
+    python -m bench.run [--quick] [--only convergence,intents,fanout,scale,churn,render,cpu,memory] [--no-plots]
 
 Runs, in order: the in-process render cost (median of 3 runs), end-to-end
 convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size),
 instant routes (an intent -> Envoy beside the DNS path, ``xdsctl register --wait``,
-on_demand without a wait), fan-out (one change to 100 / 1,000 / 3,000 streams, SotW and delta), scale
-(100 / 1,000 / 10,000 builders, delta and SotW) and churn (50 changes/s for
-60 s with 200 streams). ``--quick`` uses fewer samples and shorter runs (for
+on_demand without a wait), fan-out (one change to 100 / 1,000 / 3,000 streams,
+SotW and delta; delta also on ``--workers 2``, with the ratio to one worker),
+scale (100 / 1,000 / 10,000 builders, delta and SotW), churn (50 changes/s for
+60 s with 200 streams, at the default push interval and at 0.2 s), CPU per
+stream per change (1,000 streams, 500 builders, delta and SotW, and the
+grpc.aio floor) and memory (10,000 builders, 1,000 streams). ``--quick`` uses fewer samples and shorter runs (for
 trying things, not for publishing). Each benchmark also runs on its own:
 ``python -m bench.bench_convergence --help``.
 
@@ -29,13 +32,19 @@ import time
 import traceback
 from pathlib import Path
 
-from . import bench_churn, bench_convergence, bench_fanout, bench_intents, bench_render, bench_scale
+from . import (bench_churn, bench_convergence, bench_cpu, bench_fanout, bench_intents, bench_memory, bench_render,
+               bench_scale)
 from .common import REPO, RESULTS, median, save, table
 
 DOC = REPO / "docs" / "performance.md"
 IMG = REPO / "docs" / "img"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-ALL = ("render", "convergence", "intents", "fanout", "scale", "churn")
+ALL = ("render", "convergence", "intents", "fanout", "scale", "churn", "cpu", "memory")
+TARGETS = {  # the issue's numbers: case -> (how the table says it, limit)
+    "fanout_delta_1000_1": ("p99 < {} ms", 100), "fanout_delta_3000_2": ("p99 < {} ms", 400),
+    "cpu_delta": ("<= {} us", 30), "cpu_sotw": ("<= {} us", 60), "churn_cpu": ("xds-server < {}% of a core", 30),
+    "memory": ("peak < {} MB", 300),
+}
 
 
 # ---------------------------------------------------------------- the machine
@@ -102,12 +111,25 @@ def run_intents(quick: bool) -> dict:
 
 
 def run_fanout(quick: bool) -> list[dict]:
-    # 100 streams is cheap and the noisiest (a few ms): median of 3 runs; 1,000 and 3,000 once
+    # 100 streams is cheap and the noisiest (a few ms): median of 3 runs; 1,000 and 3,000 once,
+    # delta also on two workers (the ratio to one worker comes from the same run)
     rows = bench_fanout.main(["--streams", "100", "--runs", "1" if quick else "3", "--no-save"])
-    rows += bench_fanout.main(["--streams", "1000" if quick else "1000,3000", "--no-save"])
-    rows.sort(key=lambda r: (r["kind"] != "sotw", r["streams"]))
+    rows += bench_fanout.main(["--streams", "1000" if quick else "1000,3000", "--kinds", "sotw", "--no-save"])
+    rows += bench_fanout.main(["--streams", "1000" if quick else "1000,3000", "--kinds", "delta",
+                               "--workers", "1,2", "--no-save"])
+    rows.sort(key=lambda r: (r["kind"] != "sotw", r["streams"], r.get("workers", 1)))
     save("fanout", rows)
     return rows
+
+
+def run_cpu(quick: bool) -> dict:
+    changes = "5" if quick else "15"
+    return {"after": bench_cpu.main(["--changes", changes, "--label", "after"]),
+            "floor": bench_cpu.main(["--changes", changes, "--floor"])}
+
+
+def run_memory(quick: bool) -> list[dict]:
+    return bench_memory.main(["--builders", "2000" if quick else "10000"])
 
 
 def run_scale(quick: bool) -> dict:
@@ -116,11 +138,21 @@ def run_scale(quick: bool) -> dict:
 
 
 def run_churn(quick: bool) -> dict:
-    return bench_churn.main(["--duration", "15" if quick else "60"])
+    duration = "15" if quick else "60"
+    slower = bench_churn.main(["--duration", duration, "--push-interval", "0.2", "--section", "churn_push200"])
+    return {"default": bench_churn.main(["--duration", duration]), "push 0.2 s": slower}
 
 
 RUNNERS = {"render": run_render, "convergence": run_convergence, "intents": run_intents, "fanout": run_fanout,
-           "scale": run_scale, "churn": run_churn}
+           "scale": run_scale, "churn": run_churn, "cpu": run_cpu, "memory": run_memory}
+
+
+def target_cells(key: str, value: float) -> tuple[str, str]:
+    """(target, met) cells for a row the issue sets a number for."""
+    if key not in TARGETS:
+        return "", ""
+    text, limit = TARGETS[key]
+    return text.format(limit), "met" if value <= limit else "MISSED"
 
 
 # ---------------------------------------------------------------- the one table
@@ -150,9 +182,13 @@ def summary_rows(results: dict) -> list[list[str]]:
                          f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms", "", ""])
     rows += intent_rows(results.get("intents"))
     for r in results.get("fanout") or []:
-        rows.append(["fan-out", f"{r['kind']}, {r['streams']} streams, one change",
-                     f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} / max {r['max_ms']:.0f} ms"
-                     + (f", {r['missing']} missing" if r["missing"] else ""), "", ""])
+        workers = r.get("workers", 1)
+        ratio = f", p99 x{r['speedup_p99']} vs one worker" if r.get("speedup_p99") else ""
+        rows.append(["fan-out", f"{r['kind']}, {r['streams']} streams, {workers} worker{'s' * (workers > 1)}, "
+                     f"{r['builders']} builders, one change",
+                     f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} / max {r['max_ms']:.0f} ms{ratio}"
+                     + (f", {r['missing']} missing" if r["missing"] else ""),
+                     *target_cells(f"fanout_{r['kind']}_{r['streams']}_{workers}", r["p99_ms"])])
     for kind in ("delta", "sotw"):
         for r in results.get(f"scale_sni_cluster_{kind}") or []:
             rows.append(["scale", f"{kind}, {r['builders']:,} builders",
@@ -160,17 +196,17 @@ def summary_rows(results: dict) -> list[list[str]]:
                          f"{r['cpu_ms_per_change']:.1f} ms CPU/change (x{r['cpu_ratio_vs_smallest']}), "
                          f"{r.get('bytes_per_change_per_envoy', 0):,} B/change/Envoy, RSS {r['rss_mb']:.0f} MB",
                          "", ""])
-    churn = results.get("churn")
-    if churn:
-        cpu = ", ".join(f"{'loader (' + k.split('-', 1)[1] + ')' if k.startswith('loader') else k} {v:.0f}%"
-                        for k, v in churn["cpu_pct"].items())
-        rows.append(["churn", f"{churn['achieved_rate']:.0f} changes/s, {churn['duration_s']:.0f} s, "
-                     f"{churn['streams']} streams", f"CPU (of one core): {cpu}", "", ""])
-        for kind, k in churn["kinds"].items():
-            rows.append(["churn", f"{kind} streams",
-                         f"lag p50 {k['lag_p50_ms']:.0f} / p99 {k['lag_p99_ms']:.0f} ms, "
-                         f"{k['on_final']}/{k['streams']} on the final version",
-                         "all on final", "met" if k["on_final"] == k["streams"] else "MISSED"])
+    if results.get("churn_before"):
+        rows += churn_rows(results["churn_before"], note="before pacing and the per-stream work of 2026-12 (no push "
+                                                          "interval)")[:1]
+    for section in ("churn", "churn_push200"):
+        if results.get(section):
+            rows += churn_rows(results[section])
+    rows += cpu_rows(results.get("cpu_per_stream") or {})
+    for r in results.get("memory") or []:
+        rows.append(["memory", f"{r['kind']}, {r['builders']:,} builders, {r['streams']:,} streams, one worker",
+                     f"RSS {r['rss_served_mb']:.0f} MB served, {r['rss_after_changes_mb']:.0f} MB after 10 changes, "
+                     f"peak {r['rss_peak_mb']:.0f} MB", *target_cells("memory", r["rss_peak_mb"])])
     for r in results.get("render") or []:
         rows.append(["render", f"{r['mode']}, {r['builders']:,} builders",
                      f"{r['ms_per_change']:.2f} ms/change, SotW {r['sotw_bytes']:,} B, delta {r['delta_bytes']:,} B",
@@ -206,6 +242,34 @@ def intent_rows(res: dict | None) -> list[list[str]]:
          f"{res['on_demand']['served']}/{res['on_demand']['n']} served, p50 {res['on_demand']['p50_ms']:.0f} ms",
          "all served", "met" if res["on_demand"]["served"] == res["on_demand"]["n"] else "MISSED"],
     ]
+
+
+def churn_rows(churn: dict, note: str = "") -> list[list[str]]:
+    cpu = ", ".join(f"{'loader (' + k.split('-', 1)[1] + ')' if k.startswith('loader') else k} {v:.0f}%"
+                    for k, v in churn["cpu_pct"].items())
+    push = f", push interval {churn['push_interval_s']} s" if "push_interval_s" in churn else f", {note}" * bool(note)
+    rows = [["churn", f"{churn['achieved_rate']:.0f} changes/s, {churn['duration_s']:.0f} s, "
+             f"{churn['streams']} streams{push}", f"CPU (of one core): {cpu}",
+             *target_cells("churn_cpu", churn["cpu_pct"].get("xds-server", 0))]]
+    for kind, k in churn["kinds"].items():
+        rows.append(["churn", f"{kind} streams{push}",
+                     f"lag p50 {k['lag_p50_ms']:.0f} / p99 {k['lag_p99_ms']:.0f} ms, "
+                     f"{k.get('cds_responses_per_s_per_stream', 0)} responses/s/stream, "
+                     f"{k['on_final']}/{k['streams']} on the final version",
+                     "all on final", "met" if k["on_final"] == k["streams"] else "MISSED"])
+    return rows
+
+
+def cpu_rows(cpu: dict) -> list[list[str]]:
+    rows = []
+    for label in ("before", "after", "floor"):
+        for kind, r in sorted((cpu.get(label) or {}).items()):
+            who = ("grpc.aio alone (bench/grpc_floor.py)" if label == "floor"
+                   else f"xds-server, {label}, {r['builders']} builders")
+            rows.append(["CPU per stream per change", f"{kind}, {who}, {r['streams']:,} streams",
+                         f"{r['us_per_stream_per_change']:.0f} us ({r['responses']:,} responses)",
+                         *(target_cells(f"cpu_{kind}", r["us_per_stream_per_change"]) if label == "after" else ("", ""))])
+    return rows
 
 
 HEADER = ["benchmark", "case", "result", "target", "met"]
@@ -264,17 +328,19 @@ def plots(results: dict) -> list[Path]:
     fan = results.get("fanout")
     if fan:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for kind, color in (("sotw", "tab:orange"), ("delta", "tab:green")):
-            pts = sorted((r["streams"], r["p50_ms"], r["p99_ms"]) for r in fan if r["kind"] == kind)
+        for kind, workers, color in (("sotw", 1, "tab:orange"), ("delta", 1, "tab:green"), ("delta", 2, "tab:blue")):
+            pts = sorted((r["streams"], r["p50_ms"], r["p99_ms"]) for r in fan
+                         if r["kind"] == kind and r.get("workers", 1) == workers)
             if not pts:
                 continue
             xs = [p[0] for p in pts]
-            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{kind} p50")
-            ax.plot(xs, [p[2] for p in pts], "s--", color=color, label=f"{kind} p99")
+            name = kind if workers == 1 else f"{kind}, --workers {workers}"
+            ax.plot(xs, [p[1] for p in pts], "o-", color=color, label=f"{name} p50")
+            ax.plot(xs, [p[2] for p in pts], "s--", color=color, label=f"{name} p99")
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["streams"] for r in fan}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_xlabel("ADS streams on one replica")
+        ax.set_xlabel("ADS streams on one replica (one port)")
         ax.set_ylabel("ms from the Redis write to the stream's ACK")
         ax.set_title(f"Fan-out of one change ({fan[0]['builders']} builders, {fan[0]['routing']})", fontsize=10)
         ax.grid(alpha=0.3)
@@ -290,7 +356,13 @@ def plots(results: dict) -> list[Path]:
 # ---------------------------------------------------------------- docs/performance.md
 
 
-def update_doc(rows: list[list[str]], info: dict, meta: dict) -> None:
+def later(results: dict, meta: dict) -> str:
+    """The sections measured after the full run (by one benchmark on its own)."""
+    newer = sorted(k for k, t in (results.get("measured") or {}).items() if t > meta.get("finished", ""))
+    return (" Measured after it, on their own (same machine): " + ", ".join(newer) + ".") if newer else ""
+
+
+def update_doc(rows: list[list[str]], info: dict, meta: dict, results: dict | None = None) -> None:
     if not DOC.exists():
         return
     text = DOC.read_text()
@@ -302,7 +374,8 @@ def update_doc(rows: list[list[str]], info: dict, meta: dict) -> None:
         f"{info['nproc']} cores ({info['cpu_model']}, {info['arch']}), Linux {info['kernel']}, "
         f"Python {info['python']}, Envoy {info['envoy']}, redis-server {info['redis']}; "
         f"load average at start {info.get('loadavg_at_start', float('nan')):.2f}."
-        + (" **Quick run: fewer samples, not for publishing.**" if meta.get("quick") else ""),
+        + (" **Quick run: fewer samples, not for publishing.**" if meta.get("quick") else "")
+        + later(results or {}, meta),
         "",
         markdown_table(rows),
         END,
@@ -329,7 +402,7 @@ def main(argv=None) -> int:
             for path in plots(results):
                 print(f"plot: {path.relative_to(REPO)}")
         if run:
-            update_doc(rows, run["machine_info"], run)
+            update_doc(rows, run["machine_info"], run, results)
         return 0
     t0 = time.monotonic()
     if args.fresh:
@@ -364,9 +437,9 @@ def main(argv=None) -> int:
             print(f"plot: {path.relative_to(REPO)}")
     full = results.get("run")
     if not partial:
-        update_doc(rows, info, meta)
+        update_doc(rows, info, meta, results)
     elif full:
-        update_doc(rows, full["machine_info"], full)
+        update_doc(rows, full["machine_info"], full, results)
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -9,6 +9,12 @@ one immutable ``TypeSnapshot`` per content change; every stream with that view
 sends the same bytes. Per change, work is proportional to what changed (the
 filter_chains listener is re-joined from cached chain bytes: a memcpy).
 
+Pushes are paced (``push_interval``): a version after a quiet moment is
+published to the transports at once; versions that follow within the
+interval are held and published together when it has passed, so under churn
+every Envoy gets at most one response per type per interval, however many
+changes a second Redis sees.
+
 Invariant: this module never imports grpc and never calls Redis.
 """
 from __future__ import annotations
@@ -16,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
 
 from shared import resources as rs
 from shared.model import Builder
@@ -33,6 +39,13 @@ Pair = tuple[Builder | None, Builder | None]
 class ViewKey:
     region: str | None  # None: every region
     listener: ListenerSpec
+    _hash: int = field(init=False, repr=False, compare=False)  # looked up on every push: hashed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.region, self.listener)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class _Series:
@@ -43,7 +56,8 @@ class _Series:
     """
 
     def __init__(self, snap: TypeSnapshot):
-        self.current = snap
+        self.current = snap  # what the transports see (published)
+        self.latest = snap  # the newest, published at the next push
         self.log: collections.deque[tuple[int, frozenset[str]]] = collections.deque(maxlen=DIFF_LOG)
         self.complete_from = snap.seq  # every change after this seq is in the log
         self.deltas: collections.OrderedDict[tuple, tuple] = (
@@ -53,7 +67,7 @@ class _Series:
         if len(self.log) == self.log.maxlen:
             self.complete_from = self.log[0][0]
         self.log.append((snap.seq, changed))
-        self.current = snap
+        self.latest = snap
 
     def changed_between(self, old: int, new: int) -> set[str] | None:
         """Names changed after seq ``old`` up to ``new``; None when the log does not reach back."""
@@ -69,14 +83,17 @@ class _Series:
 class Cache:
     """The rendered state of the builder set for every view in use."""
 
-    def __init__(self, renderer: Renderer, *, region_scope: str = "all"):
+    def __init__(self, renderer: Renderer, *, region_scope: str = "all", push_interval: float = 0.0):
         self.renderer = renderer
         self.region_scope = region_scope
+        self.push_interval = push_interval
+        self._pushed_at = -float("inf")  # monotonic time of the last publish
+        self._timer: asyncio.TimerHandle | None = None  # a publish held back by push_interval
         self.version = -1  # -1 until the first full load
         self.seq = 0  # counts updates; never goes back, unlike a Redis version after a reset
         self.builders: dict[str, Builder] = {}  # its own: the follower keeps another
         self._series: dict[tuple[ViewKey, str], _Series] = {}
-        self._watchers: set[asyncio.Event] = set()
+        self._watchers: set[Callable[[], None]] = set()
         self._seen_at: dict[int, float] = {}
         self._domain_suffix = "." + renderer.domain
 
@@ -100,6 +117,7 @@ class Cache:
         self.renderer.forget(set(old) - set(builders))
         changes = [(old.get(i), builders.get(i)) for i in set(old) | set(builders) if old.get(i) != builders.get(i)]
         self._moved(version, changes, None)
+        self._publish()  # a full load (start, resync) goes out at once
 
     def apply(self, version: int, changes: list[Pair], at: float | None = None) -> None:
         """One change entry: ``changes`` lists (old, new) records, None for added / removed.
@@ -113,6 +131,7 @@ class Cache:
                 self.builders.pop(old.id, None)
         self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
         self._moved(version, changes, at)
+        self._publish_paced()
 
     def _moved(self, version: int, changes: list[Pair], at: float | None) -> None:
         self.version = version
@@ -122,8 +141,29 @@ class Cache:
             del self._seen_at[next(iter(self._seen_at))]
         for (view, type_url), series in self._series.items():
             self._advance(series, view, type_url, changes)
-        for event in self._watchers:
-            event.set()
+
+    def _publish_paced(self) -> None:
+        if self._timer is not None:
+            return  # a publish is due already: this version goes with it
+        wait = self._pushed_at + self.push_interval - time.monotonic()
+        if wait <= 0:
+            self._publish()
+            return
+        try:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._publish)
+        except RuntimeError:  # no event loop (a cache driven by hand): nothing to pace
+            self._publish()
+
+    def _publish(self) -> None:
+        """Let the transports see the newest snapshots, and tell them."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pushed_at = time.monotonic()
+        for series in self._series.values():
+            series.current = series.latest
+        for callback in tuple(self._watchers):
+            callback()
 
     def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
         if type_url == rs.LISTENER and not self.make_before_break:
@@ -131,7 +171,7 @@ class Cache:
         relevant = [(o, n) for o, n in changes if self._in_view(view, o) or self._in_view(view, n)]
         if not relevant:
             return
-        prev = series.current
+        prev = series.latest
         if type_url == rs.CLUSTER:
             resources = dict(prev.resources)
             changed = set()
@@ -213,9 +253,9 @@ class Cache:
         while len(series.deltas) > 16:
             series.deltas.popitem(last=False)
 
-    def watch(self, event: asyncio.Event) -> None:
-        """``event`` is set on every new version."""
-        self._watchers.add(event)
+    def watch(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs after every new version (see ``SnapshotSource.watch``)."""
+        self._watchers.add(callback)
 
-    def unwatch(self, event: asyncio.Event) -> None:
-        self._watchers.discard(event)
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        self._watchers.discard(callback)

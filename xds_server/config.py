@@ -7,10 +7,12 @@ import socket
 from dataclasses import dataclass
 
 from shared import resources as rs
-from shared.config import (Parser, RedisSettings, add_common, existing_file, flag, hostport, ip_address,
+from shared.config import (Parser, RedisSettings, add_common, checker, existing_file, flag, hostport, ip_address,
                            non_empty, port, positive_int, redis_url, seconds, seconds_or_zero, sni_template)
 from shared.errors import ConfigError
 from shared.model import domain_of
+
+from . import workers as _workers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,11 +30,15 @@ class XdsConfig:
     connect_backoff: float = 0.05
     connect_backoff_max: float = 0.2
     on_demand_wait: float = 5.0
+    push_interval: float = 0.1
     max_streams: int = 5000
     max_message_bytes: int = 64 * 1024 * 1024
     max_connection_age: float = 0.0
     keepalive_min_ping: float = 10.0
     replica_id: str = ""
+    workers: int = 1  # --workers: replica processes sharing --listen (a supervisor starts them)
+    worker_of: str | None = None  # in a worker: "<host>:<supervisor pid>"; it shares the port on purpose
+    worker_index: int = 0
     log_format: str = "text"
     log_level: str = "info"
     metrics_listen: str | None = None
@@ -86,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
          help="seconds: backoffs double up to random in [0, this)")
     flag(g, "--on-demand-wait", env="XDS_ON_DEMAND_WAIT", default=5.0, type=seconds,
          help="on_demand: seconds a connection may wait for its builder to appear")
+    flag(g, "--push-interval", env="XDS_PUSH_INTERVAL", default=0.1, type=seconds_or_zero,
+         help="seconds between two pushes of new versions: a version after a quiet moment goes out at "
+         "once, the ones that follow within this interval go out together when it has passed "
+         "(under churn each Envoy gets at most one response per type per interval; 0: no pacing)")
     lim = p.add_argument_group("limits")
     flag(lim, "--max-streams", env="XDS_MAX_STREAMS", default=5000, type=positive_int,
          help="streams beyond this get RESOURCE_EXHAUSTED")
@@ -105,8 +115,23 @@ def parser() -> argparse.ArgumentParser:
          help="with --client-ca: a stream's node id must be a name in its client certificate "
          "(CN or SAN), so a proxy cannot ask for another node's identity")
     p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
-    flag(p, "--replica-id", env="XDS_REPLICA_ID", type=non_empty, shown="HOST:PID", help="id in {xds}:replicas")
+    flag(p, "--replica-id", env="XDS_REPLICA_ID", type=non_empty, shown="HOST:PID",
+         help="id in {xds}:replicas (with --workers, ID/<worker index>)")
+    flag(p, "--workers", env="XDS_WORKERS", default=1, type=workers_arg,
+         help="replica processes sharing --listen (SO_REUSEPORT), each complete and stateless; "
+         "'auto': one per core this process may use. A worker that dies is started again "
+         "(with --metrics-listen HOST:PORT, worker i serves metrics on PORT+i)")
     return p
+
+
+@checker("a number of workers 1 or more, or 'auto' (one per core)", "N|auto")
+def workers_arg(value: str) -> int:
+    if str(value) == "auto":
+        return _workers.available_cores()
+    count = int(value)
+    if count < 1:
+        raise ValueError("fewer than one worker")
+    return count
 
 
 def from_args(argv: list[str] | None = None) -> XdsConfig:
@@ -121,14 +146,20 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
     if a.connect_backoff < 0.001 or a.connect_backoff_max < a.connect_backoff:
         raise ConfigError("--connect-backoff must be >= 0.001 s and --connect-backoff-max >= --connect-backoff")
     read_url = a.redis_read_url or None
+    worker = _workers.worker_of()
+    replica_id = a.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+    if worker is not None and a.replica_id:
+        replica_id = f"{a.replica_id}/{worker[1]}"
     return XdsConfig(
         redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
         connect_timeout=a.connect_timeout, connect_attempts=a.connect_attempts, connect_backoff=a.connect_backoff,
-        connect_backoff_max=a.connect_backoff_max, on_demand_wait=a.on_demand_wait, max_streams=a.max_streams,
+        connect_backoff_max=a.connect_backoff_max, on_demand_wait=a.on_demand_wait,
+        push_interval=a.push_interval, max_streams=a.max_streams,
         max_message_bytes=a.max_message_mb * 1024 * 1024, max_connection_age=a.max_connection_age,
         keepalive_min_ping=a.keepalive_min_ping,
-        replica_id=a.replica_id or f"{socket.gethostname()}:{os.getpid()}",
+        replica_id=replica_id, workers=a.workers, worker_of=worker[0] if worker else None,
+        worker_index=worker[1] if worker else 0,
         log_format=a.log_format, log_level=a.log_level, metrics_listen=a.metrics_listen,
         tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         test_nack_builders=frozenset(a.test_nack_builder), require_node_identity=a.require_node_identity,

@@ -38,6 +38,15 @@ class DeltaState:
     held: set[str] = field(default_factory=set)  # removals held back (make before break)
     nonce: str | None = None
     sent_version: str = ""
+    sent_number: int = 0  # the set version of sent_version
+
+    def idle(self, target: TypeSnapshot) -> bool:
+        """Nothing can be due for ``target``: the common case after an ACK (checked without building anything)."""
+        if self.held or self.dirty or self.waiting:
+            return False
+        if self.wildcard and self.base is not target:
+            return False
+        return not ((not self.wildcard or self.names) and self.checked is not target)
 
 
 class DeltaStream(Stream):
@@ -53,20 +62,24 @@ class DeltaStream(Stream):
         return request.node
 
     def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
-        if not self.accepts(req.type_url):
+        type_url = req.type_url
+        if not self.accepts(type_url):
             return
-        st = self.states.get(req.type_url)
+        subscribe, unsubscribe = req.resource_names_subscribe, req.resource_names_unsubscribe
+        st = self.states.get(type_url)
         if st is None:
-            st = self.states[req.type_url] = DeltaState(req.type_url)
+            st = self.states[type_url] = DeltaState(type_url)
             st.initial = dict(req.initial_resource_versions)
-            if not req.resource_names_subscribe:
+            if not subscribe:
                 st.wildcard = True  # legacy wildcard: a first request naming nothing
-        self._subscribe(st, req)
-        if req.response_nonce and req.response_nonce == st.nonce:
+        if subscribe or unsubscribe:  # an ACK names none: not even an empty loop over them
+            self._subscribe(st, subscribe, unsubscribe)
+        nonce = req.response_nonce
+        if nonce and nonce == st.nonce:
             self._answer(st, req)
 
-    def _subscribe(self, st: DeltaState, req) -> None:
-        for name in req.resource_names_subscribe:
+    def _subscribe(self, st: DeltaState, subscribe, unsubscribe) -> None:
+        for name in subscribe:
             if name == "*":
                 st.wildcard = True
             elif len(st.names) < MAX_NAMES:
@@ -77,7 +90,7 @@ class DeltaStream(Stream):
                 self.log_once.warning(f"names:{self.peer.node_id}", "%s subscribes to over %d names; ignoring more",
                                       self.peer.node_id, MAX_NAMES)
                 break
-        for name in req.resource_names_unsubscribe:
+        for name in unsubscribe:
             if name == "*":
                 st.wildcard = False
                 st.base = None
@@ -88,23 +101,25 @@ class DeltaStream(Stream):
 
     def _answer(self, st: DeltaState, req) -> None:
         st.nonce = None
-        short = rs.SHORT[st.type_url]
         if req.HasField("error_detail"):
-            metrics.NACKS.labels(short).inc()
+            metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
-                        self.peer.node_id, short, st.sent_version, req.error_detail.message[:300])
+                        self.peer.node_id, rs.SHORT[st.type_url], st.sent_version, req.error_detail.message[:300])
             return
-        metrics.ACKS.labels(short).inc()
-        metrics.CHANGE_TO_ACK.labels(short).observe(self.cache.ack_latency(rs.version_number(st.sent_version)))
+        metrics.count_ack(st.type_url, self.cache.ack_latency(st.sent_number))
         self.peer.ack(st.type_url, st.sent_version)
 
     # --- responses ------------------------------------------------------------
     def tick(self) -> float | None:
-        # a type with a response in flight is woken by its ACK; counting its
-        # deadlines would spin the loop (wait_for 0) until that ACK arrives
-        deadlines = [d for st in self.states.values() if st.nonce is None for d in st.waiting.values()]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        # a type with a response in flight is handled again at its ACK; counting its
+        # deadlines would fire the timer (at 0 s) over and over until that ACK arrives
+        deadline = None
+        for st in self.states.values():
+            if st.waiting and st.nonce is None:
+                first = min(st.waiting.values())
+                deadline = first if deadline is None else min(deadline, first)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def responses(self):
         for type_url in (rs.CLUSTER, rs.LISTENER):
@@ -112,13 +127,14 @@ class DeltaStream(Stream):
             if st is None or st.nonce is not None:
                 continue
             target = self.cache.snapshot(self.peer.view, type_url)
-            if not self._may_send(st, target):
+            if st.idle(target) or not self._may_send(st, target):
                 continue
-            body = self._body(st, target)
-            if body is None:
+            out = self._shared(st, target) or self._own(st, target)
+            if out is None:
                 continue
-            st.nonce, st.sent_version = self.nonce(), target.version_info
-            yield type_url, with_nonce(body, st.nonce)
+            st.nonce, message = out
+            st.sent_version, st.sent_number = target.version_info, target.version
+            yield type_url, message
 
     def _may_send(self, st: DeltaState, target: TypeSnapshot) -> bool:
         """Make before break: a listener only after the clusters it uses are ACKed."""
@@ -128,6 +144,33 @@ class DeltaStream(Stream):
         if cds is None or not cds.wildcard:
             return True
         return cds.nonce is None and cds.base is not None and target.uses.issubset(cds.base.resources.keys())
+
+    def _shared(self, st: DeltaState, target: TypeSnapshot) -> tuple[str, bytes] | None:
+        """The message every wildcard stream of the view gets alike, when this one gets just that."""
+        if not st.wildcard or st.names or st.held:
+            return None
+        if st.base is None:
+            if st.initial:
+                return None  # the Envoy has some of them already (a reconnect): its own answer
+            st.base = target
+            return target.delta_message()
+        delta = self.cache.delta(self.peer.view, st.base, target)
+        if delta.removed and self._may_hold(st):
+            return None
+        st.base = target
+        return delta.message() if delta else None
+
+    def _may_hold(self, st: DeltaState) -> bool:
+        return (self.ordered and st.type_url == rs.CLUSTER and self.cache.make_before_break
+                and rs.LISTENER in self.states)
+
+    def _own(self, st: DeltaState, target: TypeSnapshot) -> tuple[str, bytes] | None:
+        """A response for this stream alone (explicit names, held removals, a reconnect), with its own nonce."""
+        body = self._body(st, target)
+        if body is None:
+            return None
+        nonce = self.nonce()
+        return nonce, with_nonce(body, nonce)
 
     def _body(self, st: DeltaState, target: TypeSnapshot) -> bytes | None:
         updated, removed = [], []

@@ -95,6 +95,7 @@ class Registry:
         self.changed = asyncio.Event()  # set when a peer ACKs or NACKs: the status publisher writes it soon
         self._nodes: collections.Counter[str] = collections.Counter()
         self._views: collections.Counter[ViewKey] = collections.Counter()
+        self._keys: dict[ViewKey, ViewKey] = {}
 
     def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None) -> Peer:
         """Register a stream's node; raises StreamRefused for a node it may not be or a view too many."""
@@ -110,6 +111,7 @@ class Registry:
         if view not in self._views and len(self._views) >= self.max_views:
             raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
                                                       "distinct views (region, listener address and port)")
+        view = self._keys.setdefault(view, view)  # one object per view: lookups by it compare by identity
         peer = Peer(node_id, region, view, kind, notify=self.changed.set)
         self.peers.add(peer)
         self._nodes[node_id] += 1
@@ -128,4 +130,5 @@ class Registry:
         self._views[peer.view] -= 1
         if self._views[peer.view] <= 0:
             del self._views[peer.view]
+            del self._keys[peer.view]
             self.cache.drop_view(peer.view)

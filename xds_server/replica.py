@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 from shared.connect import redact, redis_client
 from shared.config import join_hostport, parse_hostport
@@ -34,7 +35,7 @@ class Replica:
         renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
                             on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
-        self.cache = Cache(renderer, region_scope=cfg.region_scope)
+        self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
         self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
         self.follower: Follower | None = None
         self.publisher: StatusPublisher | None = None
@@ -87,8 +88,15 @@ class Replica:
                                  backoff=cfg.follow_backoff, accept_reset_after=cfg.accept_reset_after)
         self.publisher = StatusPublisher(store, self.cache, self.registry, replica=cfg.replica_id,
                                          address=self.address, follower=self.follower, every=cfg.status_every,
-                                         reads="replica" if cfg.redis_read_url else "primary")
+                                         reads="replica" if cfg.redis_read_url else "primary", tags=self._tags())
         stack.push_async_callback(self.publisher.withdraw)  # runs before the clients close
+
+    def _tags(self) -> dict:
+        """Where this replica runs: the host, and the supervisor whose port it shares (--workers)."""
+        tags = {"host": socket.gethostname()}
+        if self.cfg.worker_of:
+            tags.update(workers=self.cfg.worker_of, worker=self.cfg.worker_index)
+        return tags
 
     async def _ready_when_loaded(self, health) -> None:
         await self.follower.loaded.wait()

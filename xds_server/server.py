@@ -26,6 +26,7 @@ from .config import XdsConfig
 from .delta import DeltaStream
 from .peers import Registry
 from .sotw import SotwStream
+from .stream import WriteBudget
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class XdsService:
         self.registry = registry
         self.cfg = cfg
         self.open = 0
+        self.budget = WriteBudget()  # large responses in flight at once, across all streams
 
     def handler(self, delta: bool, types: tuple[str, ...], ordered: bool):
         async def handle(requests, context: grpc.aio.ServicerContext) -> None:
@@ -65,13 +67,13 @@ class XdsService:
                                     f"this replica serves at most {self.cfg.max_streams} streams; try another")
             identities = peer_identities(context) if self.cfg.require_node_identity else None
             if delta:
-                stream = DeltaStream(self.cache, self.registry, types, identities, ordered=ordered,
+                stream = DeltaStream(self.cache, self.registry, types, identities, self.budget, ordered=ordered,
                                      wait=self.cfg.on_demand_wait)
             else:
-                stream = SotwStream(self.cache, self.registry, types, identities, ordered=ordered)
+                stream = SotwStream(self.cache, self.registry, types, identities, self.budget, ordered=ordered)
             self.open += 1
             try:
-                await stream.serve(requests, context.write)
+                await stream.serve(context.read, context.write, grpc.aio.EOF)
             except* StreamRefused as group:  # raised inside the stream's TaskGroup
                 exc = group.exceptions[0]
                 metrics.STREAMS_REFUSED.inc()
@@ -114,7 +116,6 @@ def server_options(cfg: XdsConfig) -> list[tuple[str, int]]:
     opts = [
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
-        ("grpc.so_reuseport", 0),  # a --listen address another process holds is an error, not a shared port
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_min_ping * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
@@ -124,6 +125,9 @@ def server_options(cfg: XdsConfig) -> list[tuple[str, int]]:
         # --max-streams decides what is shed, with RESOURCE_EXHAUSTED
         ("grpc.server.max_pending_requests", max(1000, 2 * cfg.max_streams)),
         ("grpc.server.max_pending_requests_hard_limit", max(3000, 4 * cfg.max_streams)),
+        # gRPC sets SO_REUSEPORT by default, so a second replica could bind the same port and split the
+        # fleet: only the workers of one supervisor share a port (xds_server.workers)
+        ("grpc.so_reuseport", 1 if cfg.worker_of else 0),
     ]
     if cfg.max_connection_age > 0:
         opts += [("grpc.max_connection_age_ms", int(cfg.max_connection_age * 1000)),

@@ -7,14 +7,20 @@ woken on a new version; it knows nothing else about the cache (no renderer,
 no routing mode, no builder records, no Redis).
 
 Response bodies are built once per snapshot (or per pair of snapshots) and
-shared by every stream; a stream adds only its nonce (protobuf fields
+shared by every stream. A response that every stream of a view gets alike
+(the SotW snapshot, the delta between two snapshots, the first full delta)
+is even one message, nonce included: its nonce is unique in the process
+("s12", "d7"), so it is unique on every stream that gets it, and the same
+bytes object goes to every stream. A response built for one stream (explicit
+names, a held removal) gets a nonce of that stream's own ("1", "2", ...:
+never one of the shared ones) appended to its body (protobuf fields
 concatenate, see ``wire``).
 """
 from __future__ import annotations
 
-import asyncio
+import itertools
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Mapping, Protocol
+from typing import Callable, Hashable, Iterable, Mapping, Protocol
 
 from . import wire
 from .render import Rendered
@@ -34,6 +40,8 @@ class TypeSnapshot:
     label: str = ""  # appended to version_info (transitional snapshots)
     seq: int = 0  # the cache update that made it: orders snapshots even when Redis versions restart
     _sotw: bytes | None = field(default=None, repr=False)
+    _sotw_message: tuple[str, bytes] | None = field(default=None, repr=False)
+    _delta_message: tuple[str, bytes] | None = field(default=None, repr=False)
 
     @property
     def version_info(self) -> str:
@@ -54,19 +62,44 @@ class TypeSnapshot:
             )
         return self._sotw
 
+    def sotw_message(self) -> tuple[str, bytes]:
+        """(nonce, the whole DiscoveryResponse): one message for every wildcard stream."""
+        if self._sotw_message is None:
+            self._sotw_message = shared_message(self.sotw_body(), "s")
+        return self._sotw_message
+
+    def delta_message(self) -> tuple[str, bytes]:
+        """(nonce, a DeltaDiscoveryResponse of every resource): the first answer to a wildcard
+        stream that has nothing yet, one message for all of them."""
+        if self._delta_message is None:
+            res = self.resources
+            body = Delta.build(self.type_url, self.version, [res[n] for n in sorted(res)], ()).body
+            self._delta_message = shared_message(body, "d")
+        return self._delta_message
+
+
+_shared_nonces = itertools.count(1)
+
+
+def shared_message(body: bytes, prefix: str) -> tuple[str, bytes]:
+    """A body completed with a nonce unique in this process (a letter, then a number)."""
+    nonce = f"{prefix}{next(_shared_nonces)}"
+    return nonce, with_nonce(body, nonce)
+
 
 def with_nonce(body: bytes, nonce: str) -> bytes:
-    """A response body (SotW or delta) completed with a stream's nonce."""
+    """A response body (SotW or delta) completed with a nonce."""
     return body + wire.field_str(F_NONCE, nonce)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class Delta:
     """What turns one snapshot into another, as a DeltaDiscoveryResponse body."""
 
     updated: tuple[Rendered, ...]
     removed: tuple[str, ...]
     body: bytes
+    _message: tuple[str, bytes] | None = None
 
     @classmethod
     def build(cls, type_url: str, version: int, updated: Iterable[Rendered], removed: Iterable[str]) -> "Delta":
@@ -78,6 +111,12 @@ class Delta:
             + b"".join(wire.field_str(F_REMOVED, n) for n in removed)
         )
         return cls(updated, removed, body)
+
+    def message(self) -> tuple[str, bytes]:
+        """(nonce, the whole response): one message for every stream that gets this delta."""
+        if self._message is None:
+            self._message = shared_message(self.body, "d")
+        return self._message
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.removed)
@@ -107,8 +146,11 @@ class SnapshotSource(Protocol):
     def ack_latency(self, version: int) -> float:
         """Seconds from ``version`` entering Redis to now."""
 
-    def watch(self, event: asyncio.Event) -> None:
-        """Set ``event`` on every new version (until ``unwatch``)."""
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every new version (until ``unwatch``), synchronously, in the
+        writer's task, once per version for all streams: it must be cheap and must not raise.
+        A transport uses it to queue what the new version owes its Envoy and to wake its writer;
+        a stream that has a response in flight queues nothing and is not woken."""
 
-    def unwatch(self, event: asyncio.Event) -> None:
+    def unwatch(self, callback: Callable[[], None]) -> None:
         ...

@@ -58,7 +58,8 @@ class SotwStream(Stream):
         if st is None:
             st = self.states[req.type_url] = TypeState(req.type_url)
         # "*" among names is wildcard plus those names: everything (xDS wildcard semantics)
-        names = None if "*" in req.resource_names else frozenset(req.resource_names) or None
+        requested = req.resource_names
+        names = None if not requested or "*" in requested else frozenset(requested)
         if not req.response_nonce:
             st.names = names
             self._initial(st, req)
@@ -74,14 +75,13 @@ class SotwStream(Stream):
         sent, st.nonce = st.sent, None
         if req.HasField("error_detail"):
             st.nacked = sent
-            metrics.NACKS.labels(rs.SHORT[st.type_url]).inc()
+            metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, sent.version_info, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
                         self.peer.node_id, rs.SHORT[st.type_url], sent.version_info, req.error_detail.message[:300])
         else:
             st.acked = sent
-            metrics.ACKS.labels(rs.SHORT[st.type_url]).inc()
-            metrics.CHANGE_TO_ACK.labels(rs.SHORT[st.type_url]).observe(self.cache.ack_latency(sent.version))
+            metrics.count_ack(st.type_url, self.cache.ack_latency(sent.version))
             self.peer.ack(st.type_url, sent.version_info)
 
     def _initial(self, st: TypeState, req: discovery_pb2.DiscoveryRequest) -> None:
@@ -102,15 +102,19 @@ class SotwStream(Stream):
             snap = self._next(st)
             if snap is None or (not st.resend and (snap is st.sent or snap is st.nacked)):
                 continue
-            st.sent, st.nonce = snap, self.nonce()
+            st.sent = snap
+            st.nonce, message = self._message(st, snap)
             st.last_nonce, st.resend = st.nonce, False
-            yield type_url, with_nonce(self._body(st, snap), st.nonce)
+            yield type_url, message
 
-    def _body(self, st: TypeState, snap: TypeSnapshot) -> bytes:
+    def _message(self, st: TypeState, snap: TypeSnapshot) -> tuple[str, bytes]:
+        """(nonce, response): wildcard streams share one message per snapshot; named ones get their own."""
         if st.names is None:
-            return snap.sotw_body()
-        return TypeSnapshot(snap.type_url, snap.version,
+            return snap.sotw_message()
+        nonce = self.nonce()
+        body = TypeSnapshot(snap.type_url, snap.version,
                             {n: r for n, r in snap.resources.items() if n in st.names}).sotw_body()
+        return nonce, with_nonce(body, nonce)
 
     def _next(self, st: TypeState) -> TypeSnapshot | None:
         target = self.cache.snapshot(self.peer.view, st.type_url)

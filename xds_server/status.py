@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
                  every: float = 1.0, stale_after: float = STALE_AFTER, follower=None, reads: str = "primary",
-                 coalesce: float = 0.01):
+                 coalesce: float = 0.01, tags: dict | None = None):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower
         self.reads = reads  # "primary", or "replica" with --redis-read-url
@@ -41,6 +41,7 @@ class StatusPublisher:
         self.stale_after = stale_after
         self.coalesce = coalesce
         self._last_full = 0.0
+        self.tags = tags or {}  # constant fields of the replica's entry (host, workers)
 
     async def run(self) -> None:
         """Publish on every ACK or NACK (coalesced) and every ``every`` seconds; nothing that goes wrong ends it."""
@@ -99,6 +100,7 @@ class StatusPublisher:
                   "reads": self.reads, "routing": self.cache.renderer.mode, "region_scope": self.cache.region_scope}
         if self.follower is not None:
             status["source_version"] = self.follower.source_version
+        status.update(self.tags)
         return status
 
     async def _ours(self, node_ids: set[str]) -> list[str]:

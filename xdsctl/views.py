@@ -179,9 +179,10 @@ def _show_leader(data: dict) -> None:
 
 
 def _show_replicas(data: dict) -> None:
-    _table(("replica", "address", "streams", "version", "lag", "reads", "ready"),
-           ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v), v.get("ready"))
-            for k, v in data["replicas"].items()), f"ADS replicas (Redis at version {data['version']})")
+    _table(("replica", "host", "address", "streams", "version", "lag", "reads", "ready"),
+           ((k, _host(v), v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v),
+             v.get("ready")) for k, v in data["replicas"].items()),
+           f"ADS replicas (Redis at version {data['version']})")
 
 
 def _show_envoys(data: dict) -> None:
@@ -203,6 +204,14 @@ def _show_discoverers(data: dict) -> None:
 def _show_changes(data: dict) -> None:
     for c in data["changes"]:
         console.print(change_line(c))
+
+
+def _host(replica: dict) -> str:
+    """The host; for a worker, also the supervisor whose port it shares (``xds-server --workers``)."""
+    host = replica.get("host") or ""
+    if replica.get("workers"):
+        host += f" (worker {replica.get('worker')} of {replica['workers']})"
+    return host
 
 
 def show_status(data: dict) -> None:
