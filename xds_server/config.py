@@ -19,6 +19,7 @@ class XdsConfig:
     redis_read_url: str | None = None  # the builder set and the change stream are read here
     listen: str = "127.0.0.1:18000"
     routing: str = rs.FILTER_CHAINS
+    fcds: bool = False  # filter_chains: each builder's chain its own FilterChain resource (delta ADS only)
     listener_port: int = rs.DEFAULT_LISTENER_PORT
     listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
     domain: str = "builders.internal"
@@ -59,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--listen", default=env("XDS_LISTEN", "127.0.0.1:18000"), help="gRPC HOST:PORT")
     g.add_argument("--routing", choices=rs.ROUTING_MODES, default=env("XDS_ROUTING", rs.FILTER_CHAINS),
                    help="how Envoy routes SNI to builders (see docs/routing.md)")
+    g.add_argument("--fcds", action="store_true", default=env("XDS_FCDS") in ("1", "true", "yes"),
+                   help="with --routing filter_chains: serve each builder's chain as its own FilterChain "
+                   "resource (FCDS, Envoy 1.40+), so a builder change no longer rebuilds the listener; delta "
+                   "ADS only (xdsctl bootstrap --routing filter_chains --fcds) (env XDS_FCDS=1)")
     g.add_argument("--listener-port", type=int, default=int(env("XDS_LISTENER_PORT", str(rs.DEFAULT_LISTENER_PORT))),
                    help="port of the builder listener for Envoys whose bootstrap does not choose one")
     g.add_argument("--listener-address", default=env("XDS_LISTENER_ADDRESS", rs.DEFAULT_LISTENER_ADDRESS),
@@ -99,13 +104,16 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         raise ConfigError("--tls-cert and --tls-key go together")
     if a.client_ca and not a.tls_cert:
         raise ConfigError("--client-ca needs --tls-cert and --tls-key")
+    if a.fcds and a.routing not in rs.FCDS_MODES:
+        raise ConfigError(f"--fcds serves the chains of --routing {' or '.join(rs.FCDS_MODES)}, not {a.routing}")
     if a.require_node_identity and not a.client_ca:
         raise ConfigError("--require-node-identity needs --client-ca (client certificates)")
     read_url = a.redis_read_url or None
     if read_url:
         parse_url(read_url)  # a bad URL is exit code 2 now, not a retry loop later
     return XdsConfig(
-        redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
+        redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, fcds=a.fcds,
+        listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
         connect_timeout=a.connect_timeout, on_demand_wait=a.on_demand_wait, max_streams=a.max_streams,
         max_message_bytes=a.max_message_mb * 1024 * 1024, max_connection_age=a.max_connection_age,

@@ -1,10 +1,16 @@
 """Incremental (delta) xDS: ADS and the per-type CDS/LDS services.
 
 Wildcard subscribers share one precomputed delta per (view, old, new); an
-explicit subscriber (on-demand CDS) costs what it subscribes to. A name under
-the builder domain that does not exist yet is held until the builder appears
-or ``wait`` runs out, and only then reported removed; other unknown names are
-reported removed at once.
+explicit subscriber (on-demand CDS, FCDS chains) costs what it subscribes to.
+A name under the builder domain that does not exist yet is held until the
+builder appears or ``wait`` runs out (on-demand CDS), and only then reported
+removed; other unknown names are reported removed at once.
+
+Make before break is one rule over the cache's ordered types and their
+``depends_on`` pairs (CLUSTER <- LISTENER, or CLUSTER <- FILTER_CHAIN <-
+LISTENER with FCDS): a snapshot goes out once what it uses is usable by the
+Envoy (``_may_send``), and a removal waits until nothing the Envoy has of the
+dependent type uses the name (``_hold_removals``).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from shared import resources as rs
 
 from . import metrics
+from .render import Rendered
 from .snapshot import Delta, TypeSnapshot, with_nonce
 from .stream import Stream
 
@@ -31,7 +38,7 @@ class DeltaState:
     names: set[str] = field(default_factory=set)  # explicit subscriptions
     base: TypeSnapshot | None = None  # wildcard: the snapshot the Envoy was brought to
     initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
-    known: dict[str, str] = field(default_factory=dict)  # explicit names -> version sent
+    known: dict[str, Rendered] = field(default_factory=dict)  # explicit names -> what the Envoy was sent
     dirty: set[str] = field(default_factory=set)  # explicit names owed an answer
     checked: TypeSnapshot | None = None  # snapshot the explicit names were last checked against
     waiting: dict[str, float] = field(default_factory=dict)  # on-demand name -> deadline
@@ -42,6 +49,7 @@ class DeltaState:
 
 class DeltaStream(Stream):
     kind = "delta"
+    incremental = True
 
     def __init__(self, *args, ordered: bool = True, wait: float = 5.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -85,6 +93,7 @@ class DeltaStream(Stream):
             st.known.pop(name, None)
             st.dirty.discard(name)
             st.waiting.pop(name, None)
+            st.held.discard(name)  # the Envoy let go of it itself
 
     def _answer(self, st: DeltaState, req) -> None:
         st.nonce = None
@@ -107,7 +116,7 @@ class DeltaStream(Stream):
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def responses(self):
-        for type_url in (rs.CLUSTER, rs.LISTENER):
+        for type_url in self.cache.types:  # in make-before-break order
             st = self.states.get(type_url)
             if st is None or st.nonce is not None:
                 continue
@@ -121,13 +130,24 @@ class DeltaStream(Stream):
             yield type_url, with_nonce(body, st.nonce)
 
     def _may_send(self, st: DeltaState, target: TypeSnapshot) -> bool:
-        """Make before break: a listener only after the clusters it uses are ACKed."""
-        if not (self.ordered and self.cache.make_before_break and st.type_url == rs.LISTENER):
+        """Make before break: a snapshot goes out only when what it uses is usable by the Envoy."""
+        return not self.ordered or self._usable(st.type_url, target.uses)
+
+    def _usable(self, type_url: str, uses: frozenset[str]) -> bool:
+        """Can the Envoy use ``uses`` (names of the type ``type_url`` depends on) right now?
+
+        Subscribed by wildcard, they must be ACKed (nothing of that type in flight). A type the Envoy
+        asks for by name once it has what names it (FCDS chains, named by the listener) must hold
+        them, and what they use must be usable in turn: they go out the moment they are asked for.
+        """
+        dep = self.cache.depends_on(type_url)
+        if dep is None:
             return True
-        cds = self.states.get(rs.CLUSTER)
-        if cds is None or not cds.wildcard:
-            return True
-        return cds.nonce is None and cds.base is not None and target.uses.issubset(cds.base.resources.keys())
+        dst = self.states.get(dep)
+        if dst is not None and dst.wildcard:
+            return dst.nonce is None and dst.base is not None and uses.issubset(dst.base.resources.keys())
+        snap = self.cache.snapshot(self.peer.view, dep)
+        return uses.issubset(snap.resources.keys()) and self._usable(dep, snap.uses)
 
     def _body(self, st: DeltaState, target: TypeSnapshot) -> bytes | None:
         updated, removed = [], []
@@ -152,6 +172,8 @@ class DeltaStream(Stream):
             removed += more_removed
             shared = None if (more_updated or more_removed) else shared
         removed = sorted(set(self._hold_removals(st, removed)))
+        for name in removed:
+            st.known.pop(name, None)  # explicit names: kept while held, the Envoy still has them
         if not updated and not removed and not first:
             return None
         if shared is not None and tuple(removed) == shared.removed:
@@ -169,12 +191,14 @@ class DeltaStream(Stream):
             r = target.resources.get(name)
             if r is not None:
                 st.waiting.pop(name, None)
-                if st.known.get(name) != r.version:
-                    st.known[name] = r.version
+                had = st.known.get(name)
+                if had is None and st.initial.pop(name, None) == r.version:
+                    st.known[name] = r  # a reconnecting Envoy has it already (initial_resource_versions)
+                elif had is None or had.version != r.version:
+                    st.known[name] = r
                     updated.append(r)
             elif name in st.known:
-                del st.known[name]
-                removed.append(name)
+                removed.append(name)  # leaves ``known`` when the removal is sent (it may be held)
             elif name in st.dirty or name in st.waiting:
                 if self.cache.may_appear(st.type_url, name) and st.waiting.setdefault(name, now + self.wait) > now:
                     continue
@@ -184,16 +208,32 @@ class DeltaStream(Stream):
         return updated, removed
 
     def _hold_removals(self, st: DeltaState, removed: list[str]) -> list[str]:
-        """Clusters still used by the listener the Envoy has are removed after that listener is replaced."""
-        if not (removed and self.ordered and st.type_url == rs.CLUSTER and self.cache.make_before_break):
+        """A name still used by what the Envoy has of the dependent type (the chains or listener naming a
+        cluster, the listener naming a chain) is removed after that is replaced; names it never had
+        (answers to unknown subscriptions) are not held."""
+        dependent = self._dependent(st.type_url)
+        if not (removed and self.ordered and dependent):
             return removed
-        lds = self.states.get(rs.LISTENER)
-        if lds is None:
+        dst = self.states.get(dependent)
+        if dst is None:
             return removed
-        if lds.nonce is not None:  # a listener is in flight: the old one may still use any of them
-            st.held.update(removed)
-            return []
-        in_use = lds.base.uses if lds.base is not None else frozenset()
-        keep = [n for n in removed if n in in_use]
-        st.held.update(keep)
-        return [n for n in removed if n not in in_use]
+        holdable = [n for n in removed if st.wildcard or n in st.known]
+        if dst.nonce is not None:  # in flight: what the Envoy is applying may still use any of them
+            keep = set(holdable)
+        else:
+            in_use = self._in_use(dst)
+            keep = {n for n in holdable if n in in_use}
+        st.held |= keep
+        return [n for n in removed if n not in keep]
+
+    def _dependent(self, type_url: str) -> str | None:
+        """The type whose resources name ``type_url``'s (the inverse of the cache's ``depends_on``)."""
+        return next((t for t in self.cache.types if self.cache.depends_on(t) == type_url), None)
+
+    @staticmethod
+    def _in_use(st: DeltaState) -> set[str]:
+        """What the Envoy's resources of ``st``'s type name: the wildcard snapshot's, and each named one's."""
+        in_use = set(st.base.uses) if st.wildcard and st.base is not None else set()
+        for r in st.known.values():
+            in_use |= r.uses
+        return in_use

@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--listener-address", default=rs.DEFAULT_LISTENER_ADDRESS, help="address of the builder listener")
     b.add_argument("--routing", choices=rs.ROUTING_MODES, default=rs.FILTER_CHAINS,
                    help="the xds-server's --routing (on_demand implies delta ADS)")
+    b.add_argument("--fcds", action="store_true",
+                   help="with --routing filter_chains: for an xds-server with --fcds (implies --delta)")
     b.add_argument("--delta", action="store_true", help="use delta (incremental) ADS")
     b.add_argument("--xds-ca", help="connect to ADS over TLS, trusting this CA file")
     b.add_argument("--xds-cert", help="client certificate file for ADS mTLS (with --xds-key)")
@@ -75,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = BootstrapSpec(node_id=args.node_id, region=args.region, cluster=args.cluster, ads=args.ads,
                              admin_port=args.admin_port, admin_address=args.admin_address,
                              listener_port=args.listener_port, listener_address=args.listener_address,
-                             routing=args.routing, delta=args.delta, xds_ca=args.xds_ca, xds_cert=args.xds_cert,
+                             routing=args.routing, fcds=args.fcds, delta=args.delta, xds_ca=args.xds_ca, xds_cert=args.xds_cert,
                              xds_key=args.xds_key, xds_sni=args.xds_sni)
-        sys.stdout.write(render_yaml(spec))
+        try:
+            sys.stdout.write(render_yaml(spec))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
         return asyncio.run(run(args))

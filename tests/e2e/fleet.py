@@ -1,5 +1,8 @@
 """A small fleet for end-to-end routing tests, one per routing mode.
 
+A mode is a ``--routing`` value, or ``rs.FILTER_CHAINS_FCDS`` for filter_chains over
+FCDS (``--routing filter_chains --fcds`` on both the xds-server and the bootstrap).
+
 redis-server; one discoverer reading a JSON file (so a test sets the builder
 set exactly); two xds-server replicas (region scope ``all`` and ``local``);
 TLS stand-in builders on 127.0.0.2..21 and ::1; Envoys started on demand.
@@ -11,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from shared import resources as rs
 from tests.support.envoy import EnvoyProc, start_backends
 from tests.support.procs import ProcGroup, free_port, wait_until
 from tests.support.redis import start_redis
@@ -18,6 +22,13 @@ from tools.tls_backend import client_context
 
 DOMAIN = "builders.internal"
 N_BACKENDS = 21
+
+
+def routing_args(mode: str) -> list[str]:
+    """The flags that select ``mode``, for the xds-server and for ``xdsctl bootstrap`` alike."""
+    if mode == rs.FILTER_CHAINS_FCDS:
+        return ["--routing", rs.FILTER_CHAINS, "--fcds"]
+    return ["--routing", mode]
 
 
 def bid(n: int) -> str:
@@ -51,7 +62,7 @@ class Fleet:
         self.ads = {}
         for scope in ("all", "local"):
             port = free_port()
-            self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", "--routing", mode,
+            self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", *routing_args(mode),
                                             "--region-scope", scope, "--replica-id", f"xds-{scope}",
                                             "--on-demand-wait", "5"], label=f"xds-{scope}")
             self.ads[scope] = f"127.0.0.1:{port}"
@@ -73,8 +84,9 @@ class Fleet:
         return {k.decode() for k in self.redis.client().hkeys("{xds}:routes")}
 
     def envoy(self, node_id: str, *, scope: str = "all", region: str = "ord") -> EnvoyProc:
+        routing = routing_args(self.mode)
         envoy = EnvoyProc(self.dir / "envoys", node_id=node_id, ads=self.ads[scope], region=region,
-                          routing=self.mode)
+                          routing=routing[1], extra_bootstrap=routing[2:])
         envoy.start()
         self.envoys.append(envoy)
         self.procs.procs.append(envoy.proc)
