@@ -42,6 +42,13 @@ class ViewKey:
     listener: ListenerSpec
 
 
+def _differs(old: Rendered | None, new: Rendered | None) -> bool:
+    """A new record with the same bytes (an FCDS chain when only the address moved) is no change."""
+    if old is None or new is None:
+        return old is not new
+    return old is not new and old.version != new.version
+
+
 class _Series:
     """The snapshots of one (view, type): the newest, and a log of changed names.
 
@@ -157,7 +164,7 @@ class Cache:
                 if new is not None:
                     resources[new.sni] = render(new)
                     changed.add(new.sni)
-            changed = {n for n in changed if prev.resources.get(n) is not resources.get(n)}
+            changed = {n for n in changed if _differs(prev.resources.get(n), resources.get(n))}
         if changed:
             series.advance(TypeSnapshot(type_url, self.version, resources, self._uses(type_url, resources),
                                         seq=self.seq), frozenset(changed))

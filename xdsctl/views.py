@@ -47,7 +47,7 @@ async def status(store: Store) -> dict:
     version = await store.version()
     holder, epoch, ttl = await store.leader()
     envoys = _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)
-    counts = {"in_sync": 0, "behind": 0, "nacking": 0}
+    counts = {"in_sync": 0, "behind": 0, "nacking": 0, "refused": 0}
     for e in envoys.values():
         counts[e["state"]] += 1
     return {"version": version, "leader": {"holder": holder, "epoch": epoch, "ttl_ms": ttl},
@@ -75,7 +75,9 @@ def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
         acked = e.get("acked") or {}
         e["lag"] = max((version - rs.version_number(v) for v in acked.values()), default=version)
         nack = e.get("last_nack")
-        if nack and rs.version_number(nack.get("version", "0")) >= min((rs.version_number(v) for v in acked.values()), default=0):
+        if e.get("refused"):  # the replica will not serve its streams as configured (e.g. SotW on FCDS)
+            e["state"] = "refused"
+        elif nack and rs.version_number(nack.get("version", "0")) >= min((rs.version_number(v) for v in acked.values()), default=0):
             e["state"] = "nacking"
         else:
             e["state"] = "in_sync" if e["lag"] == 0 else "behind"
@@ -126,7 +128,7 @@ def show(command: str, data: dict) -> None:
                ((k, v.get("address"), v.get("streams"), v.get("version"), v.get("lag"), _reads(v), v.get("ready"))
                 for k, v in data["replicas"].items()), f"ADS replicas (Redis at version {data['version']})")
     elif command == "envoys":
-        _table(("node", "region", "replica", "acked", "lag", "state", "last NACK"),
+        _table(("node", "region", "replica", "acked", "lag", "state", "last NACK / refusal"),
                ((k, v.get("region"), v.get("replica"), _acked(v), v["lag"], v["state"], _nack(v))
                 for k, v in data["envoys"].items()), f"Envoys (current version {data['version']})")
     elif command == "changes":
@@ -147,7 +149,8 @@ def show_status(data: dict) -> None:
         + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
         + f") {v.get('streams')} streams" for k, v in replicas.items()), highlight=False)
     e = data["envoys"]
-    console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing")
+    console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing"
+                  + (f", {e['refused']} refused" if e.get("refused") else ""))
 
 
 def _reads(v: dict) -> str:
@@ -161,6 +164,8 @@ def _acked(v: dict) -> str:
 
 
 def _nack(v: dict) -> str:
+    if v.get("refused"):
+        return f"refused: {v['refused']['detail'][:120]}"
     n = v.get("last_nack")
     return f"{n['type']} v{n['version']}: {n['detail'][:60]}" if n else ""
 
