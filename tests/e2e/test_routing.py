@@ -8,6 +8,7 @@ that keeps its SNI does not touch the listener.
 """
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
@@ -17,8 +18,8 @@ import time
 import pytest
 
 from shared import resources as rs
-from tests.support.envoy import insecure_context, tls_reach
-from tests.support.procs import wait_until
+from tests.support.envoy import EnvoyProc, insecure_context, tls_reach
+from tests.support.procs import script, wait_until
 
 from .fleet import N_BACKENDS, Fleet, bid, eventually, sni
 
@@ -212,3 +213,26 @@ def test_fcds_updates_the_listener_in_place_and_a_known_sni_leaves_it_alone(flee
     assert edge.stat("listener_manager.lds.update_success") == lds
     assert edge.stat(f"filter_chain_manager.{sni(bid(5))}.update_success") == chain
     assert reach(fleet, edge, sni(bid(6))) == sni(bid(6))
+
+
+def test_fcds_refuses_a_state_of_the_world_envoy_where_operators_look(fleet):
+    if fleet.mode != rs.FILTER_CHAINS_FCDS:
+        pytest.skip("filter_chains over FCDS only")
+    sotw = EnvoyProc(fleet.dir / "envoys", node_id="sotw-edge", ads=fleet.ads["all"], region="ord",
+                     routing=rs.FILTER_CHAINS)  # a bootstrap made without --fcds: state of the world
+    sotw.start(wait_ready=False)
+    fleet.procs.procs.append(sotw.proc)
+
+    def envoys(*args: str) -> str:
+        return subprocess.run([str(script("xdsctl")), "--redis-url", fleet.redis.url, *args, "envoys"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def refused():
+        entry = json.loads(envoys("--json"))["envoys"].get("sotw-edge") or {}
+        return entry.get("state") == "refused" and entry
+    entry = wait_until(refused, 10, what="the refused Envoy in xdsctl envoys")
+    assert "delta" in entry["refused"]["detail"] and "--fcds" in entry["refused"]["detail"]
+    assert "refused" in envoys()
+    log = (fleet.dir / "logs" / "xds-all.log").read_text()
+    assert "stream refused" in log and "'sotw-edge' asked for state-of-the-world" in log
+    sotw.stop()
