@@ -165,7 +165,9 @@ def summary_rows(results: dict) -> list[list[str]]:
                          "all on final", "met" if k["on_final"] == k["streams"] else "MISSED"])
     for r in results.get("render") or []:
         rows.append(["render", f"{r['mode']}, {r['builders']:,} builders",
-                     f"{r['ms_per_change']:.2f} ms/change, SotW {r['sotw_bytes']:,} B, delta {r['delta_bytes']:,} B",
+                     f"{r['ms_per_change']:.2f} ms/change, "
+                     + ("no SotW" if r["sotw_bytes"] is None else f"SotW {r['sotw_bytes']:,} B")
+                     + f", delta {r['delta_bytes']:,} B",
                      "", ""])
     return rows
 

@@ -14,6 +14,7 @@ built by joining one cached entry per builder.
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -38,6 +39,7 @@ RESPONSE_RESOURCES = 2  # DiscoveryResponse.resources and DeltaDiscoveryResponse
 LISTENER_FILTER_CHAINS = 3
 LISTENER_FILTER_CHAIN_MATCHER, MATCHER_TREE, TREE_EXACT_MATCH_MAP = 32, 2, 2  # Listener -> Matcher -> MatcherTree
 RESOURCE_NAME, RESOURCE_VERSION, RESOURCE_BODY = 3, 1, 2
+_SNI = operator.attrgetter("sni")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +54,16 @@ class Rendered:
 
     @classmethod
     def of(cls, name: str, type_url: str, value: bytes, uses: frozenset[str] = frozenset()) -> "Rendered":
-        any_bytes = wire.any_message(type_url, value)
-        version = hashlib.blake2b(any_bytes, digest_size=8).hexdigest()
-        resource = (
-            wire.field_str(RESOURCE_VERSION, version)
-            + wire.field_bytes(RESOURCE_BODY, any_bytes)
-            + wire.field_str(RESOURCE_NAME, name)
-        )
-        return cls(name, version, wire.field_bytes(RESPONSE_RESOURCES, any_bytes),
-                   wire.field_bytes(RESPONSE_RESOURCES, resource), uses)
+        any_parts = wire.any_message(type_url, value)
+        digest = hashlib.blake2b(digest_size=8)
+        for part in any_parts:
+            digest.update(part)
+        version = digest.hexdigest()
+        resource = [wire.field_str(RESOURCE_VERSION, version), *wire.nested(RESOURCE_BODY, any_parts),
+                    wire.field_str(RESOURCE_NAME, name)]
+        # one copy of ``value`` per field: a large listener is not copied at every level of nesting
+        return cls(name, version, b"".join(wire.nested(RESPONSE_RESOURCES, any_parts)),
+                   b"".join(wire.nested(RESPONSE_RESOURCES, resource)), uses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ class Renderer:
     # --- clusters ---------------------------------------------------------
     def cluster(self, b: Builder) -> Rendered:
         hit = self._clusters.get(b.id)
-        if hit is not None and hit[0] == b:
+        if hit is not None and (hit[0] is b or hit[0] == b):  # the same record: most lookups
             return hit[1]
         rendered = Rendered.of(b.sni, rs.CLUSTER, self._cluster_proto(b).SerializeToString())
         self._clusters[b.id] = (b, rendered)
@@ -173,7 +176,7 @@ class Renderer:
     def chain(self, b: Builder) -> bytes:
         """A filter_chains entry of the listener (field tag included)."""
         hit = self._chains.get(b.id)
-        if hit is not None and hit[0] == b:
+        if hit is not None and (hit[0] is b or hit[0] == b):  # the same record: most lookups
             return hit[1]
         proto = listener_components_pb2.FilterChain(
             name=b.sni,
@@ -191,7 +194,7 @@ class Renderer:
         No filter_chain_match: the listener's matcher picks the chain by name.
         """
         hit = self._fc.get(b.id)
-        if hit is not None and hit[0] == b:
+        if hit is not None and (hit[0] is b or hit[0] == b):  # the same record: most lookups
             return hit[1]
         proto = listener_components_pb2.FilterChain(name=b.sni, filters=[self._tcp_proxy(b.sni)])
         rendered = Rendered.of(b.sni, rs.FILTER_CHAIN, proto.SerializeToString(deterministic=True),
@@ -233,14 +236,14 @@ class Renderer:
         head = self._listener_head(spec)
         uses = frozenset()
         if self.per_sni_listener:
-            ordered = sorted(builders, key=lambda b: b.sni)
+            ordered = sorted(builders, key=_SNI)
             chains = [self.chain(b) for b in ordered]
             uses = frozenset(b.sni for b in ordered)
             if not chains:  # Envoy needs at least one chain; this one matches no builder
                 chains = [self._wildcard_chain(sni_cluster=False)]
         else:
             chains = [self._wildcard_chain(sni_cluster=True)]
-        value = head.SerializeToString(deterministic=True) + b"".join(chains)
+        value = b"".join([head.SerializeToString(deterministic=True), *chains])
         return Rendered.of(rs.BUILDER_LISTENER, rs.LISTENER, value, uses)
 
     def _wildcard_chain(self, *, sni_cluster: bool) -> bytes:
@@ -270,19 +273,19 @@ class Renderer:
                 ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3)))
         head.filter_chains.append(listener_components_pb2.FilterChain(
             name=rs.FCDS_STUB_CHAIN, filters=[self._tcp_proxy(rs.NO_ROUTE_CLUSTER)]))
-        ordered = sorted(builders, key=lambda b: b.sni)
-        matcher = b""
+        ordered = sorted(builders, key=_SNI)
+        tree = []
         if ordered:  # a map needs an entry; with none, the matcher matches nothing
-            tree = self._server_name_input() + wire.field_bytes(
-                TREE_EXACT_MATCH_MAP, b"".join(self._matcher_entry(b) for b in ordered))
-            matcher = wire.field_bytes(MATCHER_TREE, tree)
-        value = head.SerializeToString(deterministic=True) + wire.field_bytes(LISTENER_FILTER_CHAIN_MATCHER, matcher)
+            tree = wire.nested(MATCHER_TREE, [self._server_name_input(), *wire.nested(
+                TREE_EXACT_MATCH_MAP, [self._matcher_entry(b) for b in ordered])])
+        value = b"".join([head.SerializeToString(deterministic=True),
+                          *wire.nested(LISTENER_FILTER_CHAIN_MATCHER, tree)])
         return Rendered.of(rs.BUILDER_LISTENER, rs.LISTENER, value, frozenset(b.sni for b in ordered))
 
     def _matcher_entry(self, b: Builder) -> bytes:
         """One ``exact_match_map.map`` entry, SNI -> the name of the builder's chain (field tag included)."""
         hit = self._entries.get(b.id)
-        if hit is not None and hit[0] == b:
+        if hit is not None and (hit[0] is b or hit[0] == b):  # the same record: most lookups
             return hit[1]
         action = extension_pb2.TypedExtensionConfig(
             name=rs.CHAIN_NAME_ACTION, typed_config=_pack(wrappers_pb2.StringValue(value=b.sni)))
