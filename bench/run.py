@@ -1,9 +1,10 @@
 """``make bench``: every benchmark, one table, bench/results.json, plots and the figures in docs/performance.md.
 
-    python -m bench.run [--quick] [--only convergence,fanout,scale,churn,render] [--no-plots]
+    python -m bench.run [--quick] [--only convergence,convergence_fcds,fanout,scale,churn,render] [--no-plots]
 
 Runs, in order: the in-process render cost (median of 3 runs), end-to-end
-convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size),
+convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size;
+then filter_chains with and without FCDS at 500 and 5,000 routed, 100 each),
 fan-out (one change to 100 / 1,000 / 3,000 streams, SotW and delta), scale
 (100 / 1,000 / 10,000 builders, delta and SotW) and churn (50 changes/s for
 60 s with 200 streams). ``--quick`` uses fewer samples and shorter runs (for
@@ -91,7 +92,14 @@ def run_convergence(quick: bool) -> dict:
     # what the p50 target needs: the same pipeline with the discoverer polling twice as often
     bench_convergence.main(["--samples", "40" if quick else "100", "--modes", "delta", "--routed", "500",
                             "--poll-interval", "0.05", "--section", "convergence_poll50"])
+    run_convergence_fcds(quick)
     return out
+
+
+def run_convergence_fcds(quick: bool) -> dict:
+    """filter_chains with and without FCDS in the same run, at 500 and 5,000 builders routed."""
+    return bench_convergence.main(["--samples", "30" if quick else "100", "--modes", "filter_chains,fcds",
+                                   "--routed", "500" if quick else "500,5000", "--section", "convergence_fcds"])
 
 
 def run_fanout(quick: bool) -> list[dict]:
@@ -112,8 +120,8 @@ def run_churn(quick: bool) -> dict:
     return bench_churn.main(["--duration", "15" if quick else "60"])
 
 
-RUNNERS = {"render": run_render, "convergence": run_convergence, "fanout": run_fanout, "scale": run_scale,
-           "churn": run_churn}
+RUNNERS = {"render": run_render, "convergence": run_convergence, "convergence_fcds": run_convergence_fcds,
+           "fanout": run_fanout, "scale": run_scale, "churn": run_churn}
 
 
 # ---------------------------------------------------------------- the one table
@@ -141,6 +149,7 @@ def summary_rows(results: dict) -> list[list[str]]:
             rows.append(["convergence", f"{r['mode']}, {r['routed']} routed, {r['op']}, discoverer polling every "
                          f"{fast['poll_interval_s'] * 1000:.0f} ms",
                          f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms", "", ""])
+    rows += fcds_rows(results.get("convergence_fcds"))
     for r in results.get("fanout") or []:
         rows.append(["fan-out", f"{r['kind']}, {r['streams']} streams, one change",
                      f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} / max {r['max_ms']:.0f} ms"
@@ -169,6 +178,30 @@ def summary_rows(results: dict) -> list[list[str]]:
                      + ("no SotW" if r["sotw_bytes"] is None else f"SotW {r['sotw_bytes']:,} B")
                      + f", delta {r['delta_bytes']:,} B",
                      "", ""])
+    return rows
+
+
+def fcds_rows(fcds: dict | None) -> list[list[str]]:
+    """filter_chains over FCDS against plain filter_chains (same run), with Envoy's update durations."""
+    if not fcds:
+        return []
+    rows = []
+    for r in fcds["rows"]:
+        target = r.get("target")
+        upd = r["envoy_update_ms"]
+        envoy = ", ".join(f"{k} {upd[k]:g}" for k in ("cds", "lds", "fcds") if k in upd)
+        rows.append(["convergence", f"{'filter_chains over FCDS' if r['mode'] == 'fcds' else r['mode']}, "
+                     f"{r['routed']:,} routed, {r['op']}",
+                     f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+                     + (f", {r['failures']} failed" if r["failures"] else "") + f"; Envoy update p50 ms: {envoy}",
+                     ", ".join(f"{k} < {v}" for k, v in target.items()) if target else "",
+                     ", ".join(f"{k} {'met' if r[f'{k}_ms'] < v else 'MISSED'}" for k, v in target.items())
+                     if target else ""])
+    for q in fcds.get("fcds_ratio", []):
+        rows.append(["convergence", f"FCDS / filter_chains p50, {q['routed']:,} routed, {q['op']}",
+                     f"{q['ratio_p50']:.2f} ({q['fcds_p50_ms']:.0f} / {q['filter_chains_p50_ms']:.0f} ms)",
+                     f"< {q['target']}" if "target" in q else "",
+                     ("met" if q["met"] else "MISSED") if "target" in q else ""])
     return rows
 
 

@@ -134,11 +134,13 @@ class DeltaStream(Stream):
         return not self.ordered or self._usable(st.type_url, target.uses)
 
     def _usable(self, type_url: str, uses: frozenset[str]) -> bool:
-        """Can the Envoy use ``uses`` (names of the type ``type_url`` depends on) right now?
+        """Can the Envoy use ``uses`` (names of the type ``type_url`` depends on) by the time it needs them?
 
         Subscribed by wildcard, they must be ACKed (nothing of that type in flight). A type the Envoy
-        asks for by name once it has what names it (FCDS chains, named by the listener) must hold
-        them, and what they use must be usable in turn: they go out the moment they are asked for.
+        asks for by name once it has what names it (FCDS chains, named by the listener) must only be
+        in the cache: the Envoy holds the listener warming until it has them, and they go out only
+        once what *they* use is usable (their own ``_may_send``), so the order holds transitively and
+        the listener need not wait for the clusters' ACK (a round trip saved per new SNI).
         """
         dep = self.cache.depends_on(type_url)
         if dep is None:
@@ -146,8 +148,7 @@ class DeltaStream(Stream):
         dst = self.states.get(dep)
         if dst is not None and dst.wildcard:
             return dst.nonce is None and dst.base is not None and uses.issubset(dst.base.resources.keys())
-        snap = self.cache.snapshot(self.peer.view, dep)
-        return uses.issubset(snap.resources.keys()) and self._usable(dep, snap.uses)
+        return uses.issubset(self.cache.snapshot(self.peer.view, dep).resources.keys())
 
     def _body(self, st: DeltaState, target: TypeSnapshot) -> bytes | None:
         updated, removed = [], []

@@ -254,42 +254,30 @@ def chain_cluster(stream, resp, name: str) -> str:
     return tcp_proxy_pb2.TcpProxy.FromString(proxy.typed_config.value).cluster
 
 
-async def test_fcds_addition_sends_cluster_then_matcher_entry_then_chain(writer, replicas, clients):
+async def test_fcds_addition_sends_cluster_and_matcher_entry_then_the_chain_once_the_cluster_is_acked(
+        writer, replicas, clients):
+    """The listener naming b's chain may go with b's cluster: Envoy holds it warming until it has the
+    chain, and the chain goes out only once b's cluster is ACKed (cluster, chain, then the entry in use)."""
     await writer.put(builder("a"))
     replica = await replicas(fcds=True)
     ads = await clients(replica).delta()
     got = await fcds_sync(ads)
     assert updated(got[FCDS]) == [sni("a")] and chain_cluster(ads, got[FCDS], sni("a")) == sni("a")
     version = await writer.put(builder("b"))
-    resp = await ads.recv(CDS)
-    assert updated(resp) == [sni("b")]
-    await ads.expect_silence(0.4)  # no matcher entry for b before b's cluster is ACKed
-    await ads.ack(resp)
-    resp = await ads.recv(LDS)
-    assert matcher(ads, resp) == [sni("a"), sni("b")] and resp.system_version_info == str(version)
-    await ads.ack(resp)
+    cds = await ads.recv(CDS)
+    assert updated(cds) == [sni("b")]
+    lds = await ads.recv(LDS)
+    assert matcher(ads, lds) == [sni("a"), sni("b")] and lds.system_version_info == str(version)
+    await ads.ack(lds)
     await ads.request(FCDS, [sni("b")])  # Envoy asks for the chain the new entry names
+    await ads.expect_silence(0.4)  # b's chain routes to b's cluster, not ACKed yet
+    await ads.ack(cds)
     resp = await ads.recv(FCDS)
     assert updated(resp) == [sni("b")] and chain_cluster(ads, resp, sni("b")) == sni("b")
     await ads.ack(resp)
     await ads.expect_silence(0.3)
     [peer] = replica.registry.peers
     assert peer.acked == {"cds": str(version), "lds": str(version), "fcds": str(version)}
-
-
-async def test_fcds_chain_asked_for_before_its_cluster_is_acked_waits_for_it(writer, replicas, clients):
-    await writer.put(builder("a"))
-    replica = await replicas(fcds=True)
-    ads = await clients(replica).delta()
-    await fcds_sync(ads)
-    await writer.put(builder("b"))
-    cds = await ads.recv(CDS)
-    await ads.request(FCDS, [sni("b")])
-    await ads.expect_silence(0.4)  # b's chain routes to b's cluster, still in flight
-    await ads.ack(cds)
-    first, second = await ads.recv(), await ads.recv()
-    assert (first.type_url, second.type_url) == (FCDS, LDS), "types go out in make-before-break order"
-    assert updated(first) == [sni("b")] and matcher(ads, second) == [sni("a"), sni("b")]
 
 
 async def test_fcds_removal_sends_matcher_then_chain_then_cluster(writer, replicas, clients):
@@ -310,22 +298,22 @@ async def test_fcds_removal_sends_matcher_then_chain_then_cluster(writer, replic
     assert list(resp.removed_resources) == [sni("b")] and not resp.resources
 
 
+def listener_view(replica):
+    return next(iter(replica.registry.peers)).view
+
+
 async def test_fcds_a_known_sni_that_moves_changes_only_its_cluster(writer, replicas, clients):
     await writer.put(builder("a", ip="127.0.9.1"), builder("b"))
     replica = await replicas(fcds=True)
     ads = await clients(replica).delta()
     await fcds_sync(ads)
-    listener = replica.cache.snapshot(next(iter(replica.registry.peers)).view, LDS)
+    listener = replica.cache.snapshot(listener_view(replica), LDS)
     await writer.put(builder("a", ip="127.0.9.2"))
     resp = await ads.recv(CDS)
     assert updated(resp) == [sni("a")]
     await ads.ack(resp)
     await ads.expect_silence(0.4)  # neither the listener nor a's chain changed
     assert replica.cache.snapshot(listener_view(replica), LDS) is listener, "the listener was not re-rendered"
-
-
-def listener_view(replica):
-    return next(iter(replica.registry.peers)).view
 
 
 async def test_fcds_an_unknown_chain_is_answered_removed(writer, replicas, clients):
@@ -392,17 +380,16 @@ def kinds(responses) -> list[tuple[str, list[str], list[str]]]:
 
 
 def test_fcds_swap_in_one_turn_keeps_every_step_in_order():
-    """c added and b removed in one version: c's cluster; then the listener; then c's chain and b's chain
-    removal (once the listener without b is ACKed); b's cluster last."""
+    """c added and b removed in one version: c's cluster and the listener; c's chain once c's cluster is
+    ACKed, b's chain removal once the listener without b is ACKed; b's cluster last."""
     d = fcds_driven(builder("a"), builder("b"))
     d.apply(upsert=[builder("c")], remove=["b"])
-    [cds] = d.responses()
-    assert kinds([cds]) == [("cds", [sni("c")], [])]
-    d.ack(cds)
-    [lds] = d.responses()
-    assert lds.type_url == LDS
+    cds, lds = d.responses()
+    assert kinds([cds]) == [("cds", [sni("c")], [])] and lds.type_url == LDS
     d.ack(lds)
-    d.request(FCDS, subscribe=[sni("c")])  # Envoy asks for c's chain as it ACKs the listener
+    d.request(FCDS, subscribe=[sni("c")])  # Envoy asks for c's chain as it takes the listener
+    assert d.responses() == [], "c's cluster is not ACKed: neither c's chain nor b's removal yet"
+    d.ack(cds)
     [fcds] = d.responses()
     assert kinds([fcds]) == [("fcds", [sni("c")], [sni("b")])]
     d.ack(fcds)
@@ -412,17 +399,21 @@ def test_fcds_swap_in_one_turn_keeps_every_step_in_order():
 def test_fcds_the_envoy_letting_go_of_a_chain_releases_its_cluster():
     """Envoy unsubscribes a chain the listener stopped naming: its held cluster removal may go."""
     d = fcds_driven(builder("a"), builder("b"))
-    d.apply(upsert=[builder("c")])
+    d.apply(remove=["b"])
+    [lds] = d.responses()
+    d.apply(upsert=[builder("c")])  # a listener is in flight: b's chain and cluster stay held
     [cds] = d.responses()
-    d.apply(remove=["b"])  # while c's cluster is in flight
-    assert d.responses() == []
+    assert kinds([cds]) == [("cds", [sni("c")], [])]
+    d.ack(lds)  # the listener without b; Envoy lets go of b's chain before we remove it
+    d.request(FCDS, unsubscribe=[sni("b")])
+    [lds] = d.responses()  # the listener naming c
     d.ack(cds)
-    [lds] = d.responses()  # without b, with c
-    d.ack(lds)
-    d.request(FCDS, unsubscribe=[sni("b")], subscribe=[sni("c")])
     [cds] = d.responses()
     assert kinds([cds]) == [("cds", [], [sni("b")])], "nothing the Envoy has uses b's cluster any more"
-    d.ack(cds)  # chains wait while clusters are in flight (what a chain uses must be ACKed)
+    d.ack(lds)
+    d.request(FCDS, subscribe=[sni("c")])
+    assert d.responses() == [], "chains wait while clusters are in flight"
+    d.ack(cds)
     assert kinds(d.responses()) == [("fcds", [sni("c")], [])]
 
 
@@ -433,13 +424,11 @@ def test_fcds_a_chain_back_before_its_removal_went_out_is_not_touched():
     [lds] = d.responses()
     d.apply(upsert=[b])  # b is back while the listener without it is in flight
     d.ack(lds)
-    # b's cluster comes again (the same version: a no-op for Envoy), then the listener naming b;
+    # b's cluster comes again (the same version: a no-op for Envoy) with the listener naming b;
     # b's chain, which the Envoy kept, is neither removed nor resent
-    [cds] = d.responses()
-    assert kinds([cds]) == [("cds", [sni("b")], [])]
+    cds, lds = d.responses()
+    assert kinds([cds]) == [("cds", [sni("b")], [])] and lds.type_url == LDS
     d.ack(cds)
-    [lds] = d.responses()
-    assert lds.type_url == LDS
     d.ack(lds)
     assert d.responses() == []
 
