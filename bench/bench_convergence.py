@@ -8,7 +8,13 @@ with tools/flyzone.write_zone), one ``discoverer --source fly`` polling it
 every 100 ms, redis-server, one ``xds-server --routing MODE`` at a time and
 one Envoy 1.40 from ``xdsctl bootstrap --routing MODE`` (``delta`` is
 sni_cluster with ``xdsctl bootstrap --delta``; on_demand is always delta;
-``fcds`` is ``--routing filter_chains --fcds`` on both, delta ADS).
+``fcds`` is ``--routing filter_chains --fcds`` on both, delta ADS;
+``filter_chains_delta`` is plain filter_chains over delta ADS, FCDS's baseline
+with the same transport). With ``fcds`` and a filter_chains mode in one run the
+result has ``fcds_ratio`` (p50 against each), and Envoy's own update durations:
+``listener_manager.lds`` / ``cluster_manager.cds`` over the run, and the
+per-chain ``filter_chain_manager.<chain>.update_duration`` of 20 chains added
+after the samples (``fcds_chain_updates``).
 The sample builders are TLS stand-ins (tools/tls_backend.py, one process, EC
 certificates) on 127.0.3.1..200; the builders "already routed" point at
 127.1.x.y where nothing listens.
@@ -69,6 +75,7 @@ MODES = {  # name -> (xds-server --routing, delta ADS, extra flags for both the 
     "delta": ("sni_cluster", True, []),
     "on_demand": ("on_demand", True, []),
     "fcds": ("filter_chains", True, ["--fcds"]),  # filter_chains over FCDS (delta only)
+    "filter_chains_delta": ("filter_chains", True, []),  # the baseline for fcds with the same transport
 }
 TARGETS = {  # mode -> {percentile: ms}, with 500 builders already routed; additions and removals (grace 0)
     "sni_cluster": {"p50": 60, "p99": 150},
@@ -192,22 +199,36 @@ def _p50(histogram: str) -> float | None:
 
 
 def envoy_update_ms(envoy: EnvoyProc) -> dict[str, float]:
-    """Median time Envoy took to apply a CDS / LDS update (its own histograms; the first, full load included).
-
-    With FCDS also ``fcds``: the median over the sample builders' chains (ids start with "c"; the routed
-    ones, loaded at start, with "a") of each chain's ``filter_chain_manager.<chain>.update_duration`` P50.
-    """
+    """Median time Envoy took to apply a CDS / LDS update (its own histograms; the first, full load included)."""
     out = {}
     for key, value in envoy_stats(envoy, "^(cluster_manager.cds|listener_manager.lds).update_duration$").items():
         p50 = _p50(value)
         if p50 is not None:
             out[key.split(".")[1]] = p50
-    chains = [_p50(v) for v in envoy_stats(envoy, "^filter_chain_manager.c.*update_duration$").values()]
-    chains = [c for c in chains if c is not None]
-    if chains:
-        out["fcds"] = round(statistics.median(chains), 2)
-        out["fcds_chains"] = len(chains)
     return out
+
+
+CHAIN_PROBES = 20  # FCDS: builders added after the samples to read Envoy's per-chain update durations
+
+
+def fcds_chain_updates(stack: "Stack", envoy: EnvoyProc) -> dict[str, float]:
+    """``fcds``: the median of ``filter_chain_manager.<chain>.update_duration`` over CHAIN_PROBES chains.
+
+    Each chain has its own histogram, gone with the chain, and the admin API shows histograms only as
+    of the last stats flush (every 5 s): the samples' chains live shorter than that. So after the
+    samples, CHAIN_PROBES builders are added one by one (a new SNI each: matcher entry and chain, like
+    a sample), left for a flush, read, and removed again.
+    """
+    probes = [FlyBuilder(f"e{n:013x}", "builder", f"127.2.0.{n + 1}", "ord") for n in range(CHAIN_PROBES)]
+    for k in range(1, CHAIN_PROBES + 1):
+        stack.write(probes[:k])
+        time.sleep(0.25)
+    time.sleep(STATS_FLUSH + 0.5)
+    chains = [_p50(v) for v in envoy_stats(envoy, "^filter_chain_manager.e.*update_duration$").values()]
+    stack.write([])
+    wait_until(lambda: stack.r.hlen("{xds}:routes") == len(stack.routed), 30, what="the chain probes removed")
+    chains = [c for c in chains if c is not None]
+    return {"fcds": round(statistics.median(chains), 2), "fcds_chains": len(chains)} if chains else {}
 
 
 class Stack:
@@ -395,6 +416,8 @@ def run_mode(stack: Stack, mode: str, samples: int, separate: bool, seed: int,
     stop_profiles(spies)
     time.sleep(STATS_FLUSH + 0.5)  # Envoy's admin shows histograms as of its last stats flush
     update_ms = envoy_update_ms(envoy)
+    if "--fcds" in MODES[mode][2]:
+        update_ms.update(fcds_chain_updates(stack, envoy))
     if on_demand:  # cross-check: every held connection must have been an on-demand lookup in Envoy
         out["on_demand_stats"] = {k.rsplit(".", 1)[1]: int(v) for k, v in envoy_stats(
             envoy, "^tcp.*on_demand_cluster_(attempt|success|missing|timeout)$").items()}
@@ -434,21 +457,26 @@ def summarize(mode: str, routed: int, op: str, data: dict) -> dict:
     return row
 
 
+FCDS_BASELINES = ("filter_chains", "filter_chains_delta")
+
+
 def fcds_ratios(rows: list[dict]) -> list[dict]:
-    """filter_chains over FCDS against plain filter_chains, per size and operation, from the same run."""
+    """filter_chains over FCDS against plain filter_chains (SotW, the default bootstrap; and over delta ADS,
+    FCDS's own transport), per size and operation, from the same run."""
     by = {(r["mode"], r["routed"], r["op"]): r for r in rows}
     out = []
     for (mode, routed, op), r in sorted(by.items()):
-        plain = by.get(("filter_chains", routed, op))
-        if mode != "fcds" or plain is None or not plain["p50_ms"]:
-            continue
-        ratio = {"routed": routed, "op": op, "fcds_p50_ms": r["p50_ms"], "filter_chains_p50_ms": plain["p50_ms"],
-                 "ratio_p50": round(r["p50_ms"] / plain["p50_ms"], 3),
-                 "envoy_update_ms": {"fcds": r["envoy_update_ms"], "filter_chains": plain["envoy_update_ms"]}}
-        if routed == 500:
-            ratio["target"] = FCDS_RATIO_TARGET
-            ratio["met"] = ratio["ratio_p50"] < FCDS_RATIO_TARGET
-        out.append(ratio)
+        for baseline in FCDS_BASELINES:
+            plain = by.get((baseline, routed, op))
+            if mode != "fcds" or plain is None or not plain["p50_ms"]:
+                continue
+            ratio = {"routed": routed, "op": op, "baseline": baseline, "fcds_p50_ms": r["p50_ms"],
+                     "baseline_p50_ms": plain["p50_ms"], "ratio_p50": round(r["p50_ms"] / plain["p50_ms"], 3),
+                     "envoy_update_ms": {"fcds": r["envoy_update_ms"], baseline: plain["envoy_update_ms"]}}
+            if routed == 500 and baseline == "filter_chains":
+                ratio["target"] = FCDS_RATIO_TARGET
+                ratio["met"] = ratio["ratio_p50"] < FCDS_RATIO_TARGET
+            out.append(ratio)
     return out
 
 
@@ -492,6 +520,7 @@ def main(argv=None) -> dict:
                 [[r["mode"], r["routed"], r["op"], r["n"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"],
                   r["dns_to_redis_p50_ms"], r["failures"]] for r in rows]))
     result = {"rows": rows, "samples_ms": raw, "samples": args.samples, "separate": args.separate,
+              "finished": time.strftime("%Y-%m-%d %H:%M"), "modes": args.modes.split(","),
               **({"fcds_ratio": ratios} if ratios else {}),
               "poll_interval_s": args.poll_interval, "removal_grace_s": 0, "probe_every_ms": PROBE_EVERY * 1000}
     save(args.section, result)

@@ -98,7 +98,8 @@ def run_convergence(quick: bool) -> dict:
 
 def run_convergence_fcds(quick: bool) -> dict:
     """filter_chains with and without FCDS in the same run, at 500 and 5,000 builders routed."""
-    return bench_convergence.main(["--samples", "30" if quick else "100", "--modes", "filter_chains,fcds",
+    return bench_convergence.main(["--samples", "30" if quick else "100",
+                                   "--modes", "filter_chains,filter_chains_delta,fcds",
                                    "--routed", "500" if quick else "500,5000", "--section", "convergence_fcds"])
 
 
@@ -185,21 +186,23 @@ def fcds_rows(fcds: dict | None) -> list[list[str]]:
     """filter_chains over FCDS against plain filter_chains (same run), with Envoy's update durations."""
     if not fcds:
         return []
+    names = {"fcds": "filter_chains over FCDS", "filter_chains": "filter_chains (SotW)",
+             "filter_chains_delta": "filter_chains over delta ADS"}
+    when = f" (run {fcds['finished']})" if fcds.get("finished") else ""
     rows = []
     for r in fcds["rows"]:
         target = r.get("target")
         upd = r["envoy_update_ms"]
         envoy = ", ".join(f"{k} {upd[k]:g}" for k in ("cds", "lds", "fcds") if k in upd)
-        rows.append(["convergence", f"{'filter_chains over FCDS' if r['mode'] == 'fcds' else r['mode']}, "
-                     f"{r['routed']:,} routed, {r['op']}",
+        rows.append(["convergence", f"{names.get(r['mode'], r['mode'])}, {r['routed']:,} routed, {r['op']}{when}",
                      f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
                      + (f", {r['failures']} failed" if r["failures"] else "") + f"; Envoy update p50 ms: {envoy}",
                      ", ".join(f"{k} < {v}" for k, v in target.items()) if target else "",
                      ", ".join(f"{k} {'met' if r[f'{k}_ms'] < v else 'MISSED'}" for k, v in target.items())
                      if target else ""])
     for q in fcds.get("fcds_ratio", []):
-        rows.append(["convergence", f"FCDS / filter_chains p50, {q['routed']:,} routed, {q['op']}",
-                     f"{q['ratio_p50']:.2f} ({q['fcds_p50_ms']:.0f} / {q['filter_chains_p50_ms']:.0f} ms)",
+        rows.append(["convergence", f"FCDS / {names.get(q['baseline'], q['baseline'])} p50, {q['routed']:,} routed, "
+                     f"{q['op']}", f"{q['ratio_p50']:.2f} ({q['fcds_p50_ms']:.0f} / {q['baseline_p50_ms']:.0f} ms)",
                      f"< {q['target']}" if "target" in q else "",
                      ("met" if q["met"] else "MISSED") if "target" in q else ""])
     return rows
