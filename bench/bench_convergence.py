@@ -93,9 +93,17 @@ def sni(builder_id: str) -> str:
     return f"{builder_id}.{DOMAIN}"
 
 
+APP_SIZE = 2000  # routed builders per Fly app: vms.<app>.internal of ~3,300 machines no longer fits a DNS message
+
+
+def app_of(n: int) -> str:
+    """The app of the n-th routed builder: "builder" (with the samples) up to APP_SIZE, then builder1, ..."""
+    return "builder" if n < APP_SIZE else f"builder{n // APP_SIZE}"
+
+
 def routed_builder(n: int) -> FlyBuilder:
     """A builder already in the set; nothing listens at its address."""
-    return FlyBuilder(f"a{n:013x}", "builder", f"127.1.{n // 250}.{n % 250 + 1}", "ord" if n % 2 else "ams")
+    return FlyBuilder(f"a{n:013x}", app_of(n), f"127.1.{n // 250}.{n % 250 + 1}", "ord" if n % 2 else "ams")
 
 
 def sample_builder(n: int, backends: int) -> FlyBuilder:
@@ -248,6 +256,7 @@ class Stack:
         start_backends(self.procs, self.certs,
                        {sni(b.id): (b.ip, self.port) for b in (sample_builder(n, backends) for n in range(backends))})
         self.ctx = client_context(self.certs)
+        self.per_app = len(self.routed) + 1 >= PER_APP_FROM
         self.write([])
         port_file = tmp / "dns.port"
         self.procs.start_python(["tools/dns_server.py", "--listen", "127.0.0.1:0", "--zone", str(self.zone),
@@ -256,7 +265,9 @@ class Stack:
         self.discoverer = self.procs.start("discoverer", [
             "--redis-url", self.redis.url, "--source", "fly", "--dns-server", f"127.0.0.1:{dns_port}",
             "--poll-interval", str(poll), "--builder-port", str(self.port), "--removal-grace", "0",
-            "--mass-removal-share", "1.0", "--app", "builder", "--id", "bench-discoverer", "--log-level", "warning"])
+            "--mass-removal-share", "1.0", "--id", "bench-discoverer", "--log-level", "warning",
+            *(arg for app in sorted({"builder", *(app_of(n) for n in range(routed))}) for arg in ("--app", app)),
+            *(["--per-app"] if self.per_app else [])])
         wait_until(lambda: self.r.hlen("{xds}:routes") == len(self.routed), 30, what="routed builders in Redis")
         self.xds = None
         self.envoy: EnvoyProc | None = None
@@ -267,13 +278,21 @@ class Stack:
         Only ``_instances.internal`` (all the discoverer reads) goes into the file: the stand-in DNS
         server re-parses every name of the zone when the file changes, and the per-machine AAAA names
         of tools/flyzone would cost it ~50-100 ms per change at 500 builders, which Fly's DNS does not.
-        From PER_APP_FROM machines on the discoverer asks vms.<app>.internal and <id>.vm.<app>.internal
-        instead, so the zone has every name (and DNS -> Redis includes the stand-in's reload).
+        From PER_APP_FROM machines the discoverer runs with ``--per-app`` (it asks vms.<app>.internal and
+        <id>.vm.<app>.internal), so the zone has those names and not ``_instances.internal``, whose one
+        TXT record would not fit a DNS message any more (the stand-in cannot encode it, and the
+        discoverer's automatic switch needs an answer that says so); per-app answers are AAAA, so
+        the addresses go in IPv4-mapped (``::ffff:127.0.3.1``; the builder record maps them back).
+        DNS -> Redis includes the stand-in's reload (incremental: 10-30 ms at 5,000 machines).
         """
         machines = [OTHER_MACHINE, *self.routed, *extra]
+        if self.per_app:  # per-app answers are AAAA only (6PN): IPv4-mapped, the discoverer maps them back
+            machines = [m._replace(ip=f"::ffff:{m.ip}") for m in machines]
         zone = build_zone(machines)
-        if len(machines) < PER_APP_FROM:
+        if not self.per_app:
             zone = {k: v for k, v in zone.items() if k in (INSTANCES, "_mode")}
+        else:
+            zone.pop(INSTANCES, None)
         write_json_atomic(self.zone, zone)
         return time.monotonic(), time.time()
 
@@ -511,14 +530,19 @@ def main(argv=None) -> dict:
                         print(rows[-1], f"({data['elapsed_s']:.0f} s)", flush=True)
             finally:
                 stack.close()
-    ratios = fcds_ratios(rows)
-    for r in ratios:
+            result = save_result(args, rows, raw)  # after each size: a later one that fails keeps these
+    for r in result.get("fcds_ratio", []):
         print(r, flush=True)
     print(table(f"convergence: DNS zone write -> TLS through Envoy (samples {args.samples}, removal grace 0, "
                 f"poll every {args.poll_interval * 1000:.0f} ms)",
                 ["mode", "routed", "op", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "DNS->Redis p50", "fail"],
                 [[r["mode"], r["routed"], r["op"], r["n"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"],
                   r["dns_to_redis_p50_ms"], r["failures"]] for r in rows]))
+    return result
+
+
+def save_result(args, rows: list[dict], raw: dict) -> dict:
+    ratios = fcds_ratios(rows)
     result = {"rows": rows, "samples_ms": raw, "samples": args.samples, "separate": args.separate,
               "finished": time.strftime("%Y-%m-%d %H:%M"), "modes": args.modes.split(","),
               **({"fcds_ratio": ratios} if ratios else {}),
