@@ -469,7 +469,7 @@ def summarize(mode: str, routed: int, op: str, data: dict) -> dict:
         # but routed connection was taken for a held one (its removal time would be too early)
         row["held_misread"] = max(0, data["held"] - (st.get("on_demand_cluster_attempt", 0)
                                                      - st.get("on_demand_cluster_success", 0)))
-    target = (TARGETS_5000.get(mode) if routed >= 5000 else None) or (TARGETS.get(mode) if routed >= 500 else None)
+    target = TARGETS_5000.get(mode) if routed >= 5000 else TARGETS.get(mode) if routed >= 500 else None
     if target:
         row["target"] = target
         row["met"] = all(row[f"{k}_ms"] < v for k, v in target.items())

@@ -59,13 +59,14 @@ def one(mode: str, size: int, fcds: bool = False) -> dict:
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="100,5000")
+    p.add_argument("--section", default="render", help="name of the section in bench/results.json")
     args = p.parse_args(argv)
     rows = [one(mode, size, fcds) for _, mode, fcds in MODES for size in map(int, args.sizes.split(","))]
     print(table("one builder added: replica time and bytes sent to one Envoy",
                 ["mode", "builders", "ms/change", "SotW bytes", "delta bytes"],
                 [[r["mode"], r["builders"], r["ms_per_change"], "-" if r["sotw_bytes"] is None else r["sotw_bytes"],
                   r["delta_bytes"]] for r in rows]))
-    save("render", rows)
+    save(args.section, rows)
     return rows
 
 

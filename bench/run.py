@@ -193,10 +193,11 @@ def fcds_rows(fcds: dict | None) -> list[list[str]]:
     for r in fcds["rows"]:
         target = r.get("target")
         upd = r["envoy_update_ms"]
-        envoy = ", ".join(f"{k} {upd[k]:g}" for k in ("cds", "lds", "fcds") if k in upd)
+        # Envoy records these in whole milliseconds: 0 is under 1 ms
+        envoy = ", ".join(f"{k} {upd[k]:g}" if upd[k] else f"{k} <1" for k in ("cds", "lds", "fcds") if k in upd)
         rows.append(["convergence", f"{names.get(r['mode'], r['mode'])}, {r['routed']:,} routed, {r['op']}{when}",
                      f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
-                     + (f", {r['failures']} failed" if r["failures"] else "") + f"; Envoy update p50 ms: {envoy}",
+                     + (f", {r['failures']} failed" if r["failures"] else "") + f"; Envoy update p50 ms: {envoy}",  # fcds: one chain's
                      ", ".join(f"{k} < {v}" for k, v in target.items()) if target else "",
                      ", ".join(f"{k} {'met' if r[f'{k}_ms'] < v else 'MISSED'}" for k, v in target.items())
                      if target else ""])

@@ -14,6 +14,7 @@ dependent type uses the name (``_hold_removals``).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,24 @@ class DeltaState:
     held: set[str] = field(default_factory=set)  # removals held back (make before break)
     nonce: str | None = None
     sent_version: str = ""
+    using: collections.Counter = field(default_factory=collections.Counter)  # uses of the known resources
+
+    def know(self, name: str, r: Rendered) -> None:
+        self.forget(name)
+        self.known[name] = r
+        self.using.update(r.uses)
+
+    def forget(self, name: str) -> None:
+        old = self.known.pop(name, None)
+        for use in old.uses if old is not None else ():
+            if self.using[use] > 1:
+                self.using[use] -= 1
+            else:
+                del self.using[use]
+
+    def uses_name(self, name: str) -> bool:
+        """Does something the Envoy has of this type name ``name`` (the wildcard snapshot, or a named one)?"""
+        return name in self.using or (self.wildcard and self.base is not None and name in self.base.uses)
 
 
 class DeltaStream(Stream):
@@ -56,6 +75,7 @@ class DeltaStream(Stream):
         self.ordered = ordered
         self.wait = wait
         self.states: dict[str, DeltaState] = {}
+        self._cover: dict[int, tuple] = {}  # id(uses) -> (uses, snapshot, covered): see _covers
 
     def node_of(self, request: discovery_pb2.DeltaDiscoveryRequest):
         return request.node
@@ -90,7 +110,7 @@ class DeltaStream(Stream):
                 st.wildcard = False
                 st.base = None
             st.names.discard(name)
-            st.known.pop(name, None)
+            st.forget(name)
             st.dirty.discard(name)
             st.waiting.pop(name, None)
             st.held.discard(name)  # the Envoy let go of it itself
@@ -147,8 +167,20 @@ class DeltaStream(Stream):
             return True
         dst = self.states.get(dep)
         if dst is not None and dst.wildcard:
-            return dst.nonce is None and dst.base is not None and uses.issubset(dst.base.resources.keys())
-        return uses.issubset(self.cache.snapshot(self.peer.view, dep).resources.keys())
+            return dst.nonce is None and dst.base is not None and self._covers(dst.base, uses)
+        return self._covers(self.cache.snapshot(self.peer.view, dep), uses)
+
+    def _covers(self, snap: TypeSnapshot, uses: frozenset[str]) -> bool:
+        """``uses`` are all in ``snap``. Both are immutable, so the answer is kept per pair: a listener
+        naming 5,000 chains is checked once per version, not on every pass."""
+        if len(uses) <= 16:
+            return uses.issubset(snap.resources.keys())
+        hit = self._cover.get(id(uses))
+        if hit is None or hit[0] is not uses or hit[1] is not snap:
+            if len(self._cover) >= 8:
+                self._cover.clear()
+            hit = self._cover[id(uses)] = (uses, snap, uses.issubset(snap.resources.keys()))
+        return hit[2]
 
     def _body(self, st: DeltaState, target: TypeSnapshot) -> bytes | None:
         updated, removed = [], []
@@ -174,7 +206,7 @@ class DeltaStream(Stream):
             shared = None if (more_updated or more_removed) else shared
         removed = sorted(set(self._hold_removals(st, removed)))
         for name in removed:
-            st.known.pop(name, None)  # explicit names: kept while held, the Envoy still has them
+            st.forget(name)  # explicit names: kept while held, the Envoy still has them
         if not updated and not removed and not first:
             return None
         if shared is not None and tuple(removed) == shared.removed:
@@ -185,7 +217,12 @@ class DeltaStream(Stream):
 
     def _explicit(self, st: DeltaState, target: TypeSnapshot):
         now = time.monotonic()
-        check = st.names if st.checked is not target else st.dirty | set(st.waiting)
+        check = st.dirty | set(st.waiting)
+        if st.checked is None:
+            check |= st.names
+        elif st.checked is not target:  # only names that changed since (thousands of FCDS chains)
+            changed = self.cache.delta(self.peer.view, st.checked, target)
+            check |= {n for n in (*(r.name for r in changed.updated), *changed.removed) if n in st.names}
         st.checked = target
         updated, removed = [], []
         for name in check:
@@ -194,9 +231,9 @@ class DeltaStream(Stream):
                 st.waiting.pop(name, None)
                 had = st.known.get(name)
                 if had is None and st.initial.pop(name, None) == r.version:
-                    st.known[name] = r  # a reconnecting Envoy has it already (initial_resource_versions)
+                    st.know(name, r)  # a reconnecting Envoy has it already (initial_resource_versions)
                 elif had is None or had.version != r.version:
-                    st.known[name] = r
+                    st.know(name, r)
                     updated.append(r)
             elif name in st.known:
                 removed.append(name)  # leaves ``known`` when the removal is sent (it may be held)
@@ -222,8 +259,7 @@ class DeltaStream(Stream):
         if dst.nonce is not None:  # in flight: what the Envoy is applying may still use any of them
             keep = set(holdable)
         else:
-            in_use = self._in_use(dst)
-            keep = {n for n in holdable if n in in_use}
+            keep = {n for n in holdable if dst.uses_name(n)}
         st.held |= keep
         return [n for n in removed if n not in keep]
 
@@ -231,10 +267,3 @@ class DeltaStream(Stream):
         """The type whose resources name ``type_url``'s (the inverse of the cache's ``depends_on``)."""
         return next((t for t in self.cache.types if self.cache.depends_on(t) == type_url), None)
 
-    @staticmethod
-    def _in_use(st: DeltaState) -> set[str]:
-        """What the Envoy's resources of ``st``'s type name: the wildcard snapshot's, and each named one's."""
-        in_use = set(st.base.uses) if st.wildcard and st.base is not None else set()
-        for r in st.known.values():
-            in_use |= r.uses
-        return in_use
