@@ -1,13 +1,20 @@
 """End-to-end convergence: DNS zone written -> a TLS client reaches (or is refused by) the builder through Envoy.
 
-    python -m bench.bench_convergence [--modes filter_chains,sni_cluster,delta,on_demand]
+    python -m bench.bench_convergence [--modes filter_chains,sni_cluster,delta,on_demand,fcds]
                                       [--routed 0,500] [--samples 200] [--separate]
 
 Everything is a real process on loopback: tools/dns_server.py (zone written
 with tools/flyzone.write_zone), one ``discoverer --source fly`` polling it
 every 100 ms, redis-server, one ``xds-server --routing MODE`` at a time and
 one Envoy 1.40 from ``xdsctl bootstrap --routing MODE`` (``delta`` is
-sni_cluster with ``xdsctl bootstrap --delta``; on_demand is always delta).
+sni_cluster with ``xdsctl bootstrap --delta``; on_demand is always delta;
+``fcds`` is ``--routing filter_chains --fcds`` on both, delta ADS;
+``filter_chains_delta`` is plain filter_chains over delta ADS, FCDS's baseline
+with the same transport). With ``fcds`` and a filter_chains mode in one run the
+result has ``fcds_ratio`` (p50 against each), and Envoy's own update durations:
+``listener_manager.lds`` / ``cluster_manager.cds`` over the run, and the
+per-chain ``filter_chain_manager.<chain>.update_duration`` of 20 chains added
+after the samples (``fcds_chain_updates``).
 The sample builders are TLS stand-ins (tools/tls_backend.py, one process, EC
 certificates) on 127.0.3.1..200; the builders "already routed" point at
 127.1.x.y where nothing listens.
@@ -32,9 +39,11 @@ diff, fenced write) and Redis -> Envoy (xds-server push, Envoy applies).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,18 +66,24 @@ DOMAIN = "builders.internal"
 POLL = 0.1
 PROBE_EVERY = 0.005
 SAMPLE_DEADLINE = 10.0
+STATS_FLUSH = 5.0  # Envoy's default stats_flush_interval
 ON_DEMAND_HELD = 0.15  # on_demand removal: a connection with no greeting after this long is held, not routed
-MODES = {  # name -> (xds-server --routing, delta ADS)
-    "filter_chains": ("filter_chains", False),
-    "sni_cluster": ("sni_cluster", False),
-    "delta": ("sni_cluster", True),
-    "on_demand": ("on_demand", True),
+MODES = {  # name -> (xds-server --routing, delta ADS, extra flags for both the xds-server and the bootstrap)
+    "filter_chains": ("filter_chains", False, []),
+    "sni_cluster": ("sni_cluster", False, []),
+    "delta": ("sni_cluster", True, []),
+    "on_demand": ("on_demand", True, []),
+    "fcds": ("filter_chains", True, ["--fcds"]),  # filter_chains over FCDS (delta only)
+    "filter_chains_delta": ("filter_chains", True, []),  # the baseline for fcds with the same transport
 }
 TARGETS = {  # mode -> {percentile: ms}, with 500 builders already routed; additions and removals (grace 0)
     "sni_cluster": {"p50": 60, "p99": 150},
     "delta": {"p50": 60, "p99": 150},
     "filter_chains": {"p50": 100},
+    "fcds": {"p50": 100},
 }
+TARGETS_5000 = {"fcds": {"p50": 200}}  # with 5,000 routed
+FCDS_RATIO_TARGET = 0.5  # fcds p50 / filter_chains p50 at 500 routed, same run
 PER_APP_FROM = getattr(FlySource, "AUTO_PER_APP", 600)  # the discoverer's switch to per-app queries
 OTHER_MACHINE = FlyBuilder("d15c0000000001", "discoverer", "127.0.0.9", "ord")  # never routed (--app builder)
 
@@ -77,9 +92,17 @@ def sni(builder_id: str) -> str:
     return f"{builder_id}.{DOMAIN}"
 
 
+APP_SIZE = 2000  # routed builders per Fly app: vms.<app>.internal of ~3,300 machines no longer fits a DNS message
+
+
+def app_of(n: int) -> str:
+    """The app of the n-th routed builder: "builder" (with the samples) up to APP_SIZE, then builder1, ..."""
+    return "builder" if n < APP_SIZE else f"builder{n // APP_SIZE}"
+
+
 def routed_builder(n: int) -> FlyBuilder:
     """A builder already in the set; nothing listens at its address."""
-    return FlyBuilder(f"a{n:013x}", "builder", f"127.1.{n // 250}.{n % 250 + 1}", "ord" if n % 2 else "ams")
+    return FlyBuilder(f"a{n:013x}", app_of(n), f"127.1.{n // 250}.{n % 250 + 1}", "ord" if n % 2 else "ams")
 
 
 def sample_builder(n: int, backends: int) -> FlyBuilder:
@@ -156,14 +179,46 @@ def envoy_stats(envoy: EnvoyProc, pattern: str) -> dict[str, str]:
     return out
 
 
+def _p50(histogram: str) -> float | None:
+    """The P50 of an Envoy histogram stat line ("P0(nan,0.5) P25(...) P50(interval,cumulative) ...")."""
+    for part in histogram.split():
+        if part.startswith("P50("):
+            value = part[4:-1].split(",")[1]
+            return None if value == "nan" else round(float(value), 2)
+    return None
+
+
 def envoy_update_ms(envoy: EnvoyProc) -> dict[str, float]:
     """Median time Envoy took to apply a CDS / LDS update (its own histograms; the first, full load included)."""
     out = {}
     for key, value in envoy_stats(envoy, "^(cluster_manager.cds|listener_manager.lds).update_duration$").items():
-        for part in value.split():
-            if part.startswith("P50("):
-                out[key.split(".")[1]] = round(float(part[4:-1].split(",")[1]), 1)
+        p50 = _p50(value)
+        if p50 is not None:
+            out[key.split(".")[1]] = p50
     return out
+
+
+CHAIN_PROBES = 20  # FCDS: builders added after the samples to read Envoy's per-chain update durations
+
+
+def fcds_chain_updates(stack: "Stack", envoy: EnvoyProc) -> dict[str, float]:
+    """``fcds``: the median of ``filter_chain_manager.<chain>.update_duration`` over CHAIN_PROBES chains.
+
+    Each chain has its own histogram, gone with the chain, and the admin API shows histograms only as
+    of the last stats flush (every 5 s): the samples' chains live shorter than that. So after the
+    samples, CHAIN_PROBES builders are added one by one (a new SNI each: matcher entry and chain, like
+    a sample), left for a flush, read, and removed again.
+    """
+    probes = [FlyBuilder(f"e{n:013x}", "builder", f"127.2.0.{n + 1}", "ord") for n in range(CHAIN_PROBES)]
+    for k in range(1, CHAIN_PROBES + 1):
+        stack.write(probes[:k])
+        time.sleep(0.25)
+    time.sleep(STATS_FLUSH + 0.5)
+    chains = [_p50(v) for v in envoy_stats(envoy, "^filter_chain_manager.e.*update_duration$").values()]
+    stack.write([])
+    wait_until(lambda: stack.r.hlen("{xds}:routes") == len(stack.routed), 30, what="the chain probes removed")
+    chains = [c for c in chains if c is not None]
+    return {"fcds": round(statistics.median(chains), 2), "fcds_chains": len(chains)} if chains else {}
 
 
 class Stack:
@@ -183,6 +238,7 @@ class Stack:
         start_backends(self.procs, self.certs,
                        {sni(b.id): (b.ip, self.port) for b in (sample_builder(n, backends) for n in range(backends))})
         self.ctx = client_context(self.certs)
+        self.per_app = len(self.routed) + 1 >= PER_APP_FROM
         self.write([])
         port_file = tmp / "dns.port"
         self.procs.start_python(["tools/dns_server.py", "--listen", "127.0.0.1:0", "--zone", str(self.zone),
@@ -191,7 +247,9 @@ class Stack:
         self.discoverer = self.procs.start("discoverer", [
             "--redis-url", self.redis.url, "--source", "fly", "--dns-server", f"127.0.0.1:{dns_port}",
             "--poll-interval", str(poll), "--builder-port", str(self.port), "--removal-grace", "0",
-            "--mass-removal-share", "1.0", "--app", "builder", "--id", "bench-discoverer", "--log-level", "warning"])
+            "--mass-removal-share", "1.0", "--id", "bench-discoverer", "--log-level", "warning",
+            *(arg for app in sorted({"builder", *(app_of(n) for n in range(routed))}) for arg in ("--app", app)),
+            *(["--per-app"] if self.per_app else [])])
         wait_until(lambda: self.r.hlen("{xds}:routes") == len(self.routed), 30, what="routed builders in Redis")
         self.xds = None
         self.envoy: EnvoyProc | None = None
@@ -202,13 +260,21 @@ class Stack:
         Only ``_instances.internal`` (all the discoverer reads) goes into the file: the stand-in DNS
         server re-parses every name of the zone when the file changes, and the per-machine AAAA names
         of tools/flyzone would cost it ~50-100 ms per change at 500 builders, which Fly's DNS does not.
-        From PER_APP_FROM machines on the discoverer asks vms.<app>.internal and <id>.vm.<app>.internal
-        instead, so the zone has every name (and DNS -> Redis includes the stand-in's reload).
+        From PER_APP_FROM machines the discoverer runs with ``--per-app`` (it asks vms.<app>.internal and
+        <id>.vm.<app>.internal), so the zone has those names and not ``_instances.internal``, whose one
+        TXT record would not fit a DNS message any more (the stand-in cannot encode it, and the
+        discoverer's automatic switch needs an answer that says so); per-app answers are AAAA, so
+        the addresses go in IPv4-mapped (``::ffff:127.0.3.1``; the builder record maps them back).
+        DNS -> Redis includes the stand-in's reload (incremental: 10-30 ms at 5,000 machines).
         """
         machines = [OTHER_MACHINE, *self.routed, *extra]
+        if self.per_app:  # per-app answers are AAAA only (6PN): IPv4-mapped, the discoverer maps them back
+            machines = [m._replace(ip=f"::ffff:{m.ip}") for m in machines]
         zone = build_zone(machines)
-        if len(machines) < PER_APP_FROM:
+        if not self.per_app:
             zone = {k: v for k, v in zone.items() if k in (INSTANCES, "_mode")}
+        else:
+            zone.pop(INSTANCES, None)
         write_json_atomic(self.zone, zone)
         return time.monotonic(), time.time()
 
@@ -220,16 +286,16 @@ class Stack:
         return None
 
     def start_mode(self, mode: str) -> EnvoyProc:
-        routing, delta = MODES[mode]
+        routing, delta, flags = MODES[mode]
         ads_port = free_port()
         self.xds = self.procs.start("xds-server", [
-            "--redis-url", self.redis.url, "--listen", f"127.0.0.1:{ads_port}", "--routing", routing,
+            "--redis-url", self.redis.url, "--listen", f"127.0.0.1:{ads_port}", "--routing", routing, *flags,
             "--log-level", "warning", "--replica-id", f"bench-{mode}"], label=f"xds-{mode}")
         self.envoy = EnvoyProc(self.tmp / f"envoy-{mode}", node_id=f"bench-{mode}", ads=f"127.0.0.1:{ads_port}",
-                               region="ord", routing=routing, delta=delta)
+                               region="ord", routing=routing, delta=delta, extra_bootstrap=flags)
         self.envoy.start(log_level="warning")
         self.procs.procs.append(self.envoy.proc)
-        want = {"listener_manager.total_listeners_active": "1"}
+        want = {"listener_manager.total_listeners_active": "1"}  # FCDS: active once all its chains arrived
         if routing != "on_demand":  # every builder's cluster, plus the static xDS cluster
             want["cluster_manager.active_clusters"] = str(len(self.routed) + 1)
         pattern = "^(" + "|".join(want) + ")$"
@@ -313,6 +379,7 @@ def run_mode(stack: Stack, mode: str, samples: int, separate: bool, seed: int,
             out[f"{kind}_split"].append((probe.latency, written - t0w))
 
     procs = {"xds-server": stack.xds.pid, "envoy": envoy.proc.pid, "discoverer": stack.discoverer.pid}
+    load_start = os.getloadavg()[0]  # the machine is shared: its state goes with the figures
     cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
     writes = 0
     t_start = time.monotonic()
@@ -348,7 +415,10 @@ def run_mode(stack: Stack, mode: str, samples: int, separate: bool, seed: int,
     elapsed = time.monotonic() - t_start
     used = {k: cpu_seconds(pid) - cpu0[k] for k, pid in procs.items()}
     stop_profiles(spies)
+    time.sleep(STATS_FLUSH + 0.5)  # Envoy's admin shows histograms as of its last stats flush
     update_ms = envoy_update_ms(envoy)
+    if "--fcds" in MODES[mode][2]:
+        update_ms.update(fcds_chain_updates(stack, envoy))
     if on_demand:  # cross-check: every held connection must have been an on-demand lookup in Envoy
         out["on_demand_stats"] = {k.rsplit(".", 1)[1]: int(v) for k, v in envoy_stats(
             envoy, "^tcp.*on_demand_cluster_(attempt|success|missing|timeout)$").items()}
@@ -356,6 +426,7 @@ def run_mode(stack: Stack, mode: str, samples: int, separate: bool, seed: int,
     stack.stop_mode()
     # share of one core over the run (Envoy's includes proxying the probes' connections)
     cpu_pct = {k: round(v / elapsed * 100, 1) for k, v in used.items()}
+    out["loadavg"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]  # 1-minute, at start and end
     return {**out, "elapsed_s": elapsed, "cpu_pct": cpu_pct, "writes": writes, "envoy_update_ms": update_ms,
             "xds_cpu_ms_per_write": round(used["xds-server"] / max(writes, 1) * 1000, 2)}
 
@@ -370,7 +441,8 @@ def summarize(mode: str, routed: int, op: str, data: dict) -> dict:
            "redis_to_envoy_p50_ms": round(pct([a - b for a, b in split], 50), 1),
            "envoy_update_ms": data["envoy_update_ms"],
            "failures": data["failures"], "anomalies": data["anomalies"],
-           "cpu_pct": data["cpu_pct"], "xds_cpu_ms_per_write": data["xds_cpu_ms_per_write"]}
+           "cpu_pct": data["cpu_pct"], "xds_cpu_ms_per_write": data["xds_cpu_ms_per_write"],
+           "loadavg": data["loadavg"]}
     if "on_demand_stats" in data:
         st = data["on_demand_stats"]
         row["on_demand_stats"] = st
@@ -379,16 +451,40 @@ def summarize(mode: str, routed: int, op: str, data: dict) -> dict:
         # but routed connection was taken for a held one (its removal time would be too early)
         row["held_misread"] = max(0, data["held"] - (st.get("on_demand_cluster_attempt", 0)
                                                      - st.get("on_demand_cluster_success", 0)))
-    target = TARGETS.get(mode) if routed >= 500 else None
+    target = TARGETS_5000.get(mode) if routed >= 5000 else TARGETS.get(mode) if routed >= 500 else None
     if target:
         row["target"] = target
         row["met"] = all(row[f"{k}_ms"] < v for k, v in target.items())
     return row
 
 
+FCDS_BASELINES = ("filter_chains", "filter_chains_delta")
+
+
+def fcds_ratios(rows: list[dict]) -> list[dict]:
+    """filter_chains over FCDS against plain filter_chains (SotW, the default bootstrap; and over delta ADS,
+    FCDS's own transport), per size and operation, from the same run."""
+    by = {(r["mode"], r["routed"], r["op"]): r for r in rows}
+    out = []
+    for (mode, routed, op), r in sorted(by.items()):
+        for baseline in FCDS_BASELINES:
+            plain = by.get((baseline, routed, op))
+            if mode != "fcds" or plain is None or not plain["p50_ms"]:
+                continue
+            ratio = {"routed": routed, "op": op, "baseline": baseline, "fcds_p50_ms": r["p50_ms"],
+                     "baseline_p50_ms": plain["p50_ms"], "ratio_p50": round(r["p50_ms"] / plain["p50_ms"], 3),
+                     "envoy_update_ms": {"fcds": r["envoy_update_ms"], baseline: plain["envoy_update_ms"]}}
+            if routed == 500 and baseline == "filter_chains":
+                ratio["target"] = FCDS_RATIO_TARGET
+                ratio["met"] = ratio["ratio_p50"] < FCDS_RATIO_TARGET
+            out.append(ratio)
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--modes", default="filter_chains,sni_cluster,delta,on_demand",
+                   help=f"comma-separated, of {','.join(MODES)} (fcds: bench.run compares it in its own section)")
     p.add_argument("--routed", default="0,500", help="builders already routed (comma-separated sizes)")
     p.add_argument("--samples", type=int, default=200, help="additions (and removals) per mode and size")
     p.add_argument("--backends", type=int, default=200, help="TLS stand-ins (reused round-robin beyond)")
@@ -416,12 +512,22 @@ def main(argv=None) -> dict:
                         print(rows[-1], f"({data['elapsed_s']:.0f} s)", flush=True)
             finally:
                 stack.close()
+            result = save_result(args, rows, raw)  # after each size: a later one that fails keeps these
+    for r in result.get("fcds_ratio", []):
+        print(r, flush=True)
     print(table(f"convergence: DNS zone write -> TLS through Envoy (samples {args.samples}, removal grace 0, "
                 f"poll every {args.poll_interval * 1000:.0f} ms)",
                 ["mode", "routed", "op", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "DNS->Redis p50", "fail"],
                 [[r["mode"], r["routed"], r["op"], r["n"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"],
                   r["dns_to_redis_p50_ms"], r["failures"]] for r in rows]))
+    return result
+
+
+def save_result(args, rows: list[dict], raw: dict) -> dict:
+    ratios = fcds_ratios(rows)
     result = {"rows": rows, "samples_ms": raw, "samples": args.samples, "separate": args.separate,
+              "finished": time.strftime("%Y-%m-%d %H:%M"), "modes": args.modes.split(","),
+              **({"fcds_ratio": ratios} if ratios else {}),
               "poll_interval_s": args.poll_interval, "removal_grace_s": 0, "probe_every_ms": PROBE_EVERY * 1000}
     save(args.section, result)
     return result

@@ -1,9 +1,11 @@
 """``make bench``: every benchmark, one table, bench/results.json, plots and the figures in docs/performance.md.
 
-    python -m bench.run [--quick] [--only convergence,intents,fanout,scale,churn,render,cpu,memory] [--no-plots]
+    python -m bench.run [--quick] [--only convergence,convergence_fcds,intents,fanout,scale,churn,render,cpu,memory]
+                        [--no-plots]
 
 Runs, in order: the in-process render cost (median of 3 runs), end-to-end
-convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size),
+convergence (DNS -> Envoy, 200 additions and 200 removals per mode and size;
+then filter_chains with and without FCDS at 500 and 5,000 routed, 100 each),
 instant routes (an intent -> Envoy beside the DNS path, ``xdsctl register --wait``,
 on_demand without a wait), fan-out (one change to 100 / 1,000 / 3,000 streams,
 SotW and delta; delta also on ``--workers 2``, with the ratio to one worker),
@@ -39,7 +41,7 @@ from .common import REPO, RESULTS, median, save, table
 DOC = REPO / "docs" / "performance.md"
 IMG = REPO / "docs" / "img"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-ALL = ("render", "convergence", "intents", "fanout", "scale", "churn", "cpu", "memory")
+ALL = ("render", "convergence", "convergence_fcds", "intents", "fanout", "scale", "churn", "cpu", "memory")
 TARGETS = {  # the issue's numbers: case -> (how the table says it, limit)
     "fanout_delta_1000_1": ("p99 < {} ms", 100), "fanout_delta_3000_2": ("p99 < {} ms", 400),
     "cpu_delta": ("<= {} us", 30), "cpu_sotw": ("<= {} us", 60), "churn_cpu": ("xds-server < {}% of a core", 30),
@@ -101,6 +103,7 @@ def run_convergence(quick: bool) -> dict:
     # what the p50 target needs: the same pipeline with the discoverer polling twice as often
     bench_convergence.main(["--samples", "40" if quick else "100", "--modes", "delta", "--routed", "500",
                             "--poll-interval", "0.05", "--section", "convergence_poll50"])
+    run_convergence_fcds(quick)
     return out
 
 
@@ -108,6 +111,13 @@ def run_intents(quick: bool) -> dict:
     if quick:
         return bench_intents.main(["--samples", "40", "--waits", "20", "--on-demand", "10"])
     return bench_intents.main([])
+
+
+def run_convergence_fcds(quick: bool) -> dict:
+    """filter_chains with and without FCDS in the same run, at 500 and 5,000 builders routed."""
+    return bench_convergence.main(["--samples", "30" if quick else "100",
+                                   "--modes", "filter_chains,filter_chains_delta,fcds",
+                                   "--routed", "500" if quick else "500,5000", "--section", "convergence_fcds"])
 
 
 def run_fanout(quick: bool) -> list[dict]:
@@ -143,8 +153,9 @@ def run_churn(quick: bool) -> dict:
     return {"default": bench_churn.main(["--duration", duration]), "push 0.2 s": slower}
 
 
-RUNNERS = {"render": run_render, "convergence": run_convergence, "intents": run_intents, "fanout": run_fanout,
-           "scale": run_scale, "churn": run_churn, "cpu": run_cpu, "memory": run_memory}
+RUNNERS = {"render": run_render, "convergence": run_convergence, "convergence_fcds": run_convergence_fcds,
+           "intents": run_intents, "fanout": run_fanout, "scale": run_scale, "churn": run_churn, "cpu": run_cpu,
+           "memory": run_memory}
 
 
 def target_cells(key: str, value: float) -> tuple[str, str]:
@@ -180,6 +191,7 @@ def summary_rows(results: dict) -> list[list[str]]:
             rows.append(["convergence", f"{r['mode']}, {r['routed']} routed, {r['op']}, discoverer polling every "
                          f"{fast['poll_interval_s'] * 1000:.0f} ms",
                          f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms", "", ""])
+    rows += fcds_rows(results.get("convergence_fcds"))
     rows += intent_rows(results.get("intents"))
     for r in results.get("fanout") or []:
         workers = r.get("workers", 1)
@@ -209,7 +221,9 @@ def summary_rows(results: dict) -> list[list[str]]:
                      f"peak {r['rss_peak_mb']:.0f} MB", *target_cells("memory", r["rss_peak_mb"])])
     for r in results.get("render") or []:
         rows.append(["render", f"{r['mode']}, {r['builders']:,} builders",
-                     f"{r['ms_per_change']:.2f} ms/change, SotW {r['sotw_bytes']:,} B, delta {r['delta_bytes']:,} B",
+                     f"{r['ms_per_change']:.2f} ms/change, "
+                     + ("no SotW" if r["sotw_bytes"] is None else f"SotW {r['sotw_bytes']:,} B")
+                     + f", delta {r['delta_bytes']:,} B",
                      "", ""])
     return rows
 
@@ -269,6 +283,33 @@ def cpu_rows(cpu: dict) -> list[list[str]]:
             rows.append(["CPU per stream per change", f"{kind}, {who}, {r['streams']:,} streams",
                          f"{r['us_per_stream_per_change']:.0f} us ({r['responses']:,} responses)",
                          *(target_cells(f"cpu_{kind}", r["us_per_stream_per_change"]) if label == "after" else ("", ""))])
+    return rows
+
+
+def fcds_rows(fcds: dict | None) -> list[list[str]]:
+    """filter_chains over FCDS against plain filter_chains (same run), with Envoy's update durations."""
+    if not fcds:
+        return []
+    names = {"fcds": "filter_chains over FCDS", "filter_chains": "filter_chains (SotW)",
+             "filter_chains_delta": "filter_chains over delta ADS"}
+    when = f" (run {fcds['finished']})" if fcds.get("finished") else ""
+    rows = []
+    for r in fcds["rows"]:
+        target = r.get("target")
+        upd = r["envoy_update_ms"]
+        # Envoy records these in whole milliseconds: 0 is under 1 ms
+        envoy = ", ".join(f"{k} {upd[k]:g}" if upd[k] else f"{k} <1" for k in ("cds", "lds", "fcds") if k in upd)
+        rows.append(["convergence", f"{names.get(r['mode'], r['mode'])}, {r['routed']:,} routed, {r['op']}{when}",
+                     f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms"
+                     + (f", {r['failures']} failed" if r["failures"] else "") + f"; Envoy update p50 ms: {envoy}",  # fcds: one chain's
+                     ", ".join(f"{k} < {v}" for k, v in target.items()) if target else "",
+                     ", ".join(f"{k} {'met' if r[f'{k}_ms'] < v else 'MISSED'}" for k, v in target.items())
+                     if target else ""])
+    for q in fcds.get("fcds_ratio", []):
+        rows.append(["convergence", f"FCDS / {names.get(q['baseline'], q['baseline'])} p50, {q['routed']:,} routed, "
+                     f"{q['op']}", f"{q['ratio_p50']:.2f} ({q['fcds_p50_ms']:.0f} / {q['baseline_p50_ms']:.0f} ms)",
+                     f"< {q['target']}" if "target" in q else "",
+                     ("met" if q["met"] else "MISSED") if "target" in q else ""])
     return rows
 
 

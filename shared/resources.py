@@ -4,12 +4,17 @@ from __future__ import annotations
 TYPE_PREFIX = "type.googleapis.com/"
 CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
-SUPPORTED = (CLUSTER, LISTENER)
-SHORT = {CLUSTER: "cds", LISTENER: "lds"}
+FILTER_CHAIN = TYPE_PREFIX + "envoy.config.listener.v3.FilterChain"  # FCDS: one chain per resource
+SUPPORTED = (CLUSTER, FILTER_CHAIN, LISTENER)  # every type an ADS stream may ask for; a replica serves a subset
+SHORT = {CLUSTER: "cds", FILTER_CHAIN: "fcds", LISTENER: "lds"}
 
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 SNI_CLUSTER = "envoy.filters.network.sni_cluster"
+# FCDS: the listener's filter_chain_matcher maps the SNI (ServerNameInput) to a chain name (a StringValue action)
+SERVER_NAME_INPUT = "envoy.matching.inputs.server_name"
+CHAIN_NAME_ACTION = "chain"
+FCDS_STUB_CHAIN = "fcds-stub"  # the listener's one inline chain, never named by the matcher (see render.py)
 
 BUILDER_LISTENER = "builders"  # the one listener we serve
 TCP_STAT_PREFIX = "builders"
@@ -21,6 +26,10 @@ FILTER_CHAINS = "filter_chains"  # one filter chain per builder SNI in the liste
 SNI_CLUSTERS = "sni_cluster"  # one wildcard chain; the sni_cluster filter picks the cluster by SNI
 ON_DEMAND = "on_demand"  # like sni_cluster; Envoy asks for each cluster when a connection needs it
 ROUTING_MODES = (FILTER_CHAINS, SNI_CLUSTERS, ON_DEMAND)
+# filter_chains over FCDS (xds-server --routing filter_chains --fcds): the modes that FCDS can serve, and
+# what the bootstrap's node metadata says for it (META_ROUTING), since it is not a --routing of its own
+FCDS_MODES = (FILTER_CHAINS,)
+FILTER_CHAINS_FCDS = "filter_chains+fcds"
 
 # The builder listener's default port, when an Envoy's bootstrap does not choose one.
 DEFAULT_LISTENER_PORT = 10443

@@ -9,6 +9,13 @@ one immutable ``TypeSnapshot`` per content change; every stream with that view
 sends the same bytes. Per change, work is proportional to what changed (the
 filter_chains listener is re-joined from cached chain bytes: a memcpy).
 
+Series per view: clusters (one per builder), the listener, and with FCDS the
+filter chains (one per builder, like clusters). A snapshot's ``uses`` are the
+names its resources route to (the listener: its chains, or clusters without
+FCDS; the chains: their clusters): the transports' make before break. With
+FCDS a builder change that keeps its SNI touches only its cluster and chain;
+a new or removed SNI re-joins the listener's matcher map from cached entries.
+
 Pushes are paced (``push_interval``): a version after a quiet moment is
 published to the transports at once; versions that follow within the
 interval are held and published together when it has passed, so under churn
@@ -46,6 +53,13 @@ class ViewKey:
 
     def __hash__(self) -> int:
         return self._hash
+
+
+def _differs(old: Rendered | None, new: Rendered | None) -> bool:
+    """A new record with the same bytes (an FCDS chain when only the address moved) is no change."""
+    if old is None or new is None:
+        return old is not new
+    return old is not new and old.version != new.version
 
 
 class _Series:
@@ -106,7 +120,7 @@ class Cache:
 
     def drop_view(self, view: ViewKey) -> None:
         """Forget a view no stream uses any more (it is rebuilt on demand)."""
-        for type_url in rs.SUPPORTED:
+        for type_url in self.types:
             self._series.pop((view, type_url), None)
 
     # --- writers (the follower) ------------------------------------------------
@@ -166,44 +180,63 @@ class Cache:
             callback()
 
     def _advance(self, series: _Series, view: ViewKey, type_url: str, changes: list[Pair]) -> None:
-        if type_url == rs.LISTENER and not self.make_before_break:
-            return  # one wildcard chain: the listener never changes with the builders
-        relevant = [(o, n) for o, n in changes if self._in_view(view, o) or self._in_view(view, n)]
+        relevant = [(o if self._in_view(view, o) else None, n if self._in_view(view, n) else None)
+                    for o, n in changes]
+        relevant = [(o, n) for o, n in relevant if o is not None or n is not None]
         if not relevant:
             return
         prev = series.latest
-        if type_url == rs.CLUSTER:
+        if type_url == rs.LISTENER:
+            # one wildcard chain never changes; an FCDS listener only when an SNI comes or goes
+            if not any(self.renderer.listener_changed(o, n) for o, n in relevant):
+                return
+            resources = self._listeners(view)
+            changed = {n for n in resources if prev.resources.get(n) is None
+                       or prev.resources[n].version != resources[n].version}
+        else:  # one resource per builder (clusters; FCDS chains)
+            render = self._per_builder(type_url)
             resources = dict(prev.resources)
             changed = set()
             for old, new in relevant:
-                if old is not None and self._in_view(view, old):
+                if old is not None:
                     resources.pop(old.sni, None)
                     changed.add(old.sni)
-                if new is not None and self._in_view(view, new):
-                    resources[new.sni] = self.renderer.cluster(new)
+                if new is not None:
+                    resources[new.sni] = render(new)
                     changed.add(new.sni)
-            changed = {n for n in changed if prev.resources.get(n) is not resources.get(n)}
-            uses = frozenset()
-        else:
-            resources, uses = self._listeners(view)
-            changed = {n for n in resources if prev.resources.get(n) is None
-                       or prev.resources[n].version != resources[n].version}
+            changed = {n for n in changed if _differs(prev.resources.get(n), resources.get(n))}
         if changed:
-            series.advance(TypeSnapshot(type_url, self.version, resources, uses, seq=self.seq), frozenset(changed))
+            series.advance(TypeSnapshot(type_url, self.version, resources, self._uses(type_url, resources),
+                                        seq=self.seq), frozenset(changed))
+
+    def _per_builder(self, type_url: str):
+        return self.renderer.filter_chain if type_url == rs.FILTER_CHAIN else self.renderer.cluster
+
+    def _uses(self, type_url: str, resources: Mapping[str, Rendered]) -> frozenset[str]:
+        """What a snapshot's resources name, together (make before break checks it against the Envoy)."""
+        if self.renderer.depends_on(type_url) is None:
+            return frozenset()
+        return frozenset().union(*(r.uses for r in resources.values()))
 
     def _in_view(self, view: ViewKey, b: Builder | None) -> bool:
         return b is not None and (view.region is None or b.region == view.region)
 
-    def _listeners(self, view: ViewKey) -> tuple[dict[str, Rendered], frozenset[str]]:
+    def _listeners(self, view: ViewKey) -> dict[str, Rendered]:
         members = [b for b in self.builders.values() if self._in_view(view, b)]
         listener = self.renderer.listener(view.listener, members)
-        uses = frozenset(b.sni for b in members) if self.make_before_break else frozenset()
-        return {listener.name: listener}, uses
+        return {listener.name: listener}
 
     # --- readers (the transports: snapshot.SnapshotSource) -----------------------
     @property
-    def make_before_break(self) -> bool:
-        return self.renderer.listener_uses_clusters
+    def types(self) -> tuple[str, ...]:
+        return self.renderer.types
+
+    def depends_on(self, type_url: str) -> str | None:
+        return self.renderer.depends_on(type_url)
+
+    @property
+    def delta_only(self) -> bool:
+        return self.renderer.delta_only
 
     def may_appear(self, type_url: str, name: str) -> bool:
         return type_url == rs.CLUSTER and self.renderer.on_demand and name.endswith(self._domain_suffix)
@@ -216,11 +249,12 @@ class Cache:
         return series.current
 
     def _full(self, view: ViewKey, type_url: str) -> TypeSnapshot:
-        if type_url == rs.CLUSTER:
-            resources = {b.sni: self.renderer.cluster(b) for b in self.builders.values() if self._in_view(view, b)}
-            return TypeSnapshot(type_url, self.version, resources, seq=self.seq)
-        resources, uses = self._listeners(view)
-        return TypeSnapshot(type_url, self.version, resources, uses, seq=self.seq)
+        if type_url == rs.LISTENER:
+            resources = self._listeners(view)
+        else:
+            render = self._per_builder(type_url)
+            resources = {b.sni: render(b) for b in self.builders.values() if self._in_view(view, b)}
+        return TypeSnapshot(type_url, self.version, resources, self._uses(type_url, resources), seq=self.seq)
 
     def seen_at(self, version: int) -> float:
         """Wall-clock time ``version`` entered Redis (or reached us, after a full load)."""

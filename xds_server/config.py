@@ -21,6 +21,7 @@ class XdsConfig:
     redis_read_url: str | None = None  # the builder set and the change stream are read here
     listen: str = "127.0.0.1:18000"
     routing: str = rs.FILTER_CHAINS
+    fcds: bool = False  # filter_chains: each builder's chain its own FilterChain resource (delta ADS only)
     listener_port: int = rs.DEFAULT_LISTENER_PORT
     listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
     domain: str = "builders.internal"
@@ -72,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
     flag(g, "--listen", env="XDS_LISTEN", default="127.0.0.1:18000", type=hostport(), help="gRPC HOST:PORT")
     flag(g, "--routing", env="XDS_ROUTING", default=rs.FILTER_CHAINS, choices=rs.ROUTING_MODES,
          help="how Envoy routes SNI to builders (see docs/routing.md)")
+    flag(g, "--fcds", env="XDS_FCDS", action="store_true",
+         help="with --routing filter_chains: serve each builder's chain as its own FilterChain "
+         "resource (FCDS, Envoy 1.40+), so a builder change no longer rebuilds the listener; delta "
+         "ADS only (xdsctl bootstrap --routing filter_chains --fcds)")
     flag(g, "--listener-port", env="XDS_LISTENER_PORT", default=rs.DEFAULT_LISTENER_PORT, type=port,
          help="port of the builder listener for Envoys whose bootstrap does not choose one "
          "(xdsctl bootstrap --listener-port chooses)")
@@ -141,6 +146,8 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
         raise ConfigError("--tls-cert and --tls-key go together")
     if a.client_ca and not a.tls_cert:
         raise ConfigError("--client-ca needs --tls-cert and --tls-key")
+    if a.fcds and a.routing not in rs.FCDS_MODES:
+        raise ConfigError(f"--fcds serves the chains of --routing {' or '.join(rs.FCDS_MODES)}, not {a.routing}")
     if a.require_node_identity and not a.client_ca:
         raise ConfigError("--require-node-identity needs --client-ca (client certificates)")
     if a.connect_backoff < 0.001 or a.connect_backoff_max < a.connect_backoff:
@@ -151,7 +158,8 @@ def from_args(argv: list[str] | None = None) -> XdsConfig:
     if worker is not None and a.replica_id:
         replica_id = f"{a.replica_id}/{worker[1]}"
     return XdsConfig(
-        redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, listener_port=a.listener_port,
+        redis=RedisSettings.from_args(a), redis_read_url=read_url, listen=a.listen, routing=a.routing, fcds=a.fcds,
+        listener_port=a.listener_port,
         listener_address=a.listener_address, domain=domain, region_scope=a.region_scope,
         connect_timeout=a.connect_timeout, connect_attempts=a.connect_attempts, connect_backoff=a.connect_backoff,
         connect_backoff_max=a.connect_backoff_max, on_demand_wait=a.on_demand_wait,

@@ -1,13 +1,20 @@
 """Incremental (delta) xDS: ADS and the per-type CDS/LDS services.
 
 Wildcard subscribers share one precomputed delta per (view, old, new); an
-explicit subscriber (on-demand CDS) costs what it subscribes to. A name under
-the builder domain that does not exist yet is held until the builder appears
-or ``wait`` runs out, and only then reported removed; other unknown names are
-reported removed at once.
+explicit subscriber (on-demand CDS, FCDS chains) costs what it subscribes to.
+A name under the builder domain that does not exist yet is held until the
+builder appears or ``wait`` runs out (on-demand CDS), and only then reported
+removed; other unknown names are reported removed at once.
+
+Make before break is one rule over the cache's ordered types and their
+``depends_on`` pairs (CLUSTER <- LISTENER, or CLUSTER <- FILTER_CHAIN <-
+LISTENER with FCDS): a snapshot goes out once what it uses is usable by the
+Envoy (``_may_send``), and a removal waits until nothing the Envoy has of the
+dependent type uses the name (``_hold_removals``).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,6 +24,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from shared import resources as rs
 
 from . import metrics
+from .render import Rendered
 from .snapshot import Delta, TypeSnapshot, with_nonce
 from .stream import Stream
 
@@ -31,7 +39,7 @@ class DeltaState:
     names: set[str] = field(default_factory=set)  # explicit subscriptions
     base: TypeSnapshot | None = None  # wildcard: the snapshot the Envoy was brought to
     initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
-    known: dict[str, str] = field(default_factory=dict)  # explicit names -> version sent
+    known: dict[str, Rendered] = field(default_factory=dict)  # explicit names -> what the Envoy was sent
     dirty: set[str] = field(default_factory=set)  # explicit names owed an answer
     checked: TypeSnapshot | None = None  # snapshot the explicit names were last checked against
     waiting: dict[str, float] = field(default_factory=dict)  # on-demand name -> deadline
@@ -39,6 +47,7 @@ class DeltaState:
     nonce: str | None = None
     sent_version: str = ""
     sent_number: int = 0  # the set version of sent_version
+    using: collections.Counter = field(default_factory=collections.Counter)  # uses of the known resources
 
     def idle(self, target: TypeSnapshot) -> bool:
         """Nothing can be due for ``target``: the common case after an ACK (checked without building anything)."""
@@ -48,15 +57,34 @@ class DeltaState:
             return False
         return not ((not self.wildcard or self.names) and self.checked is not target)
 
+    def know(self, name: str, r: Rendered) -> None:
+        self.forget(name)
+        self.known[name] = r
+        self.using.update(r.uses)
+
+    def forget(self, name: str) -> None:
+        old = self.known.pop(name, None)
+        for use in old.uses if old is not None else ():
+            if self.using[use] > 1:
+                self.using[use] -= 1
+            else:
+                del self.using[use]
+
+    def uses_name(self, name: str) -> bool:
+        """Does something the Envoy has of this type name ``name`` (the wildcard snapshot, or a named one)?"""
+        return name in self.using or (self.wildcard and self.base is not None and name in self.base.uses)
+
 
 class DeltaStream(Stream):
     kind = "delta"
+    incremental = True
 
     def __init__(self, *args, ordered: bool = True, wait: float = 5.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.ordered = ordered
         self.wait = wait
         self.states: dict[str, DeltaState] = {}
+        self._cover: dict[int, tuple] = {}  # id(uses) -> (uses, snapshot, covered): see _covers
 
     def node_of(self, request: discovery_pb2.DeltaDiscoveryRequest):
         return request.node
@@ -95,9 +123,10 @@ class DeltaStream(Stream):
                 st.wildcard = False
                 st.base = None
             st.names.discard(name)
-            st.known.pop(name, None)
+            st.forget(name)
             st.dirty.discard(name)
             st.waiting.pop(name, None)
+            st.held.discard(name)  # the Envoy let go of it itself
 
     def _answer(self, st: DeltaState, req) -> None:
         st.nonce = None
@@ -122,7 +151,7 @@ class DeltaStream(Stream):
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def responses(self):
-        for type_url in (rs.CLUSTER, rs.LISTENER):
+        for type_url in self.cache.types:  # in make-before-break order
             st = self.states.get(type_url)
             if st is None or st.nonce is not None:
                 continue
@@ -137,13 +166,37 @@ class DeltaStream(Stream):
             yield type_url, message
 
     def _may_send(self, st: DeltaState, target: TypeSnapshot) -> bool:
-        """Make before break: a listener only after the clusters it uses are ACKed."""
-        if not (self.ordered and self.cache.make_before_break and st.type_url == rs.LISTENER):
+        """Make before break: a snapshot goes out only when what it uses is usable by the Envoy."""
+        return not self.ordered or self._usable(st.type_url, target.uses)
+
+    def _usable(self, type_url: str, uses: frozenset[str]) -> bool:
+        """Can the Envoy use ``uses`` (names of the type ``type_url`` depends on) by the time it needs them?
+
+        Subscribed by wildcard, they must be ACKed (nothing of that type in flight). A type the Envoy
+        asks for by name once it has what names it (FCDS chains, named by the listener) must only be
+        in the cache: the Envoy holds the listener warming until it has them, and they go out only
+        once what *they* use is usable (their own ``_may_send``), so the order holds transitively and
+        the listener need not wait for the clusters' ACK (a round trip saved per new SNI).
+        """
+        dep = self.cache.depends_on(type_url)
+        if dep is None:
             return True
-        cds = self.states.get(rs.CLUSTER)
-        if cds is None or not cds.wildcard:
-            return True
-        return cds.nonce is None and cds.base is not None and target.uses.issubset(cds.base.resources.keys())
+        dst = self.states.get(dep)
+        if dst is not None and dst.wildcard:
+            return dst.nonce is None and dst.base is not None and self._covers(dst.base, uses)
+        return self._covers(self.cache.snapshot(self.peer.view, dep), uses)
+
+    def _covers(self, snap: TypeSnapshot, uses: frozenset[str]) -> bool:
+        """``uses`` are all in ``snap``. Both are immutable, so the answer is kept per pair: a listener
+        naming 5,000 chains is checked once per version, not on every pass."""
+        if len(uses) <= 16:
+            return uses.issubset(snap.resources.keys())
+        hit = self._cover.get(id(uses))
+        if hit is None or hit[0] is not uses or hit[1] is not snap:
+            if len(self._cover) >= 8:
+                self._cover.clear()
+            hit = self._cover[id(uses)] = (uses, snap, uses.issubset(snap.resources.keys()))
+        return hit[2]
 
     def _shared(self, st: DeltaState, target: TypeSnapshot) -> tuple[str, bytes] | None:
         """The message every wildcard stream of the view gets alike, when this one gets just that."""
@@ -161,8 +214,8 @@ class DeltaStream(Stream):
         return delta.message() if delta else None
 
     def _may_hold(self, st: DeltaState) -> bool:
-        return (self.ordered and st.type_url == rs.CLUSTER and self.cache.make_before_break
-                and rs.LISTENER in self.states)
+        """Removals of this type may have to wait for the dependent type (``_hold_removals``)."""
+        return self.ordered and self._dependent(st.type_url) in self.states
 
     def _own(self, st: DeltaState, target: TypeSnapshot) -> tuple[str, bytes] | None:
         """A response for this stream alone (explicit names, held removals, a reconnect), with its own nonce."""
@@ -195,6 +248,8 @@ class DeltaStream(Stream):
             removed += more_removed
             shared = None if (more_updated or more_removed) else shared
         removed = sorted(set(self._hold_removals(st, removed)))
+        for name in removed:
+            st.forget(name)  # explicit names: kept while held, the Envoy still has them
         if not updated and not removed and not first:
             return None
         if shared is not None and tuple(removed) == shared.removed:
@@ -205,19 +260,26 @@ class DeltaStream(Stream):
 
     def _explicit(self, st: DeltaState, target: TypeSnapshot):
         now = time.monotonic()
-        check = st.names if st.checked is not target else st.dirty | set(st.waiting)
+        check = st.dirty | set(st.waiting)
+        if st.checked is None:
+            check |= st.names
+        elif st.checked is not target:  # only names that changed since (thousands of FCDS chains)
+            changed = self.cache.delta(self.peer.view, st.checked, target)
+            check |= {n for n in (*(r.name for r in changed.updated), *changed.removed) if n in st.names}
         st.checked = target
         updated, removed = [], []
         for name in check:
             r = target.resources.get(name)
             if r is not None:
                 st.waiting.pop(name, None)
-                if st.known.get(name) != r.version:
-                    st.known[name] = r.version
+                had = st.known.get(name)
+                if had is None and st.initial.pop(name, None) == r.version:
+                    st.know(name, r)  # a reconnecting Envoy has it already (initial_resource_versions)
+                elif had is None or had.version != r.version:
+                    st.know(name, r)
                     updated.append(r)
             elif name in st.known:
-                del st.known[name]
-                removed.append(name)
+                removed.append(name)  # leaves ``known`` when the removal is sent (it may be held)
             elif name in st.dirty or name in st.waiting:
                 if self.cache.may_appear(st.type_url, name) and st.waiting.setdefault(name, now + self.wait) > now:
                     continue
@@ -227,16 +289,24 @@ class DeltaStream(Stream):
         return updated, removed
 
     def _hold_removals(self, st: DeltaState, removed: list[str]) -> list[str]:
-        """Clusters still used by the listener the Envoy has are removed after that listener is replaced."""
-        if not (removed and self.ordered and st.type_url == rs.CLUSTER and self.cache.make_before_break):
+        """A name still used by what the Envoy has of the dependent type (the chains or listener naming a
+        cluster, the listener naming a chain) is removed after that is replaced; names it never had
+        (answers to unknown subscriptions) are not held."""
+        dependent = self._dependent(st.type_url)
+        if not (removed and self.ordered and dependent):
             return removed
-        lds = self.states.get(rs.LISTENER)
-        if lds is None:
+        dst = self.states.get(dependent)
+        if dst is None:
             return removed
-        if lds.nonce is not None:  # a listener is in flight: the old one may still use any of them
-            st.held.update(removed)
-            return []
-        in_use = lds.base.uses if lds.base is not None else frozenset()
-        keep = [n for n in removed if n in in_use]
-        st.held.update(keep)
-        return [n for n in removed if n not in in_use]
+        holdable = [n for n in removed if st.wildcard or n in st.known]
+        if dst.nonce is not None:  # in flight: what the Envoy is applying may still use any of them
+            keep = set(holdable)
+        else:
+            keep = {n for n in holdable if dst.uses_name(n)}
+        st.held |= keep
+        return [n for n in removed if n not in keep]
+
+    def _dependent(self, type_url: str) -> str | None:
+        """The type whose resources name ``type_url``'s (the inverse of the cache's ``depends_on``)."""
+        return next((t for t in self.cache.types if self.cache.depends_on(t) == type_url), None)
+

@@ -20,6 +20,7 @@ from .cache import Cache, ViewKey
 from .render import ListenerSpec
 
 log = logging.getLogger(__name__)
+REFUSED_KEEP = 60.0  # seconds a refused node stays in {xds}:envoys after its last refused stream
 
 
 def _meta(node: base_pb2.Node, key: str) -> str | None:
@@ -93,17 +94,29 @@ class Registry:
         self.peers: set[Peer] = set()
         self.gone: set[str] = set()
         self.changed = asyncio.Event()  # set when a peer ACKs or NACKs: the status publisher writes it soon
+        # nodes whose streams this replica refuses for their configuration (not for load): shown in
+        # {xds}:envoys with a "refused" field while they keep retrying (``refused_status``)
+        self.refused: dict[str, dict] = {}
+        self.refused_dirty = False
         self._nodes: collections.Counter[str] = collections.Counter()
         self._views: collections.Counter[ViewKey] = collections.Counter()
         self._keys: dict[ViewKey, ViewKey] = {}
 
-    def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None) -> Peer:
-        """Register a stream's node; raises StreamRefused for a node it may not be or a view too many."""
+    def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None, *,
+             incremental: bool = True) -> Peer:
+        """Register a stream's node; raises StreamRefused for a node it may not be, a view too many, or
+        state-of-the-world xDS from a replica whose resources only delta xDS can carry (FCDS)."""
         node_id = node.id or "unknown"
         if identities is not None and node_id not in identities:
             raise StreamRefused("PERMISSION_DENIED", f"node id {node_id!r} is not in the client certificate "
                                                      f"({', '.join(sorted(identities)) or 'no names'})")
         region = node_region(node)
+        if not incremental and self.cache.delta_only:
+            raise self._refuse(node_id, region, kind, (
+                f"node {node_id!r} asked for state-of-the-world xDS, but this replica serves filter chains "
+                "over FCDS, which needs delta ADS (xdsctl bootstrap --routing filter_chains --fcds); "
+                "refusing the stream, the node gets no routes from this replica until it uses delta"))
+        self.refused.pop(node_id, None)
         if region is None and self.cache.region_scope == "local":
             log.warning("node %s has no region while --region-scope is local: it sees no builders", node_id)
             region = ""
@@ -118,6 +131,24 @@ class Registry:
         self._views[view] += 1
         self.gone.discard(node_id)
         return peer
+
+    def _refuse(self, node_id: str, region: str | None, kind: str, detail: str) -> StreamRefused:
+        if node_id not in self._nodes:  # a node connected otherwise keeps its own status
+            self.refused[node_id] = {"region": region, "kind": kind, "detail": detail[:500],
+                                     "at": round(time.time(), 3)}
+            self.refused_dirty = True
+            self.changed.set()  # published soon, like an ACK
+        return StreamRefused("FAILED_PRECONDITION", detail)
+
+    def refused_status(self, replica: str, now: float) -> dict[str, dict]:
+        """{xds}:envoys entries of the refused nodes; one not seen for REFUSED_KEEP seconds is gone."""
+        for node_id in [n for n, r in self.refused.items() if now - r["at"] > REFUSED_KEEP]:
+            del self.refused[node_id]
+            self.gone.add(node_id)
+        self.refused_dirty = False
+        return {n: {"node": n, "replica": replica, "region": r["region"], "kind": r["kind"], "acked": {},
+                    "last_nack": None, "refused": {"detail": r["detail"], "at": r["at"]},
+                    "connected_since": r["at"], "heartbeat": round(now, 3)} for n, r in self.refused.items()}
 
     def leave(self, peer: Peer) -> None:
         if peer not in self.peers:

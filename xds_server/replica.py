@@ -32,7 +32,7 @@ log = logging.getLogger("xds_server")
 class Replica:
     def __init__(self, cfg: XdsConfig):
         self.cfg = cfg
-        renderer = Renderer(cfg.routing, cfg.domain, connect_timeout=cfg.connect_timeout,
+        renderer = Renderer(cfg.routing, cfg.domain, fcds=cfg.fcds, connect_timeout=cfg.connect_timeout,
                             on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
         self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
@@ -71,8 +71,9 @@ class Replica:
         await server.set_health(health, False)
         await grpc_server.start()
         stack.push_async_callback(grpc_server.stop, None)  # a crash skips the graceful stop: not this
-        log.info("replica %s serving ADS on %s (routing %s, region scope %s) from %r", self.cfg.replica_id,
-                 self.address, self.cfg.routing, self.cfg.region_scope, self.cfg.redis)
+        log.info("replica %s serving ADS on %s (routing %s%s, region scope %s) from %r", self.cfg.replica_id,
+                 self.address, self.cfg.routing, " over FCDS, delta only" if self.cfg.fcds else "",
+                 self.cfg.region_scope, self.cfg.redis)
         return grpc_server, health
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> None:

@@ -5,6 +5,8 @@ they are (no response serializer): every push is bytes serialized once.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -62,9 +64,7 @@ class XdsService:
     def handler(self, delta: bool, types: tuple[str, ...], ordered: bool):
         async def handle(requests, context: grpc.aio.ServicerContext) -> None:
             if self.open >= self.cfg.max_streams:
-                metrics.STREAMS_REFUSED.inc()
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"this replica serves at most {self.cfg.max_streams} streams; try another")
+                await self._shed(context)
             identities = peer_identities(context) if self.cfg.require_node_identity else None
             if delta:
                 stream = DeltaStream(self.cache, self.registry, types, identities, self.budget, ordered=ordered,
@@ -85,6 +85,17 @@ class XdsService:
                 self.open -= 1
 
         return handle
+
+    async def _shed(self, context: grpc.aio.ServicerContext) -> None:
+        """Refuse a stream over --max-streams with RESOURCE_EXHAUSTED. The client's first request is read
+        first (for at most a second): aborting while that write is in flight makes the client see INTERNAL
+        instead of the reason, and an Envoy logs nothing useful."""
+        metrics.STREAMS_REFUSED.inc()
+        with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            async with asyncio.timeout(1.0):
+                await context.read()
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"this replica serves at most {self.cfg.max_streams} streams; try another")
 
     @staticmethod
     async def _crashed(stream, exc: BaseException, context: grpc.aio.ServicerContext) -> None:

@@ -36,7 +36,7 @@ class TypeSnapshot:
     type_url: str
     version: int
     resources: Mapping[str, Rendered]
-    uses: frozenset[str] = frozenset()  # listeners: the cluster names they route to
+    uses: frozenset[str] = frozenset()  # names of resources of cache.depends_on(type_url) these route to
     label: str = ""  # appended to version_info (transitional snapshots)
     seq: int = 0  # the cache update that made it: orders snapshots even when Redis versions restart
     _sotw: bytes | None = field(default=None, repr=False)
@@ -130,9 +130,22 @@ class SnapshotSource(Protocol):
         """False until the first full load: a transport sends nothing before."""
 
     @property
-    def make_before_break(self) -> bool:
-        """Listeners name builder clusters: a listener goes out only after the clusters it
-        uses are ACKed, and a cluster is removed only after no listener the Envoy has uses it."""
+    def types(self) -> tuple[str, ...]:
+        """The type URLs served, in make-before-break order: a type comes before every type that
+        names its resources (CLUSTER, LISTENER; with FCDS CLUSTER, FILTER_CHAIN, LISTENER).
+        A stream asks for them in this order; other types are not served."""
+
+    def depends_on(self, type_url: str) -> str | None:
+        """The type whose resources ``type_url``'s resources name (a snapshot's ``uses``), or None.
+
+        Make before break, for every such pair: a snapshot goes out only after what it uses is at the
+        Envoy (ACKed), or, for a type the Envoy asks for by name once it has the snapshot (FCDS
+        chains), can be sent the moment it asks; and a resource is removed only after nothing the
+        Envoy has of the dependent type uses it."""
+
+    @property
+    def delta_only(self) -> bool:
+        """The resources can only be served over delta xDS (FCDS): state-of-the-world streams are refused."""
 
     def snapshot(self, view: Hashable, type_url: str) -> TypeSnapshot:
         """The current snapshot of ``type_url`` for ``view``; the same object until it changes."""

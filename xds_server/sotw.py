@@ -118,7 +118,8 @@ class SotwStream(Stream):
 
     def _next(self, st: TypeState) -> TypeSnapshot | None:
         target = self.cache.snapshot(self.peer.view, st.type_url)
-        if not (self.ordered and self.cache.make_before_break):
+        # listeners that name clusters; FCDS (chains in between) is delta only: SotW streams are refused
+        if not (self.ordered and self.cache.depends_on(rs.LISTENER) == rs.CLUSTER):
             return target
         cds, lds = self.states.get(rs.CLUSTER), self.states.get(rs.LISTENER)
         if cds is None or lds is None:

@@ -77,6 +77,8 @@ class StatusPublisher:
         keys = self.store.keys
         peers = [p for p in self.registry.peers if full or p.dirty]
         envoys = {p.node_id: p.status(self.replica) for p in peers}
+        if full or self.registry.refused_dirty:
+            envoys = {**self.registry.refused_status(self.replica, now), **envoys}
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
@@ -88,6 +90,7 @@ class StatusPublisher:
         except BaseException:
             for p in peers:  # not written: publish them again next time
                 p.dirty = True
+            self.registry.refused_dirty = bool(self.registry.refused)
             raise
         self.registry.gone -= left  # not clear(): others may have left while we wrote
         if full:

@@ -76,6 +76,7 @@ class Stream:
     """One gRPC stream. Subclasses implement on_request() and responses()."""
 
     kind = "stream"
+    incremental = False  # delta xDS (a replica that is delta only refuses the others)
     log_once = LogOnce(log)
 
     def __init__(self, cache: SnapshotSource, registry: Registry, types: tuple[str, ...] = rs.SUPPORTED,
@@ -98,7 +99,7 @@ class Stream:
         return str(next(self._nonces))
 
     def accepts(self, type_url: str) -> bool:
-        if type_url in self.types:
+        if type_url in self.types and type_url in self.cache.types:  # this endpoint's, and this replica's
             return True
         metrics.BAD_REQUESTS.labels("unknown_type").inc()
         self.log_once.warning(f"type:{type_url}", "ignoring a request for unsupported type %r from %s",
@@ -125,7 +126,8 @@ class Stream:
         try:
             while (request := await self._receive(read)) is not eof:
                 if self.peer is None:
-                    self.peer = self.registry.join(self.node_of(request), self.kind, self.identities)
+                    self.peer = self.registry.join(self.node_of(request), self.kind, self.identities,
+                                                   incremental=self.incremental)
                     metrics.STREAMS.labels(self.kind).inc()
                 self.on_request(request)
                 self._queue()

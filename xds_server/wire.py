@@ -19,15 +19,28 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
+def header(number: int, length: int) -> bytes:
+    """The tag and length of a length-delimited field whose payload is ``length`` bytes."""
+    return varint(number << 3 | 2) + varint(length)
+
+
 def field_bytes(number: int, payload: bytes) -> bytes:
     """A length-delimited field (string, bytes or embedded message)."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+    return header(number, len(payload)) + payload
+
+
+def nested(number: int, parts: list[bytes]) -> list[bytes]:
+    """A length-delimited field as parts, its payload not copied: join the outermost once.
+
+    A large message (a listener of 5,000 chains or matcher entries) is then copied once,
+    not once per level of nesting."""
+    return [header(number, sum(map(len, parts))), *parts]
 
 
 def field_str(number: int, text: str) -> bytes:
     return field_bytes(number, text.encode())
 
 
-def any_message(type_url: str, value: bytes) -> bytes:
-    """google.protobuf.Any {type_url = 1, value = 2}."""
-    return field_str(1, type_url) + field_bytes(2, value)
+def any_message(type_url: str, value: bytes) -> list[bytes]:
+    """google.protobuf.Any {type_url = 1, value = 2}, as parts (``nested``)."""
+    return [field_str(1, type_url), header(2, len(value)), value]

@@ -19,6 +19,7 @@ from envoy_data_plane.google.protobuf import Struct, Value
 
 from shared import resources as rs
 from shared.config import is_ip, parse_hostport
+from shared.errors import ConfigError
 
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -36,6 +37,7 @@ class BootstrapSpec:
     listener_port: int = rs.DEFAULT_LISTENER_PORT
     listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
     routing: str = rs.FILTER_CHAINS
+    fcds: bool = False  # filter_chains over FCDS (the xds-server's --fcds): implies delta
     delta: bool = False
     xds_ca: str | None = None  # ADS over TLS: trust this CA for the replicas' certificate
     xds_cert: str | None = None  # with xds_key: the client certificate (mTLS)
@@ -74,13 +76,16 @@ def _tls_socket(spec: BootstrapSpec) -> dict:
 
 
 def build(spec: BootstrapSpec) -> Bootstrap:
-    delta = spec.delta or spec.routing == rs.ON_DEMAND
+    if spec.fcds and spec.routing not in rs.FCDS_MODES:
+        raise ConfigError(f"--fcds goes with --routing {' or '.join(rs.FCDS_MODES)}, not {spec.routing}")
+    # on_demand and FCDS subscribe by name as connections / listeners need it: delta ADS only
+    delta = spec.delta or spec.fcds or spec.routing == rs.ON_DEMAND
     ads = ConfigSource(ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3)
     metadata = Struct(fields={
         rs.META_LISTENER_PORT: Value(string_value=str(spec.listener_port)),
         rs.META_LISTENER_ADDRESS: Value(string_value=spec.listener_address),
         rs.META_REGION: Value(string_value=spec.region),
-        rs.META_ROUTING: Value(string_value=spec.routing),
+        rs.META_ROUTING: Value(string_value=rs.FILTER_CHAINS_FCDS if spec.fcds else spec.routing),
     })
     dynamic = BootstrapDynamicResources(
         ads_config=ApiConfigSource(

@@ -83,6 +83,8 @@ def add_bootstrap_command(sub, parents) -> None:
                    help="address of the builder listener")
     b.add_argument("--routing", choices=rs.ROUTING_MODES, default=rs.FILTER_CHAINS,
                    help="the xds-server's --routing (on_demand implies delta ADS)")
+    b.add_argument("--fcds", action="store_true",
+                   help="with --routing filter_chains: for an xds-server with --fcds (implies --delta)")
     b.add_argument("--delta", action="store_true", help="use delta (incremental) ADS")
     t = b.add_argument_group("ADS over TLS (all or none: a half-given set is refused)")
     t.add_argument("--xds-ca", type=existing_file, help="connect to ADS over TLS, trusting this CA file")
@@ -106,7 +108,8 @@ def bootstrap(args: argparse.Namespace) -> str:
     spec = BootstrapSpec(node_id=args.node_id, region=args.region, cluster=args.cluster, ads=args.ads,
                          admin_port=args.admin_port, admin_address=args.admin_address,
                          listener_port=args.listener_port, listener_address=args.listener_address,
-                         routing=args.routing, delta=args.delta, xds_ca=args.xds_ca, xds_cert=args.xds_cert,
+                         routing=args.routing, fcds=args.fcds, delta=args.delta, xds_ca=args.xds_ca,
+                         xds_cert=args.xds_cert,
                          xds_key=args.xds_key, xds_sni=args.xds_sni)
     return render_yaml(spec)
 

@@ -78,7 +78,7 @@ async def status(store: Store, args=None) -> dict:
     version = await store.version()
     holder, epoch, ttl = await store.leader()
     envoys = _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)
-    counts = {"in_sync": 0, "behind": 0, "nacking": 0}
+    counts = {"in_sync": 0, "behind": 0, "nacking": 0, "refused": 0}
     for e in envoys.values():
         counts[e["state"]] += 1
     return {"version": version, "leader": {"holder": holder, "epoch": epoch, "ttl_ms": ttl},
@@ -132,7 +132,9 @@ def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
         nack = e.get("last_nack")
         if nack:
             nack["version"] = version_of(nack.get("version", "0"))
-        if nack and nack["version"] >= min(e["acked"].values(), default=0):
+        if e.get("refused"):  # the replica will not serve its streams as configured (e.g. SotW on FCDS)
+            e["state"] = "refused"
+        elif nack and nack["version"] >= min(e["acked"].values(), default=0):
             e["state"] = "nacking"
         else:
             e["state"] = "in_sync" if e["lag"] == 0 else "behind"
@@ -186,7 +188,7 @@ def _show_replicas(data: dict) -> None:
 
 
 def _show_envoys(data: dict) -> None:
-    _table(("node", "region", "replica", "acked", "lag", "state", "last NACK"),
+    _table(("node", "region", "replica", "acked", "lag", "state", "last NACK / refusal"),
            ((k, v.get("region"), v.get("replica"), _acked(v), v["lag"], v["state"], _nack(v))
             for k, v in data["envoys"].items()), f"Envoys (current version {data['version']})")
 
@@ -229,7 +231,8 @@ def show_status(data: dict) -> None:
         + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
         + f") {v.get('streams')} streams" for k, v in replicas.items()))
     e = data["envoys"]
-    console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing")
+    console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing"
+                  + (f", {e['refused']} refused" if e.get("refused") else ""))
 
 
 SHOW = {"routes": _show_routes, "builders": _show_builders, "leader": _show_leader, "replicas": _show_replicas,
@@ -264,6 +267,8 @@ def _acked(v: dict) -> str:
 
 
 def _nack(v: dict) -> str:
+    if v.get("refused"):
+        return f"refused: {v['refused']['detail'][:120]}"
     n = v.get("last_nack")
     return f"{n['type']} v{n['version']}: {n['detail'][:60]}" if n else ""
 

@@ -1,5 +1,8 @@
 """A small fleet for end-to-end routing tests, one per routing mode.
 
+A mode is a ``--routing`` value, or ``rs.FILTER_CHAINS_FCDS`` for filter_chains over
+FCDS (``--routing filter_chains --fcds`` on both the xds-server and the bootstrap).
+
 redis-server; one discoverer reading a JSON file (so a test sets the builder
 set exactly); two xds-server replicas (region scope ``all`` and ``local``);
 TLS stand-in builders on 127.0.0.2..21 and ::1; Envoys started on demand.
@@ -11,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from shared import resources as rs
 from tests.support.envoy import (REFUSED, TIMED_OUT, EnvoyProc, NotRouted, insecure_context, raw_reach, start_backends,
                                  tls_reach)
 from tests.support.procs import ProcGroup, free_port, wait_until
@@ -21,6 +25,13 @@ DOMAIN = "builders.internal"
 N_BACKENDS = 21
 ON_DEMAND_WAIT = 5  # the replicas' --on-demand-wait: how long Envoy holds a connection for a missing cluster
 HELD = "tcp.builders.on_demand_cluster_attempt"  # on_demand: connections Envoy held while it asked for a cluster
+
+
+def routing_args(mode: str) -> list[str]:
+    """The flags that select ``mode``, for the xds-server and for ``xdsctl bootstrap`` alike."""
+    if mode == rs.FILTER_CHAINS_FCDS:
+        return ["--routing", rs.FILTER_CHAINS, "--fcds"]
+    return ["--routing", mode]
 
 
 def bid(n: int) -> str:
@@ -54,7 +65,7 @@ class Fleet:
         self.ads = {}
         for scope in ("all", "local"):
             port = free_port()
-            self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", "--routing", mode,
+            self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", *routing_args(mode),
                                             "--region-scope", scope, "--replica-id", f"xds-{scope}",
                                             "--on-demand-wait", str(ON_DEMAND_WAIT)], label=f"xds-{scope}")
             self.ads[scope] = f"127.0.0.1:{port}"
@@ -76,8 +87,9 @@ class Fleet:
         return {k.decode() for k in self.redis.client().hkeys("{xds}:routes")}
 
     def envoy(self, node_id: str, *, scope: str = "all", region: str = "ord", delta: bool = False) -> EnvoyProc:
+        routing = routing_args(self.mode)
         envoy = EnvoyProc(self.dir / "envoys", node_id=node_id, ads=self.ads[scope], region=region,
-                          routing=self.mode, delta=delta)
+                          routing=routing[1], delta=delta, extra_bootstrap=routing[2:])
         envoy.start()
         self.envoys.append(envoy)
         self.procs.procs.append(envoy.proc)

@@ -2,28 +2,33 @@
 
 1 the right builder (20 at once, one over IPv6); 2 isolation; 3 no collateral
 damage to a long-lived connection under churn; 4 removal within 1 s;
-5 region views; 6 on_demand waits for a late builder and holds only what it used.
+5 region views; 6 on_demand waits for a late builder and holds only what it used;
+7 filter_chains over FCDS updates the listener in place, and a builder change
+that keeps its SNI does not touch the listener.
 """
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 
 import pytest
 
-from tests.support.envoy import REFUSED, raw_reach
-from tests.support.procs import wait_until
+from shared import resources as rs
+from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, raw_reach, tls_reach
+from tests.support.procs import script, wait_until
 
 from .fleet import N_BACKENDS, ON_DEMAND_WAIT, Fleet, bid, eventually, sni
 
-MODES = ("filter_chains", "sni_cluster", "on_demand")
+MODES = (rs.FILTER_CHAINS, rs.SNI_CLUSTERS, rs.ON_DEMAND, rs.FILTER_CHAINS_FCDS)
+IDS = {rs.FILTER_CHAINS_FCDS: "fcds"}
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(scope="module", params=MODES, ids=lambda m: IDS.get(m, m))
 def fleet(request, tmp_path_factory):
-    with Fleet(tmp_path_factory.mktemp(request.param), request.param) as f:
+    with Fleet(tmp_path_factory.mktemp(IDS.get(request.param, request.param)), request.param) as f:
         yield f
 
 
@@ -171,3 +176,57 @@ def test_on_demand_waits_for_a_late_builder_and_holds_only_what_it_used(fleet):
     # held from before the builder existed until it was routed: longer than the delay, well within the wait
     assert DELAY < result["took"] < ON_DEMAND_WAIT - 1, result
     assert envoy.stat("tcp.builders.on_demand_cluster_success") >= 4
+
+
+def listener_counts(envoy) -> tuple[int, int]:
+    """(listener updates done in place, full replacements): Envoy counts both as ``listener_modified``."""
+    in_place = envoy.stat("listener_manager.listener_in_place_updated")
+    return in_place, envoy.stat("listener_manager.listener_modified") - in_place
+
+
+def test_fcds_updates_the_listener_in_place_and_a_known_sni_leaves_it_alone(fleet, edge):
+    if fleet.mode != rs.FILTER_CHAINS_FCDS:
+        pytest.skip("filter_chains over FCDS only")
+    base = [fleet.record(bid(n)) for n in range(1, 6)]
+    fleet.set_builders(base)
+    wait_until(lambda: reach(fleet, edge, sni(bid(5))) == sni(bid(5)), 10)
+    in_place, replaced = listener_counts(edge)
+    # a new SNI: one matcher entry (the listener, updated in place) and its chain
+    fleet.set_builders(base + [fleet.record(bid(6))])
+    wait_until(lambda: reach(fleet, edge, sni(bid(6))) == sni(bid(6)), 5)
+    now_in_place, now_replaced = listener_counts(edge)
+    assert now_in_place > in_place and now_replaced == replaced, "a full listener replacement drains everything"
+    # a known SNI moves: its cluster changes; the listener and every chain stay as they are
+    lds = edge.stat("listener_manager.lds.update_success")
+    cds = edge.stat("cluster_manager.cds.update_success")
+    chain = edge.stat(f"filter_chain_manager.{sni(bid(5))}.update_success")
+    moved = fleet.record(bid(5), ip="127.0.0.250")
+    fleet.set_builders(base[:-1] + [moved, fleet.record(bid(6))], wait=False)
+    wait_until(lambda: edge.stat("cluster_manager.cds.update_success") > cds, 5, what="the moved builder's cluster")
+    time.sleep(0.3)  # anything else would have followed the cluster within a few ms
+    assert edge.stat("listener_manager.lds.update_success") == lds
+    assert edge.stat(f"filter_chain_manager.{sni(bid(5))}.update_success") == chain
+    assert reach(fleet, edge, sni(bid(6))) == sni(bid(6))
+
+
+def test_fcds_refuses_a_state_of_the_world_envoy_where_operators_look(fleet):
+    if fleet.mode != rs.FILTER_CHAINS_FCDS:
+        pytest.skip("filter_chains over FCDS only")
+    sotw = EnvoyProc(fleet.dir / "envoys", node_id="sotw-edge", ads=fleet.ads["all"], region="ord",
+                     routing=rs.FILTER_CHAINS)  # a bootstrap made without --fcds: state of the world
+    sotw.start(wait_ready=False)
+    fleet.procs.procs.append(sotw.proc)
+
+    def envoys(*args: str) -> str:
+        return subprocess.run([str(script("xdsctl")), "--redis-url", fleet.redis.url, *args, "envoys"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def refused():
+        entry = json.loads(envoys("--json"))["envoys"].get("sotw-edge") or {}
+        return entry.get("state") == "refused" and entry
+    entry = wait_until(refused, 10, what="the refused Envoy in xdsctl envoys")
+    assert "delta" in entry["refused"]["detail"] and "--fcds" in entry["refused"]["detail"]
+    assert "refused" in envoys()
+    log = (fleet.dir / "logs" / "xds-all.log").read_text()
+    assert "stream refused" in log and "'sotw-edge' asked for state-of-the-world" in log
+    sotw.stop()

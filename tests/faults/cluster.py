@@ -20,11 +20,12 @@ def sni(bid: str) -> str:
 
 class Cluster:
     """``redis`` needs ``.url`` and ``.client()`` (a synchronous client of the primary);
-    ``xds_args`` are added to every xds-server's command line."""
+    ``xds_args`` are added to every xds-server's command line, ``envoy_args`` to every
+    ``xdsctl bootstrap`` (e.g. ``--fcds`` on both for filter_chains over FCDS)."""
 
     def __init__(self, tmp: Path, redis, dns_server, procs: ProcGroup, *, stable: int = 6, pool: int = 10,
                  discoverers: int = 2, replicas: int = 2, routing: str = "sni_cluster",
-                 xds_args: list[str] | None = None):
+                 xds_args: list[str] | None = None, envoy_args: list[str] | None = None):
         self.tmp, self.redis, self.dns, self.procs = tmp, redis, dns_server, procs
         self.port = free_port("127.0.0.2")
         self.certs = tmp / "certs"
@@ -44,11 +45,13 @@ class Cluster:
             *common, *(xds_args or []), "--listen", f"127.0.0.1:{p}", "--routing", routing, "--replica-id", f"r{n}"],
             label=f"xds{n}") for n, p in enumerate(self.ads_ports, 1)]
         self.routing = routing
+        self.envoy_args = list(envoy_args or [])
         self.envoys: list[EnvoyProc] = []
 
     def envoy(self, node_id: str, ports: list[int] | None = None) -> EnvoyProc:
         ads = ",".join(f"127.0.0.1:{p}" for p in (ports or self.ads_ports))
-        envoy = EnvoyProc(self.tmp / "envoys", node_id=node_id, ads=ads, region="ord", routing=self.routing)
+        envoy = EnvoyProc(self.tmp / "envoys", node_id=node_id, ads=ads, region="ord", routing=self.routing,
+                          extra_bootstrap=self.envoy_args)
         envoy.start()
         self.procs.procs.append(envoy.proc)
         self.envoys.append(envoy)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from shared import resources as rs
 from tests.support.procs import wait_until
 
 from .cluster import Churn, Cluster, Traffic, VersionWatch, sni
@@ -60,7 +61,22 @@ def test_redis_down_10s_then_back_empty_under_churn(cluster):
     assert cluster.redis_routes() == {sni(b.id) for b in cluster.in_dns}
 
 
-def test_replica_killed_envoy_moves_and_no_connection_drops(cluster):
+# routing -> Cluster arguments; FCDS: the Envoy reconnects with its chains' versions and keeps its listener
+KILL_MODES = {rs.SNI_CLUSTERS: {},
+              "fcds": {"routing": rs.FILTER_CHAINS, "xds_args": ["--fcds"], "envoy_args": ["--fcds"]}}
+
+
+def chain_updates(cluster: Cluster, envoy) -> dict[str, int]:
+    """FCDS: per stable builder, how often Envoy applied its chain; and the listener's full replacements."""
+    out = {b.id: envoy.stat(f"filter_chain_manager.{sni(b.id)}.update_success") for b in cluster.stable}
+    out["listener replaced"] = (envoy.stat("listener_manager.listener_modified")
+                                - envoy.stat("listener_manager.listener_in_place_updated"))
+    return out
+
+
+@pytest.mark.parametrize("mode", list(KILL_MODES))
+def test_replica_killed_envoy_moves_and_no_connection_drops(tmp_path, redis_server, dns_server, procs, mode):
+    cluster = Cluster(tmp_path, redis_server, dns_server, procs, **KILL_MODES[mode])
     envoy = cluster.envoy("edge-1")
     cluster.wait_routed(envoy, cluster.stable)
     with cluster.redis.client() as c:
@@ -72,6 +88,7 @@ def test_replica_killed_envoy_moves_and_no_connection_drops(cluster):
     assert reader.readline().startswith(b"builder=")
     traffic = Traffic(cluster, envoy)
     traffic.start()
+    chains = chain_updates(cluster, envoy)
     victim.kill(signal.SIGKILL)
     other = "r2" if holder == "r1" else "r1"
     killed_at = time.monotonic()
@@ -86,5 +103,7 @@ def test_replica_killed_envoy_moves_and_no_connection_drops(cluster):
         assert reader.readline() == f"still here {i}\n".encode()
     conn.close()
     traffic.stop()
-    print(f"\nFIGURE replica-kill: {traffic.ok} TLS connections during the move, {traffic.failed} failed")
+    print(f"\nFIGURE replica-kill ({mode}): {traffic.ok} TLS connections during the move, {traffic.failed} failed")
     assert traffic.failed == 0, traffic.failures[:10]
+    if mode == "fcds":  # the new replica did not resend the chains the Envoy had, nor replace its listener
+        assert chain_updates(cluster, envoy) == chains

@@ -46,11 +46,12 @@ class EnvoyProc:
         self.bootstrap.write_text(subprocess.run(args, check=True, capture_output=True, text=True, timeout=60).stdout)
         self.proc: Proc | None = None
 
-    def start(self, log_level: str = "info") -> "EnvoyProc":
+    def start(self, log_level: str = "info", *, wait_ready: bool = True) -> "EnvoyProc":
         argv = [envoy_binary(), "-c", str(self.bootstrap), "--disable-hot-restart", "--drain-time-s", "1",
                 "--drain-strategy", "immediate", "-l", log_level, "--concurrency", "1"]
         self.proc = Proc(f"envoy-{self.node_id}", argv, self.dir / f"envoy-{self.node_id}.log")
-        wait_until(lambda: self.admin("/ready").strip() == "LIVE", 20, what=f"envoy {self.node_id} ready")
+        if wait_ready:  # else: an Envoy that may never be served (it stays INITIALIZING for 15 s)
+            wait_until(lambda: self.admin("/ready").strip() == "LIVE", 20, what=f"envoy {self.node_id} ready")
         return self
 
     def stop(self) -> None:

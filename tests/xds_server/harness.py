@@ -90,12 +90,12 @@ class TestReplica(Replica):
         await async_wait_until(reached, timeout, interval=0.01, what=f"replica at version {version}")
 
 
-async def start_replica(redis_url: str, *, routing: str = "filter_chains", region_scope: str = "all",
+async def start_replica(redis_url: str, *, routing: str = "filter_chains", fcds: bool = False, region_scope: str = "all",
                         on_demand_wait: float = 5.0, max_streams: int = 100, replica_id: str = "r1",
                         block_ms: int = 100, publish_every: float = 0.1,
                         accept_reset_after: float = 30.0, push_interval: float = 0.1) -> TestReplica:
     """One replica, wired by the same composition root as xds-server, with short timings."""
-    cfg = XdsConfig(redis=RedisSettings(url=redis_url), listen="127.0.0.1:0", routing=routing, domain=DOMAIN,
+    cfg = XdsConfig(redis=RedisSettings(url=redis_url), listen="127.0.0.1:0", routing=routing, fcds=fcds, domain=DOMAIN,
                     region_scope=region_scope, on_demand_wait=on_demand_wait, push_interval=push_interval,
                     max_streams=max_streams,
                     replica_id=replica_id, follow_block_ms=block_ms, follow_backoff=0.1,

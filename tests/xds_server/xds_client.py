@@ -21,15 +21,15 @@ from typing import Iterable, Mapping
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.listener.v3 import listener_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from shared import resources as rs
 
-CDS, LDS = rs.CLUSTER, rs.LISTENER
-MESSAGES = {CDS: cluster_pb2.Cluster, LDS: listener_pb2.Listener}
+CDS, LDS, FCDS = rs.CLUSTER, rs.LISTENER, rs.FILTER_CHAIN
+MESSAGES = {CDS: cluster_pb2.Cluster, LDS: listener_pb2.Listener, FCDS: listener_components_pb2.FilterChain}
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 SERVICES = {
