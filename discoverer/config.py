@@ -46,6 +46,15 @@ def parser() -> argparse.ArgumentParser:
         "builder set to Redis in one fenced step per change.",
     )
     add_common(p)
+    add_source_and_builders(p)
+    add_polling(p.add_argument_group("polling and writing"))
+    e = p.add_argument_group("leader election")
+    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=2.0, type=lease_ttl, help="seconds of the leader lease")
+    flag(e, "--id", env="XDS_DISCOVERER_ID", type=non_empty, shown="HOST:PID", help="holder id")
+    return p
+
+
+def add_source_and_builders(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("source")
     flag(s, "--source", env="XDS_SOURCE", default="fly", choices=("fly", "file"),
          help="fly: TXT _instances.internal; file: a JSON list of {id, app, region, ip}")
@@ -73,7 +82,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--allow-cidr", action="append", default=None,
                    help="networks builder addresses must be in (repeatable; default "
                    + ", ".join(DEFAULT_ALLOWED_NETWORKS) + "; env XDS_ALLOW_CIDRS, comma-separated)")
-    w = p.add_argument_group("polling and writing")
+
+
+def add_polling(w) -> None:
     flag(w, "--poll-interval", env="XDS_POLL_INTERVAL", default=0.1, type=seconds, help="seconds between polls")
     flag(w, "--error-backoff", env="XDS_ERROR_BACKOFF", default=1.0, type=seconds,
          help="seconds to wait after a failed poll (with jitter)")
@@ -88,10 +99,6 @@ def parser() -> argparse.ArgumentParser:
     flag(w, "--confirm-grace", env="XDS_CONFIRM_GRACE", default=30.0, type=seconds_or_zero,
          help="seconds a builder registered by an intent may go unlisted by DNS before it is removed; "
          "also how long DNS may not bring back a deregistered builder")
-    e = p.add_argument_group("leader election")
-    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=2.0, type=lease_ttl, help="seconds of the leader lease")
-    flag(e, "--id", env="XDS_DISCOVERER_ID", type=non_empty, shown="HOST:PID", help="holder id")
-    return p
 
 
 @checker("IP, IP:PORT or [IPv6]:PORT with a port 1-65535", "IP[:PORT]")

@@ -69,7 +69,20 @@ def parser() -> argparse.ArgumentParser:
          help="seconds Redis may stay behind the version this replica serves before its set is taken as a "
          "reset (Redis and every discoverer lost their state); with --redis-read-url only once the primary "
          "is behind too")
-    g = p.add_argument_group("serving")
+    add_serving(p.add_argument_group("serving"))
+    add_limits(p.add_argument_group("limits"))
+    add_security(p.add_argument_group("security"))
+    p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
+    flag(p, "--replica-id", env="XDS_REPLICA_ID", type=non_empty, shown="HOST:PID",
+         help="id in {xds}:replicas (with --workers, ID/<worker index>)")
+    flag(p, "--workers", env="XDS_WORKERS", default=1, type=workers_arg,
+         help="replica processes sharing --listen (SO_REUSEPORT), each complete and stateless; "
+         "'auto': one per core this process may use. A worker that dies is started again "
+         "(with --metrics-listen HOST:PORT, worker i serves metrics on PORT+i)")
+    return p
+
+
+def add_serving(g) -> None:
     flag(g, "--listen", env="XDS_LISTEN", default="127.0.0.1:18000", type=hostport(), help="gRPC HOST:PORT")
     flag(g, "--routing", env="XDS_ROUTING", default=rs.FILTER_CHAINS, choices=rs.ROUTING_MODES,
          help="how Envoy routes SNI to builders (see docs/routing.md)")
@@ -101,7 +114,9 @@ def parser() -> argparse.ArgumentParser:
          help="seconds between two pushes of new versions: a version after a quiet moment goes out at "
          "once, the ones that follow within this interval go out together when it has passed "
          "(under churn each Envoy gets at most one response per type per interval; 0: no pacing)")
-    lim = p.add_argument_group("limits")
+
+
+def add_limits(lim) -> None:
     flag(lim, "--max-streams", env="XDS_MAX_STREAMS", default=5000, type=positive_int,
          help="streams beyond this get RESOURCE_EXHAUSTED")
     flag(lim, "--max-message-mb", env="XDS_MAX_MESSAGE_MB", default=64, type=positive_int,
@@ -110,7 +125,9 @@ def parser() -> argparse.ArgumentParser:
          help="seconds before a connection is asked to reconnect (0: never); gRPC adds jitter")
     flag(lim, "--keepalive-min-ping", env="XDS_KEEPALIVE_MIN_PING", default=10.0, type=seconds,
          help="clients pinging more often than this many seconds are disconnected")
-    sec = p.add_argument_group("security")
+
+
+def add_security(sec) -> None:
     flag(sec, "--tls-cert", env="XDS_TLS_CERT", type=existing_file,
          help="serve ADS over TLS with this certificate (PEM; with --tls-key)")
     flag(sec, "--tls-key", env="XDS_TLS_KEY", type=existing_file, help="key of --tls-cert (PEM)")
@@ -119,14 +136,6 @@ def parser() -> argparse.ArgumentParser:
     flag(sec, "--require-node-identity", env="XDS_REQUIRE_NODE_IDENTITY", action="store_true",
          help="with --client-ca: a stream's node id must be a name in its client certificate "
          "(CN or SAN), so a proxy cannot ask for another node's identity")
-    p.add_argument("--test-nack-builder", action="append", default=[], help=argparse.SUPPRESS)
-    flag(p, "--replica-id", env="XDS_REPLICA_ID", type=non_empty, shown="HOST:PID",
-         help="id in {xds}:replicas (with --workers, ID/<worker index>)")
-    flag(p, "--workers", env="XDS_WORKERS", default=1, type=workers_arg,
-         help="replica processes sharing --listen (SO_REUSEPORT), each complete and stateless; "
-         "'auto': one per core this process may use. A worker that dies is started again "
-         "(with --metrics-listen HOST:PORT, worker i serves metrics on PORT+i)")
-    return p
 
 
 @checker("a number of workers 1 or more, or 'auto' (one per core)", "N|auto")
