@@ -21,11 +21,13 @@ import logging
 import re
 from dataclasses import replace
 
-from shared.errors import RecordError, StoreUnavailable
+from shared import supervise
+from shared.errors import RecordError, StoreMisuse, StoreUnavailable
 from shared.logs import LogOnce
 from shared.model import ID_RE, SOURCE_INTENT, Builder
 from shared.store import IntentEntry, Store, stream_id
 
+from . import metrics
 from .diff import DEREGISTER, REGISTER, Intent, Rules, validate
 from .election import bounded
 
@@ -150,14 +152,18 @@ class IntentReader:
         self.pending = [e for e in self.pending if stream_id(e.entry_id) > done]
 
     async def run(self) -> None:
-        while True:
-            if self.position is None:
-                self._moved.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):
-                        await self._moved.wait()
-                continue
-            await self._read_once()
+        """Read while leading, until cancelled; nothing that goes wrong ends it (``shared.supervise``)."""
+        await supervise.forever(self._step, loop="intents", crashes=metrics.LOOP_CRASHES, backoff=self.backoff,
+                                keeping="intents not read; the poll loop goes on")
+
+    async def _step(self) -> None:
+        if self.position is None:
+            self._moved.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._moved.wait()
+            return
+        await self._read_once()
 
     async def _read_once(self) -> None:
         gen, position = self._gen, self.position
@@ -166,6 +172,11 @@ class IntentReader:
                                     self.block_ms / 1000 + self.command_timeout, "reading intents")
         except StoreUnavailable as exc:
             self._log_once.warning(f"read:{exc}", "intents not read: %s; retrying in %.1fs", exc, self.backoff)
+            await asyncio.sleep(self.backoff)
+            return
+        except StoreMisuse as exc:  # WRONGTYPE on the stream, NOPERM: the operator's to fix; we keep going
+            supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"intents not read, retrying in {self.backoff:g}s",
+                                    log)
             await asyncio.sleep(self.backoff)
             return
         if gen != self._gen or not entries:

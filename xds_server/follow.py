@@ -3,12 +3,16 @@
 A gap (a version jump, a trimmed stream, Redis restarted with other data)
 triggers a full resync. While Redis is away the cache keeps its last
 snapshot: Envoys are never sent an empty or partial set, nor a version older
-than one already served.
+than one already served while Redis can still catch up (see below).
 
 When Redis comes back *behind* us (an older version, or our version with
 another set: restarted empty, then a new leader raised the version to what it
 knew), we keep serving ours and follow the stream; the first version past
 ours is loaded whole, never applied as a diff to a set that is not ours.
+Only after ``accept_reset_after`` seconds behind (``--accept-reset-after``,
+30 s; with ``--redis-read-url`` only once the primary is behind too) is
+Redis' set taken as it is: Redis and every discoverer lost their state
+together, and versions restarted below ours may never pass them.
 """
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ class Spread:
 
 
 STREAMS = Gauge("xds_streams", "Open xDS streams", ["kind"])
-STREAMS_REFUSED = Counter("xds_streams_refused_total", "Streams refused over the limit")
+STREAMS_REFUSED = Counter("xds_streams_refused_total", "Streams refused: over --max-streams, a node identity not in its certificate, SotW on FCDS")
 PUSHES = Tally("xds_pushes", "Responses sent", ["type", "kind"])
 PUSH_BYTES = Tally("xds_push_bytes", "Bytes of responses sent", ["type", "kind"])
 ACKS = Tally("xds_acks", "ACKs received", ["type"])
@@ -75,7 +75,7 @@ SOURCE_VERSION = Gauge("xds_redis_source_version", "Version the Redis this repli
 RESYNCS = Counter("xds_resyncs_total", "Full reloads from Redis", ["reason"])
 CORRUPT_RECORDS = Counter("xds_corrupt_records_total", "Builder records in Redis that failed to parse")
 CHANGE_TO_ACK = Spread(
-    "xds_change_to_ack_seconds", "From a version entering this replica to its ACK by an Envoy",
+    "xds_change_to_ack_seconds", "From a change entering Redis (its stream id) to its ACK by an Envoy",
     ["type"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 VERSION_LAG = Gauge("xds_envoy_version_lag_max", "Largest version lag of a connected Envoy")
 LOOP_CRASHES = Counter("xds_loop_crashes_total",

@@ -57,7 +57,7 @@ class Peer:
     node_id: str
     region: str | None
     view: ViewKey
-    kind: str  # "ads-sotw", "ads-delta", "cds-sotw", ...
+    kind: str  # the transport: "sotw" or "delta"
     connected_since: float = field(default_factory=time.time)
     acked: dict[str, str] = field(default_factory=dict)  # short type -> version_info
     last_nack: dict | None = None

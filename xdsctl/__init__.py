@@ -1,1 +1,1 @@
-"""xdsctl: the operator's view of the control plane (reads Redis; writes nothing)."""
+"""xdsctl: the operator's view of the control plane (reads Redis; register/deregister append intents)."""

@@ -156,3 +156,29 @@ async def test_an_unreadable_cursor_resumes_with_new_intents(nodes, redis_server
     await async_wait_until(lambda: a.store.version(), 5, what="the first poll written")
     out = await outcome_of(a.store, await a.store.append_intent(register("x1", "fdaa::99")))
     assert out["status"] == "applied" and await a.store.outcome("1-0") is None
+
+
+async def test_a_wrong_type_intents_stream_never_ends_the_reader(redis_server):
+    """WRONGTYPE on {xds}:intents (a string written by hand) is the operator's to fix: the reader logs and
+    counts it, keeps its task alive, and reads the intents once the key is a stream again."""
+    from discoverer import metrics
+
+    c = redis_server.client()
+    c.set(KEYS.intents, "by hand")
+    client = connect(redis_server.url)
+    reader = IntentReader(Store(client, KEYS), block_ms=100, backoff=0.05)
+    before = metrics.OPERATOR_ERRORS.labels("WRONGTYPE")._value.get()
+    task = asyncio.create_task(reader.run())
+    try:
+        reader.start_at("0-0")
+        await async_wait_until(lambda: asyncio.sleep(0, metrics.OPERATOR_ERRORS.labels("WRONGTYPE")._value.get()
+                                                      > before), 5, what="the refusal counted")
+        assert not task.done(), "the reader is still running"
+        c.delete(KEYS.intents)
+        c.xadd(KEYS.intents, register("b01", "fdaa::1"))
+        await async_wait_until(lambda: asyncio.sleep(0, bool(reader.pending)), 5, what="the intent read")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await aclose(client)

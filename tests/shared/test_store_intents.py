@@ -91,3 +91,20 @@ async def test_unsuppress_forgets_a_deregistration(store, redis_server):
     await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", suppress={"b01": 10.0, "b02": 20.0}))
     await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", unsuppress=["b01"]))
     assert (await store.load(intents=True)).deregistered == {"b02": 20.0}
+
+
+@pytest.mark.parametrize("key", [KEYS.deregistered, KEYS.intents])
+async def test_a_wrong_type_intents_key_refuses_the_whole_step(store, redis_server, key):
+    """Redis does not roll a script back: the intents keys are checked before the first write, so a
+    hand-made string there refuses the diff, the version and the cursor alike (nothing half-written)."""
+    from shared.errors import StoreMisuse
+
+    lease = (await store.try_acquire("a", 5000))[0]
+    c = redis_server.client()
+    c.set(key, "by hand")
+    write = IntentWrite(cursor="3000-0", outcomes=[outcome("r1")], suppress={"b09": 1.0}, ttl=60,
+                        trim_before="1-0")
+    with pytest.raises(StoreMisuse, match="WRONGTYPE"):
+        await store.apply(lease, 0, [b(1)], [], intents=write)
+    assert c.get(KEYS.version) is None and c.hlen(KEYS.builders) == 0 and c.get(KEYS.intents_cursor) is None
+    assert c.get(KEYS.outcome("r1")) is None
