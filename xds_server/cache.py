@@ -20,7 +20,9 @@ Pushes are paced (``push_interval``): a version after a quiet moment is
 published to the transports at once; versions that follow within the
 interval are held and published together when it has passed, so under churn
 every Envoy gets at most one response per type per interval, however many
-changes a second Redis sees.
+changes a second Redis sees. A version that routes a builder its provisioner
+has just registered (``{xds}:intents``) is never held: the provisioner is
+waiting for it (``xdsctl register --wait``), and DNS churn must not delay it.
 
 Invariant: this module never imports grpc and never calls Redis.
 """
@@ -53,6 +55,11 @@ class ViewKey:
 
     def __hash__(self) -> int:
         return self._hash
+
+
+def _registered(old: Builder | None, new: Builder | None) -> bool:
+    """A route its provisioner just registered (an intent DNS has not confirmed yet), new or moved."""
+    return new is not None and new.unconfirmed and (old is None or old.endpoint != new.endpoint)
 
 
 def _differs(old: Rendered | None, new: Rendered | None) -> bool:
@@ -145,7 +152,10 @@ class Cache:
                 self.builders.pop(old.id, None)
         self.renderer.forget(old.id for old, new in changes if old is not None and new is None)
         self._moved(version, changes, at)
-        self._publish_paced()
+        if any(_registered(old, new) for old, new in changes):
+            self._publish()  # its provisioner waits for this route (xdsctl register --wait): never paced
+        else:
+            self._publish_paced()
 
     def _moved(self, version: int, changes: list[Pair], at: float | None) -> None:
         self.version = version

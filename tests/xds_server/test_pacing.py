@@ -35,6 +35,27 @@ async def test_a_lone_change_goes_at_once_and_a_burst_after_it_coalesces(writer,
     await ads.expect_silence(0.6)
 
 
+async def test_a_registered_builder_is_never_held_by_pacing(writer, replicas, clients):
+    """DNS churn is paced; a builder its provisioner just registered (an intent) goes out at once."""
+    from dataclasses import replace
+
+    from shared.model import SOURCE_INTENT
+
+    await writer.put(builder("a"))
+    replica = await replicas(routing="sni_cluster", push_interval=1.0)
+    ads = await clients(replica).delta()
+    await dsync(ads, CDS, LDS)
+    await ads.expect_silence(1.0)
+    await writer.put(builder("b"))  # after a quiet moment: at once
+    await ads.ack(await ads.recv(CDS))
+    t0 = time.monotonic()
+    await writer.put(builder("c"))  # DNS churn within the interval: held
+    v = await writer.put(replace(builder("d"), source=SOURCE_INTENT, registered_at=time.time()))
+    resp = await ads.recv(CDS)
+    assert time.monotonic() - t0 < 0.5, "a registration is not held for the interval"
+    assert resp.system_version_info == str(v) and updated(resp) == [sni("c"), sni("d")]
+
+
 async def test_wildcard_streams_of_a_view_get_the_same_message(writer, replicas, clients):
     """Same bytes, nonce included: the nonce is unique to the message, not to the stream."""
     await writer.put(builder("a"))
