@@ -15,7 +15,7 @@ import time
 
 from shared import supervise
 from shared.errors import StoreError, StoreMisuse
-from shared.keys import STALE_AFTER
+from shared.keys import STALE_AFTER, stale as is_stale
 from shared.store import Store
 
 from . import metrics
@@ -69,19 +69,12 @@ async def prune(store: Store, now: float | None = None) -> list[str]:
     """Remove the entries of discoverers that stopped refreshing them (killed, not stopped)."""
     now = time.time() if now is None else now
     entries = await store.get_status(store.keys.discoverers)
-    stale = [k for k, v in entries.items() if now - _float(v.get("updated_at")) > STALE_AFTER]
+    stale = [k for k, v in entries.items() if is_stale(v, now, stamp="updated_at")]
     if stale:
         await store.put_status(store.keys.discoverers, {}, stale=stale)
         log.info("removed the status of %d discoverer(s) silent for over %.0fs: %s", len(stale), STALE_AFTER,
                  ", ".join(sorted(stale)))
     return stale
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 async def withdraw(election: Election) -> None:

@@ -21,6 +21,15 @@ KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "
 STALE_AFTER = 15.0
 
 
+def stale(entry: dict, now: float, *, stamp: str = "heartbeat", after: float = STALE_AFTER) -> bool:
+    """A status entry whose ``stamp`` (wall-clock seconds) is older than ``after``; one without a
+    readable stamp (written by hand, corrupt) counts as stale."""
+    try:
+        return now - float(entry.get(stamp)) > after
+    except (TypeError, ValueError):
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = DEFAULT_PREFIX

@@ -16,7 +16,7 @@ import time
 from shared import resources as rs
 from shared import supervise
 from shared.errors import StoreError, StoreMisuse
-from shared.keys import STALE_AFTER
+from shared.keys import STALE_AFTER, stale as is_stale
 from shared.store import Store
 
 from . import metrics
@@ -116,7 +116,7 @@ class StatusPublisher:
     async def _prune(self, now: float) -> None:
         for key in (self.store.keys.envoys, self.store.keys.replicas):
             entries = await self.store.get_status(key)
-            stale = [k for k, v in entries.items() if now - float(v.get("heartbeat", 0)) > self.stale_after]
+            stale = [k for k, v in entries.items() if is_stale(v, now, after=self.stale_after)]
             if stale:
                 await self.store.put_status(key, {}, stale=stale)
 

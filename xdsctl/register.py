@@ -28,7 +28,7 @@ import orjson
 
 from shared import resources as rs
 from shared.config import ip_address, non_empty, port, seconds
-from shared.keys import STALE_AFTER
+from shared.keys import stale
 from shared.store import Store
 
 COMMANDS = ("register", "deregister")
@@ -110,10 +110,10 @@ def fleet_state(replicas: dict[str, dict], envoys: dict[str, dict], outcome: dic
     """Of the live Envoys that should see the builder: (node ids done, [{node, replica, acked}] not yet)."""
     done, waiting = [], []
     for node, envoy in sorted(envoys.items()):
-        if now - float(envoy.get("heartbeat", 0)) > STALE_AFTER:
+        if stale(envoy, now):
             continue
         replica = replicas.get(envoy.get("replica", ""))
-        if replica is not None and now - float(replica.get("heartbeat", 0)) > STALE_AFTER:
+        if replica is not None and stale(replica, now):
             replica = None
         verdict = serves(envoy, replica, outcome, register)
         if verdict is None:

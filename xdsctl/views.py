@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import resources as rs
-from shared.keys import STALE_AFTER
+from shared.keys import STALE_AFTER, stale
 from shared.store import Change, Store
 
 console = Console(markup=False, highlight=False, soft_wrap=True)
@@ -94,14 +94,7 @@ READERS = {"routes": _routes, "builders": _builders, "leader": _leader, "replica
 
 def _fresh(entries: dict[str, dict], stamp: str = "heartbeat", now: float | None = None) -> dict[str, dict]:
     now = time.time() if now is None else now
-    return {k: v for k, v in sorted(entries.items()) if now - _number(v.get(stamp)) <= STALE_AFTER}
-
-
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+    return {k: v for k, v in sorted(entries.items()) if not stale(v, now, stamp=stamp)}
 
 
 def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
