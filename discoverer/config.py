@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from shared.config import (Parser, RedisSettings, add_common, checker, env, existing_file, flag, non_empty, number,
                            port, positive_int, seconds, seconds_or_zero, sni_template)
 from shared.errors import ConfigError
-from shared.model import DEFAULT_ALLOWED_NETWORKS, Network, parse_networks
+from shared.model import DEFAULT_ALLOWED_NETWORKS, DEFAULT_SNI_TEMPLATE, Network, parse_networks
 
 from .diff import Rules
 
@@ -63,7 +63,7 @@ def add_source_and_builders(p: argparse.ArgumentParser) -> None:
     flag(s, "--dns-timeout", env="XDS_DNS_TIMEOUT", default=0.5, type=seconds, help="seconds per DNS query")
     flag(s, "--file", env="XDS_FILE", type=existing_file, help="path of the JSON file for --source file")
     b = p.add_argument_group("builders")
-    flag(b, "--sni-template", env="XDS_SNI_TEMPLATE", default="{id}.builders.internal", type=sni_template,
+    flag(b, "--sni-template", env="XDS_SNI_TEMPLATE", default=DEFAULT_SNI_TEMPLATE, type=sni_template,
          help="SNI of a builder; may use {id}, {app}, {region}")
     flag(b, "--builder-port", env="XDS_BUILDER_PORT", default=443, type=port,
          help="TCP port of every builder (a file record may set its own 'port')")

@@ -32,6 +32,10 @@ RESERVED_NAMES = frozenset({XDS_CLUSTER, NO_ROUTE_CLUSTER})  # cluster names no 
 
 SOURCE_DNS, SOURCE_INTENT = "dns", "intent"  # Builder.source
 
+# The SNI of a builder unless --sni-template says otherwise; DEFAULT_DOMAIN is its fixed suffix.
+DEFAULT_SNI_TEMPLATE = "{id}.builders.internal"
+DEFAULT_DOMAIN = "builders.internal"
+
 # Fly's private network is fdaa::/16; loopback is allowed for local runs and tests.
 DEFAULT_ALLOWED_NETWORKS = ("fdaa::/16", "127.0.0.0/8", "::1/128")
 

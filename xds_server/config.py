@@ -10,7 +10,7 @@ from shared import resources as rs
 from shared.config import (Parser, RedisSettings, add_common, checker, existing_file, flag, hostport, ip_address,
                            non_empty, port, positive_int, redis_url, seconds, seconds_or_zero, sni_template)
 from shared.errors import ConfigError
-from shared.model import domain_of
+from shared.model import DEFAULT_DOMAIN, DEFAULT_SNI_TEMPLATE, domain_of
 
 from . import workers as _workers
 
@@ -24,7 +24,7 @@ class XdsConfig:
     fcds: bool = False  # filter_chains: each builder's chain its own FilterChain resource (delta ADS only)
     listener_port: int = rs.DEFAULT_LISTENER_PORT
     listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
-    domain: str = "builders.internal"
+    domain: str = DEFAULT_DOMAIN
     region_scope: str = "all"
     connect_timeout: float = 1.0
     connect_attempts: int = 20
@@ -95,7 +95,7 @@ def add_serving(g) -> None:
          "(xdsctl bootstrap --listener-port chooses)")
     flag(g, "--listener-address", env="XDS_LISTENER_ADDRESS", default=rs.DEFAULT_LISTENER_ADDRESS, type=ip_address,
          help="address of the builder listener for Envoys whose bootstrap does not choose one")
-    flag(g, "--sni-template", env="XDS_SNI_TEMPLATE", default="{id}.builders.internal", type=sni_template,
+    flag(g, "--sni-template", env="XDS_SNI_TEMPLATE", default=DEFAULT_SNI_TEMPLATE, type=sni_template,
          help="the discoverer's SNI template; its fixed suffix is the builder domain")
     flag(g, "--region-scope", env="XDS_REGION_SCOPE", default="all", choices=("all", "local"),
          help="local: each Envoy sees only the builders of its node region")

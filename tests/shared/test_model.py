@@ -98,3 +98,9 @@ def test_connect_rejects_unknown_schemes():
 def test_non_string_fields_are_rejected(fields, reason):
     with pytest.raises(RecordError, match=reason):
         make(**fields)
+
+
+def test_the_default_domain_is_the_default_templates_suffix():
+    from shared.model import DEFAULT_DOMAIN, DEFAULT_SNI_TEMPLATE, domain_of
+
+    assert domain_of(DEFAULT_SNI_TEMPLATE) == DEFAULT_DOMAIN
