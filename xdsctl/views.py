@@ -102,12 +102,11 @@ def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
     A replica reading a Redis replica (--redis-read-url) also reports ``source_version``, the
     version that replica held at its last read: replication lag shows as a lower number there."""
     for r in replicas.values():
-        r["version"] = version_of(r.get("version", 0))
+        r["version"] = rs.version_number(r.get("version", 0))
         r["lag"] = max(version - r["version"], 0)
     return replicas
 
 
-version_of = rs.version_number
 
 
 def _label_of(value) -> str:
@@ -117,14 +116,14 @@ def _label_of(value) -> str:
 def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
     for e in envoys.values():
         raw = e.get("acked") or {}
-        e["acked"] = {t: version_of(v) for t, v in raw.items()}
+        e["acked"] = {t: rs.version_number(v) for t, v in raw.items()}
         labels = {t: _label_of(v) for t, v in raw.items() if _label_of(v)}
         if labels:
             e["labels"] = labels
         e["lag"] = max((version - v for v in e["acked"].values()), default=version)
         nack = e.get("last_nack")
         if nack:
-            nack["version"] = version_of(nack.get("version", "0"))
+            nack["version"] = rs.version_number(nack.get("version", "0"))
         if e.get("refused"):  # the replica will not serve its streams as configured (e.g. SotW on FCDS)
             e["state"] = "refused"
         elif nack and nack["version"] >= min(e["acked"].values(), default=0):
