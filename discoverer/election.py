@@ -99,7 +99,8 @@ class Election:
         self._valid_until = 0.0
         self.version_floor = 0  # the highest version this process has known
         self.epoch_floor = 0  # the highest epoch this process has held
-        self.changed = asyncio.Event()  # set whenever leadership is won or lost
+        self.changed = asyncio.Event()  # set whenever leadership is won or lost (the poll loop clears it)
+        self.status_due = asyncio.Event()  # set with it, and on every write: the status publisher writes at once
         self.term = 0  # +1 on every leadership won: state of an older term is stale
 
     @property
@@ -116,7 +117,11 @@ class Election:
         if self._lease is not None:
             log.warning("leadership lost (epoch %d): %s; now a standby", self._lease.epoch, why)
             self._lease = None
-            self.changed.set()
+            self._role_changed()
+
+    def _role_changed(self) -> None:
+        self.changed.set()
+        self.status_due.set()
 
     async def run(self) -> None:
         await supervise.forever(self.step, loop="election", crashes=metrics.LOOP_CRASHES, backoff=self.times.retry,
@@ -160,7 +165,7 @@ class Election:
                 self.epoch_floor = max(self.epoch_floor, lease.epoch)
                 self.term += 1
                 log.info("leadership won: epoch %d at version %d", lease.epoch, lease.version)
-                self.changed.set()
+                self._role_changed()
             return
         if self.lease() is None:
             self.step_down("lease ran out on the local clock before a renewal")
@@ -174,6 +179,7 @@ class Election:
         lease, self._lease = self._lease, None
         if lease is None:
             return
+        self._role_changed()
         try:
             if await bounded(self.store.release(lease), self.times.command_timeout, "releasing"):
                 log.info("lease released (epoch %d) for a fast handover", lease.epoch)

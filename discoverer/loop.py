@@ -363,6 +363,7 @@ class Discoverer:
         self._corrupt.clear()
         self.election.version_floor = max(self.election.version_floor, version)
         metrics.BUILDERS.set(len(self.mirror.builders))
+        self.election.status_due.set()
         if plan.upsert or plan.remove:
             log.info("version %d: +%d/-%d builders (now %d)", version,
                      len(plan.upsert), len(plan.remove), len(self.mirror.builders))

@@ -1,6 +1,7 @@
 """Each discoverer's own status in Redis: ``{xds}:discoverers`` (holder -> JSON).
 
-Leaders and standbys alike refresh their entry every second, so
+Leaders and standbys alike refresh their entry every second, and at once
+(at most every ``GAP`` seconds) when their role changes or the leader writes, so
 ``redis-cli HGETALL {xds}:discoverers`` (or xdsctl) shows who leads, at which
 epoch and version, when each last polled and what last failed. An entry whose
 ``updated_at`` is old belongs to a process that died; a graceful stop removes it.
@@ -9,6 +10,7 @@ Status is best effort: failing to write it never stops discovery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -25,6 +27,7 @@ from .loop import Discoverer
 log = logging.getLogger(__name__)
 
 EVERY = 1.0
+GAP = 0.05  # the least time between two writes of our entry, however often the role or the set changes
 
 
 def snapshot(election: Election, disc: Discoverer) -> dict:
@@ -43,8 +46,8 @@ def snapshot(election: Election, disc: Discoverer) -> dict:
 
 
 async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
-    """Refresh our entry every ``every`` seconds, and prune dead ones now and then, until cancelled;
-    nothing that goes wrong ends it."""
+    """Refresh our entry every ``every`` seconds and whenever ``election.status_due`` is set (won, lost,
+    released, written), and prune dead ones now and then, until cancelled; nothing that goes wrong ends it."""
     pruned = [0.0]  # monotonic time of the last prune
     await supervise.forever(lambda: _publish_once(election, disc, every, pruned), loop="status",
                             crashes=metrics.LOOP_CRASHES, backoff=every, keeping="status not written")
@@ -52,6 +55,7 @@ async def publish(election: Election, disc: Discoverer, every: float = EVERY) ->
 
 async def _publish_once(election: Election, disc: Discoverer, every: float, pruned: list[float]) -> None:
     store, holder = election.store, election.holder
+    election.status_due.clear()  # before reading the state: a change while we write is published next round
     try:
         await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
                       election.times.command_timeout, "writing status")
@@ -62,7 +66,10 @@ async def _publish_once(election: Election, disc: Discoverer, every: float, prun
         supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, f"status not written, trying again in {every:g}s", log)
     except StoreError as exc:
         log.debug("status not written: %s", exc)
-    await asyncio.sleep(every)
+    await asyncio.sleep(GAP)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, every - GAP)):
+            await election.status_due.wait()
 
 
 async def prune(store: Store, now: float | None = None) -> list[str]:
