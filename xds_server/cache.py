@@ -30,16 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
+from envoy.config.core.v3 import base_pb2
+
 from shared import resources as rs
+from shared.errors import StreamRefused
 from shared.model import Builder
 
+from .nodes import node_listener, node_region
 from .render import ListenerSpec, Rendered, Renderer
 from .snapshot import Delta, TypeSnapshot
 
+log = logging.getLogger(__name__)
 DIFF_LOG = 64  # versions of per-view change sets kept for delta streams
 Pair = tuple[Builder | None, Builder | None]
 
@@ -104,9 +110,13 @@ class _Series:
 class Cache:
     """The rendered state of the builder set for every view in use."""
 
-    def __init__(self, renderer: Renderer, *, region_scope: str = "all", push_interval: float = 0.0):
+    def __init__(self, renderer: Renderer, *, region_scope: str = "all", push_interval: float = 0.0,
+                 listener: ListenerSpec = ListenerSpec(), max_views: int = 256):
         self.renderer = renderer
         self.region_scope = region_scope
+        self.listener = listener  # a node whose bootstrap names no listener gets this one
+        self.max_views = max_views
+        self._open: dict[ViewKey, list] = {}  # view -> [the one key object, streams using it]
         self.push_interval = push_interval
         self._pushed_at = -float("inf")  # monotonic time of the last publish
         self._timer: asyncio.TimerHandle | None = None  # a publish held back by push_interval
@@ -125,10 +135,33 @@ class Cache:
     def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
         return ViewKey(region if self.region_scope == "local" else None, listener)
 
-    def drop_view(self, view: ViewKey) -> None:
-        """Forget a view no stream uses any more (it is rebuilt on demand)."""
-        for type_url in self.types:
-            self._series.pop((view, type_url), None)
+    # --- views (snapshot.SnapshotSource) ----------------------------------------
+    def open_view(self, node: base_pb2.Node) -> ViewKey:
+        """The node's view (region if --region-scope is local, and the listener its bootstrap asks for)."""
+        region = node_region(node)
+        if region is None and self.region_scope == "local":
+            log.warning("node %s has no region while --region-scope is local: it sees no builders", node.id)
+            region = ""
+        view = self.view_for(region, node_listener(node, self.listener))
+        entry = self._open.get(view)
+        if entry is None:
+            if len(self._open) >= self.max_views:
+                raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
+                                                          "distinct views (region, listener address and port)")
+            entry = self._open[view] = [view, 0]
+        entry[1] += 1
+        return entry[0]  # one object per view: lookups by it compare by identity
+
+    def close_view(self, view: ViewKey) -> None:
+        """A stream let go of ``view``; with none left its snapshots are forgotten (rebuilt on demand)."""
+        entry = self._open.get(view)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._open[view]
+            for type_url in self.types:
+                self._series.pop((view, type_url), None)
 
     # --- writers (the follower) ------------------------------------------------
     def replace(self, version: int, builders: Mapping[str, Builder]) -> None:

@@ -134,7 +134,7 @@ class DeltaStream(Stream):
             metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
-                        self.peer.node_id, rs.SHORT[st.type_url], st.sent_version, req.error_detail.message[:300])
+                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), st.sent_version, req.error_detail.message[:300])
             return
         metrics.count_ack(st.type_url, self.cache.ack_latency(st.sent_number))
         self.peer.ack(st.type_url, st.sent_version)
@@ -305,8 +305,4 @@ class DeltaStream(Stream):
             keep = {n for n in holdable if dst.uses_name(n)}
         st.held |= keep
         return [n for n in removed if n not in keep]
-
-    def _dependent(self, type_url: str) -> str | None:
-        """The type whose resources name ``type_url``'s (the inverse of the cache's ``depends_on``)."""
-        return next((t for t in self.cache.types if self.cache.depends_on(t) == type_url), None)
 

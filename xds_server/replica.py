@@ -35,8 +35,9 @@ class Replica:
         renderer = Renderer(cfg.routing, cfg.domain, fcds=cfg.fcds, connect_timeout=cfg.connect_timeout,
                             on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
-        self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
-        self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
+        self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval,
+                           listener=ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
+        self.registry = Registry(self.cache)
         self.follower: Follower | None = None
         self.publisher: StatusPublisher | None = None
         self.port = 0
