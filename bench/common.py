@@ -135,23 +135,35 @@ class Loaders:
         self.target, self.tmp, self.per_loader, self.duration = target, Path(tmp), per_loader, duration
         self.procs: list[tuple[subprocess.Popen, str, Path, Path]] = []  # (process, kind, out, ready)
 
-    def start(self, kind: str, streams: int, *, region: str = "ord") -> None:
+    def start(self, kind: str, streams: int, *, region: str = "ord", extra: list[str] = ()) -> None:
+        """``streams`` more streams; ``extra``: more loadclient flags (--jitter, --resume)."""
         while streams > 0:
             n, i = min(self.per_loader, streams), len(self.procs)
             out, ready = self.tmp / f"load{i}.json", self.tmp / f"ready{i}"
             ready.unlink(missing_ok=True)
+            (self.tmp / f"reopened{i}").unlink(missing_ok=True)
             self.procs.append((subprocess.Popen(
                 [sys.executable, "-m", "bench.loadclient", "--target", self.target, "--streams", str(n),
                  "--kind", kind, "--duration", str(self.duration), "--ready-file", str(ready), "--out", str(out),
-                 "--id-prefix", f"l{i}", "--region", region], cwd=REPO), kind, out, ready))
+                 "--id-prefix", f"l{i}", "--region", region, "--reopened-file", str(self.tmp / f"reopened{i}"),
+                 *extra], cwd=REPO), kind, out, ready))
             streams -= n
 
     def wait_served(self, timeout: float = 90) -> float:
         """Seconds until every stream of every loader had its first CDS and LDS."""
+        return self._wait_files([ready for *_, ready in self.procs], timeout, "loaders did not all connect")
+
+    def wait_reopened(self, timeout: float = 90) -> float:
+        """Seconds until every stream of every loader was opened again and served since (after a failure)."""
+        return self._wait_files([self.tmp / f"reopened{i}" for i in range(len(self.procs))], timeout,
+                                "not every stream was served again")
+
+    @staticmethod
+    def _wait_files(files: list[Path], timeout: float, what: str) -> float:
         t0 = time.monotonic()
-        while not all(ready.exists() for *_, ready in self.procs):
+        while not all(f.exists() for f in files):
             if time.monotonic() - t0 > timeout:
-                raise TimeoutError("loaders did not all connect")
+                raise TimeoutError(what)
             time.sleep(0.05)
         return time.monotonic() - t0
 

@@ -47,6 +47,7 @@ from .snapshot import Delta, TypeSnapshot
 
 log = logging.getLogger(__name__)
 DIFF_LOG = 64  # versions of per-view change sets kept for delta streams
+RECENT = 4  # published snapshots per (view, type) a reconnecting Envoy may hold (``Cache.matching``)
 Pair = tuple[Builder | None, Builder | None]
 
 
@@ -85,6 +86,7 @@ class _Series:
     def __init__(self, snap: TypeSnapshot):
         self.current = snap  # what the transports see (published)
         self.latest = snap  # the newest, published at the next push
+        self.recent: collections.deque[TypeSnapshot] = collections.deque([snap], maxlen=RECENT)  # published
         self.log: collections.deque[tuple[int, frozenset[str]]] = collections.deque(maxlen=DIFF_LOG)
         self.complete_from = snap.seq  # every change after this seq is in the log
         self.deltas: collections.OrderedDict[tuple, tuple] = (
@@ -95,6 +97,11 @@ class _Series:
             self.complete_from = self.log[0][0]
         self.log.append((snap.seq, changed))
         self.latest = snap
+
+    def publish(self) -> None:
+        if self.current is not self.latest:
+            self.current = self.latest
+            self.recent.append(self.latest)
 
     def changed_between(self, old: int, new: int) -> set[str] | None:
         """Names changed after seq ``old`` up to ``new``; None when the log does not reach back."""
@@ -218,7 +225,7 @@ class Cache:
             self._timer = None
         self._pushed_at = time.monotonic()
         for series in self._series.values():
-            series.current = series.latest
+            series.publish()
         for callback in tuple(self._watchers):
             callback()
 
@@ -298,6 +305,15 @@ class Cache:
             render = self._per_builder(type_url)
             resources = {b.sni: render(b) for b in self.builders.values() if self._in_view(view, b)}
         return TypeSnapshot(type_url, self.version, resources, self._uses(type_url, resources), seq=self.seq)
+
+    def matching(self, view: ViewKey, type_url: str, versions: Mapping[str, str]) -> TypeSnapshot | None:
+        """A recently published snapshot whose resources have exactly ``versions``, newest first: one dict
+        comparison each (C), built once per snapshot (see ``SnapshotSource.matching``)."""
+        series = self._series.get((view, type_url))
+        for snap in reversed(series.recent) if series is not None else ():
+            if len(snap.resources) == len(versions) and snap.versions() == versions:
+                return snap
+        return None
 
     def seen_at(self, version: int) -> float:
         """Wall-clock time ``version`` entered Redis (or reached us, after a full load)."""

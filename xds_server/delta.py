@@ -203,15 +203,28 @@ class DeltaStream(Stream):
         if not st.wildcard or st.names or st.held:
             return None
         if st.base is None:
-            if st.initial:
-                return None  # the Envoy has some of them already (a reconnect): its own answer
-            st.base = target
-            return target.delta_message()
+            return self._first(st, target)
         delta = self.cache.delta(self.peer.view, st.base, target)
         if delta.removed and self._may_hold(st):
             return None
         st.base = target
         return delta.message() if delta else None
+
+    def _first(self, st: DeltaState, target: TypeSnapshot) -> tuple[str, bytes] | None:
+        """The first answer to a wildcard stream: everything, or, to a reconnect that holds a snapshot the
+        cache published recently (the current one, or one a change or two ago), what every stream of the
+        view got from there (nothing, or the shared delta): a dict comparison, not one per resource."""
+        if not st.initial:
+            st.base = target
+            return target.delta_message()
+        held = self.cache.matching(self.peer.view, st.type_url, st.initial)
+        if held is None:
+            return None  # it holds something else: its own answer (``_body``)
+        delta = None if held is target else self.cache.delta(self.peer.view, held, target)
+        if delta is not None and delta.removed and self._may_hold(st):
+            return None
+        st.base, st.initial = target, {}
+        return delta.message() if delta else target.held_message()
 
     def _may_hold(self, st: DeltaState) -> bool:
         """Removals of this type may have to wait for the dependent type (``_hold_removals``)."""

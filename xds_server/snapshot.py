@@ -180,6 +180,11 @@ class SnapshotSource(Protocol):
     def delta(self, view: Hashable, old: TypeSnapshot, new: TypeSnapshot) -> Delta:
         """old -> new, built once and shared by every wildcard stream of the view."""
 
+    def matching(self, view: Hashable, type_url: str, versions: Mapping[str, str]) -> TypeSnapshot | None:
+        """The current snapshot, or one of the few published before it, whose resources have exactly
+        ``versions`` (name -> version: a reconnecting Envoy's ``initial_resource_versions``), else None.
+        A stream that holds one of them is brought to the current one by the shared delta."""
+
     def may_appear(self, type_url: str, name: str) -> bool:
         """An unknown name that a builder may still take (on-demand CDS): wait before saying removed."""
 

@@ -41,6 +41,7 @@ class StatusPublisher:
         self.stale_after = stale_after
         self.coalesce = coalesce
         self._last_full = 0.0
+        self._lag_at = -float("inf")  # when xds_envoy_version_lag_max was last computed
         self.tags = tags or {}  # constant fields of the replica's entry (host, workers)
 
     async def run(self) -> None:
@@ -82,8 +83,10 @@ class StatusPublisher:
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
-        lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
-        metrics.VERSION_LAG.set(max(lag, default=0))
+        if now - self._lag_at >= self.every:  # a pass over every peer: once per heartbeat, not per ACK burst
+            self._lag_at = now
+            lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
+            metrics.VERSION_LAG.set(max(lag, default=0))
         try:
             await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
             await self.store.put_status(keys.envoys, envoys, stale=await self._ours(left))

@@ -1,0 +1,191 @@
+"""A replica's death under many Envoys: replica A is killed (SIGKILL) under N delta streams that reconnect
+to replica B as Envoy does; how long until every stream is served again, and what a change costs the
+streams already on B during that storm.
+
+    python -m bench.bench_storm [--streams 1000,3000] [--builders 500] [--workers 1] [--connected 200]
+                                [--jitter 0.5] [--no-save] [--py-spy FILE]
+
+Simulated Envoys (bench/loadclient.py, 500 streams a process) open on A with B as the next target;
+after A dies each stream waits uniform(0, --jitter) s and opens on B with ``initial_resource_versions``
+(what it holds). ``--connected`` more streams sit on B throughout. 250 ms after the kill (in the
+middle of the storm) one builder is added. Figures per run: every storm stream re-served by B (its
+first CDS and LDS after the kill) from the kill and from its own open on B (B's work and queueing),
+resources resent that the stream already held (0 when B resends nothing needlessly), the change's
+latency at the connected streams (push pacing included) and at the storm streams, B's CPU seconds
+during the storm, and the load average (the machine is shared: figures under load say so).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .bench_fanout import wait_workers
+from .common import (Loaders, Writer, builder, cleanup, pct, proc_cpu, save, seed, set_version, start_redis,
+                     start_xds, table, wait_ready)
+
+PER_LOADER = 500
+CHANGE_AFTER = 0.25  # seconds after the kill: the change lands while streams reconnect
+
+
+def ms(values: list[float], q: float) -> float:
+    return round(pct(values, q) * 1000, 1)
+
+
+def reserved(data: dict, t_kill: float) -> tuple[list[float], list[float], int]:
+    """Per storm stream: seconds from the kill, and from its open on B, to its first CDS and LDS after
+    the kill; and resources resent at versions the stream held before the kill."""
+    from_kill, from_open, needless = [], [], 0
+    for recs, counts, opens in zip(data["records"], data["counts"], data["opens"]):
+        reopen = next((t for at, t in opens if t > t_kill), None)
+        first: dict[str, float] = {}
+        before = {typ: ver for typ, ver, t in recs if t <= t_kill}
+        for (typ, ver, t), n in zip(recs, counts):
+            if t > t_kill:
+                first.setdefault(typ, t)
+                needless += n if ver == before.get(typ) else 0
+        if reopen is None or len(first) < 2:
+            from_kill.append(float("inf"))
+            continue
+        from_kill.append(max(first.values()) - t_kill)
+        from_open.append(max(first.values()) - reopen)
+    return from_kill, from_open, needless
+
+
+def change_latency(loaded: list[dict], version: int, t0: float) -> list[float]:
+    """Per stream: seconds from the change until it had every type that ``version`` changed."""
+    out = []
+    for data in loaded:
+        for recs in data["records"]:
+            times: dict[str, float] = {}
+            for typ, ver, t in recs:
+                if set_version(ver) == version:
+                    times.setdefault(typ, t)
+            out.append(max(times.values()) - t0 if times else float("inf"))
+    return out
+
+
+def start_pair(url: str, tmp: Path, workers: int):
+    a, target_a = start_xds(url, tmp / "a.log")
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    b, target_b = start_xds(url, tmp / "b.log", extra=extra)
+    wait_ready(target_a)
+    wait_ready(target_b)
+    wait_workers(url, workers)
+    return (a, target_a), (b, target_b)
+
+
+def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_pid: int):
+    """Kill A; add a builder CHANGE_AFTER later. Returns (kill time, change time, change version, profiler)."""
+    spy = None
+    if profile:
+        spy = subprocess.Popen([str(Path(os.sys.executable).parent / "py-spy"), "record", "-o", profile, "-f", "raw",
+                                "-r", "250", "--pid", str(b_pid), "--subprocesses", "--idle"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attaches
+    t_kill = time.time()
+    a.send_signal(signal.SIGKILL)
+
+    async def change():
+        await asyncio.sleep(CHANGE_AFTER)
+        async with Writer(url) as w:
+            t0 = time.time()
+            return t0, await w.apply([builder(builders + 1)])
+
+    t_change, version = asyncio.run(change())
+    return t_kill, t_change, version, spy
+
+
+def run_one(streams: int, builders: int, workers: int, connected: int, jitter: float, tmp: Path,
+            profile: str | None = None) -> dict:
+    redis = start_redis(tmp / f"redis-{streams}-{workers}")
+    a = b = storming = steady = None
+    try:
+        seed(redis.url, builders)
+        (a, target_a), (b, target_b) = start_pair(redis.url, tmp, workers)
+        storming = Loaders(f"{target_a},{target_b}", tmp / "storm", per_loader=PER_LOADER)
+        steady = Loaders(target_b, tmp / "steady", per_loader=PER_LOADER)
+        for loaders in (storming, steady):
+            loaders.tmp.mkdir(exist_ok=True)
+        storming.start("delta", streams, extra=["--jitter", str(jitter), "--resume"])
+        if connected:
+            steady.start("delta", connected)
+        storming.wait_served()
+        steady.wait_served()
+        time.sleep(1.0)  # every ACK in; status entries written
+        load_before, cpu_before = os.getloadavg()[0], proc_cpu(b.pid)
+        t_kill, t_change, version, spy = storm(redis.url, a, builders, profile, b.pid)
+        storm_s = storming.wait_reopened(timeout=60 + streams / 50)
+        cpu_storm = proc_cpu(b.pid) - cpu_before
+        time.sleep(1.0)  # the change reaches every stream
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        stormed = [d for _, d in storming.stop()]
+        settled = [d for _, d in steady.stop()] if connected else []
+        return summarize(streams, builders, workers, jitter, stormed, settled, t_kill, t_change, version,
+                         storm_s, cpu_storm, load_before)
+    finally:
+        if steady is not None:
+            steady.kill()
+        cleanup(storming, b, redis)
+        if a is not None and a.poll() is None:
+            a.kill()
+
+
+def summarize(streams, builders, workers, jitter, stormed, settled, t_kill, t_change, version, storm_s, cpu,
+              load_before) -> dict:
+    from_kill, from_open, needless = [], [], 0
+    for data in stormed:
+        k, o, n = reserved(data, t_kill)
+        from_kill += k
+        from_open += o
+        needless += n
+    steady = change_latency(settled, version, t_change)
+    stormy = change_latency(stormed, version, t_change)
+    return {"streams": streams, "builders": builders, "workers": workers, "jitter_s": jitter,
+            "connected": sum(len(d["records"]) for d in settled),
+            "reserved_p50_ms": ms(from_kill, 50), "reserved_p99_ms": ms(from_kill, 99),
+            "reserved_max_ms": ms(from_kill, 100), "all_reserved_s": round(storm_s, 2),
+            "from_open_p50_ms": ms(from_open, 50), "from_open_p99_ms": ms(from_open, 99),
+            "not_reserved": sum(1 for x in from_kill if x == float("inf")), "needless_resent": needless,
+            "change_connected_p50_ms": ms(steady, 50), "change_connected_p99_ms": ms(steady, 99),
+            "change_storm_p99_ms": ms(stormy, 99),
+            "b_cpu_s": round(cpu, 2), "b_cpu_ms_per_reconnect": round(cpu / streams * 1000, 3),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser()
+    p.add_argument("--streams", default="1000,3000")
+    p.add_argument("--builders", type=int, default=500)
+    p.add_argument("--workers", default="1", help="xds-server --workers of the survivor, comma-separated")
+    p.add_argument("--connected", type=int, default=200, help="streams on the survivor throughout")
+    p.add_argument("--jitter", type=float, default=0.5, help="reconnect delay: uniform(0, S) seconds")
+    p.add_argument("--py-spy", dest="profile", help="record the survivor during the storm (py-spy raw output)")
+    p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for n in map(int, args.streams.split(",")):
+            for workers in map(int, args.workers.split(",")):
+                rows.append(run_one(n, args.builders, workers, args.connected, args.jitter, Path(d), args.profile))
+                print(rows[-1], flush=True)
+    print(table(f"storm: replica killed under N delta streams, {args.builders} builders, jitter 0-{args.jitter} s",
+                ["streams", "workers", "re-served p50 ms", "p99 ms", "max ms", "from open p99", "needless",
+                 "change p99 (connected)", "B cpu ms/reconnect", "load"],
+                [[r["streams"], r["workers"], r["reserved_p50_ms"], r["reserved_p99_ms"], r["reserved_max_ms"],
+                  r["from_open_p99_ms"], r["needless_resent"], r["change_connected_p99_ms"],
+                  r["b_cpu_ms_per_reconnect"], r["load_before"]] for r in rows]))
+    if not args.no_save:
+        save("storm", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
