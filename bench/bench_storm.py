@@ -5,7 +5,7 @@ streams already on B during that storm.
     python -m bench.bench_storm [--streams 1000,3000] [--builders 500] [--workers 1] [--connected 200]
                                 [--jitter 0.5] [--no-save] [--py-spy FILE]
 
-Simulated Envoys (bench/loadclient.py, 500 streams a process) open on A with B as the next target;
+Simulated Envoys (bench/loadclient.py, 500 streams a process, 10 a TCP connection) open on A with B as the next target;
 after A dies each stream waits uniform(0, --jitter) s and opens on B with ``initial_resource_versions``
 (what it holds). ``--connected`` more streams sit on B throughout. 250 ms after the kill (in the
 middle of the storm) one builder is added. Figures per run: every storm stream re-served by B (its
@@ -30,6 +30,7 @@ from .common import (Loaders, Writer, builder, cleanup, pct, proc_cpu, save, see
                      start_xds, table, wait_ready)
 
 PER_LOADER = 500
+PER_CONNECTION = ["--per-connection", "10"]  # TCP connections: spread over the survivor's workers
 CHANGE_AFTER = 0.25  # seconds after the kill: the change lands while streams reconnect
 
 
@@ -112,9 +113,9 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
         steady = Loaders(target_b, tmp / "steady", per_loader=PER_LOADER)
         for loaders in (storming, steady):
             loaders.tmp.mkdir(exist_ok=True)
-        storming.start("delta", streams, extra=["--jitter", str(jitter), "--resume"])
+        storming.start("delta", streams, extra=["--jitter", str(jitter), "--resume", *PER_CONNECTION])
         if connected:
-            steady.start("delta", connected)
+            steady.start("delta", connected, extra=PER_CONNECTION)
         storming.wait_served()
         steady.wait_served()
         time.sleep(1.0)  # every ACK in; status entries written

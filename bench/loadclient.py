@@ -20,7 +20,11 @@ written when every stream was opened again and served since); with ``--resume`` 
 delta stream sends ``initial_resource_versions`` (what it holds, per type) and
 a SotW stream its last ``version_info``. The JSON then also holds, per
 stream, ``counts`` (resources in each response, parallel to records) and
-``opens`` ([target index, wall-clock time] of every stream opened).
+``opens`` ([target index, wall-clock time] of every stream opened). By default
+every stream of the process shares one TCP connection per target (gRPC's
+subchannel pool); ``--per-connection N`` gives every N streams their own, so
+that ``xds-server --workers`` (SO_REUSEPORT: one worker per connection) sees
+many clients, as it does with real Envoys.
 """
 from __future__ import annotations
 
@@ -156,9 +160,12 @@ class Loader:
                     f.write(str(time.time()))
 
     async def run(self) -> None:
-        per_channel = 100
-        groups = [[grpc.aio.insecure_channel(t, options=[("grpc.max_receive_message_length", 256 << 20)])
-                   for t in self.targets] for _ in range((self.args.streams + per_channel - 1) // per_channel)]
+        per_channel = self.args.per_connection or 100
+        options = [("grpc.max_receive_message_length", 256 << 20)]
+        if self.args.per_connection:  # a connection of its own per channel (else gRPC shares one per target)
+            options.append(("grpc.use_local_subchannel_pool", 1))
+        groups = [[grpc.aio.insecure_channel(t, options=options) for t in self.targets]
+                  for _ in range((self.args.streams + per_channel - 1) // per_channel)]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -199,6 +206,9 @@ def main() -> None:
     p.add_argument("--id-prefix", default="load")
     p.add_argument("--ready-file")
     p.add_argument("--jitter", type=float, help="first retry after a served stream fails: uniform(0, S) seconds")
+    p.add_argument("--per-connection", type=int, default=0,
+                   help="streams per TCP connection (Envoy: 1; a replica's workers share connections, not "
+                        "streams); default: one connection per target for the whole process")
     p.add_argument("--reopened-file", help="written when every stream was opened again and served since")
     p.add_argument("--resume", action="store_true", help="reopen with what the stream holds (initial versions)")
     p.add_argument("--out", required=True)
