@@ -4,6 +4,7 @@ streams already on B during that storm.
 
     python -m bench.bench_storm [--streams 1000,3000] [--builders 500] [--workers 1] [--connected 200]
                                 [--jitter 0.5] [--no-save] [--py-spy FILE]
+    python -m bench.bench_storm --cold 3000x500,1000x10000 [--workers 1]
 
 Simulated Envoys (bench/loadclient.py, 500 streams a process, 10 a TCP connection) open on A with B as the next target;
 after A dies each stream waits uniform(0, --jitter) s and opens on B with ``initial_resource_versions``
@@ -13,6 +14,10 @@ first CDS and LDS after the kill) from the kill and from its own open on B (B's 
 resources resent that the stream already held (0 when B resends nothing needlessly), the change's
 latency at the connected streams (push pacing included) and at the storm streams, B's CPU seconds
 during the storm, and the load average (the machine is shared: figures under load say so).
+
+``--cold STREAMSxBUILDERS,...``: a fleet-wide Envoy restart instead: one replica, every stream opened
+at once with nothing held (no initial versions); seconds until every stream had its first CDS and
+LDS, the replica's peak RSS and CPU seconds (section ``storm_cold``).
 """
 from __future__ import annotations
 
@@ -26,8 +31,8 @@ import time
 from pathlib import Path
 
 from .bench_fanout import wait_workers
-from .common import (Loaders, Writer, builder, cleanup, pct, proc_cpu, save, seed, set_version, start_redis,
-                     start_xds, table, wait_ready)
+from .common import (Loaders, Writer, builder, cleanup, pct, proc_cpu, rss_mb, save, seed, set_version,
+                     start_redis, start_xds, table, wait_ready)
 
 PER_LOADER = 500
 PER_CONNECTION = ["--per-connection", "10"]  # TCP connections: spread over the survivor's workers
@@ -119,10 +124,10 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
         storming.wait_served()
         steady.wait_served()
         time.sleep(1.0)  # every ACK in; status entries written
-        load_before, cpu_before = os.getloadavg()[0], proc_cpu(b.pid)
+        load_before, cpu_before = os.getloadavg()[0], tree_cpu(b.pid)
         t_kill, t_change, version, spy = storm(redis.url, a, builders, profile, b.pid)
         storm_s = storming.wait_reopened(timeout=60 + streams / 50)
-        cpu_storm = proc_cpu(b.pid) - cpu_before
+        cpu_storm = tree_cpu(b.pid) - cpu_before
         time.sleep(1.0)  # the change reaches every stream
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -137,6 +142,45 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
         cleanup(storming, b, redis)
         if a is not None and a.poll() is None:
             a.kill()
+
+
+def run_cold(streams: int, builders: int, workers: int, tmp: Path) -> dict:
+    redis = start_redis(tmp / f"redis-cold-{streams}-{builders}")
+    xds = loaders = None
+    try:
+        seed(redis.url, builders)
+        xds, target = start_xds(redis.url, tmp / "cold.log", extra=["--workers", str(workers)] if workers > 1 else [])
+        wait_ready(target)
+        wait_workers(redis.url, workers)
+        loaders = Loaders(target, tmp / "cold", per_loader=PER_LOADER, duration=600)
+        loaders.tmp.mkdir(exist_ok=True)
+        load_before, cpu_before, t0 = os.getloadavg()[0], tree_cpu(xds.pid), time.monotonic()
+        loaders.start("delta", streams, extra=PER_CONNECTION)
+        served = loaders.wait_served(timeout=300 + streams * builders / 20_000)
+        return {"streams": streams, "builders": builders, "workers": workers,
+                "all_served_s": round(time.monotonic() - t0, 2), "loaders_connect_s": round(served, 2),
+                "peak_rss_mb": round(tree_peak_rss(xds.pid), 1), "cpu_s": round(tree_cpu(xds.pid) - cpu_before, 2),
+                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    finally:
+        cleanup(loaders, xds, redis)
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its children (the workers of ``--workers N``)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        children = []
+    return [pid, *map(int, children)]
+
+
+def tree_cpu(pid: int) -> float:
+    return sum(proc_cpu(p) for p in tree(pid))
+
+
+def tree_peak_rss(pid: int) -> float:
+    """The peak RSS of the largest process of the tree (a worker's, or the replica's own)."""
+    return max(rss_mb(p, "VmHWM") for p in tree(pid))
 
 
 def summarize(streams, builders, workers, jitter, stormed, settled, t_kill, t_change, version, storm_s, cpu,
@@ -169,8 +213,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--connected", type=int, default=200, help="streams on the survivor throughout")
     p.add_argument("--jitter", type=float, default=0.5, help="reconnect delay: uniform(0, S) seconds")
     p.add_argument("--py-spy", dest="profile", help="record the survivor during the storm (py-spy raw output)")
+    p.add_argument("--cold", help="STREAMSxBUILDERS,...: every stream opened at once, nothing held")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
     args = p.parse_args(argv)
+    if args.cold:
+        return cold(args)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for n in map(int, args.streams.split(",")):
@@ -185,6 +232,23 @@ def main(argv=None) -> list[dict]:
                   r["b_cpu_ms_per_reconnect"], r["load_before"]] for r in rows]))
     if not args.no_save:
         save("storm", rows)
+    return rows
+
+
+def cold(args) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for case in args.cold.split(","):
+            streams, builders = map(int, case.split("x"))
+            for workers in map(int, args.workers.split(",")):
+                rows.append(run_cold(streams, builders, workers, Path(d)))
+                print(rows[-1], flush=True)
+    print(table("cold start: every stream opened at once, nothing held",
+                ["streams", "builders", "workers", "all served s", "peak RSS MB", "replica cpu s", "load"],
+                [[r["streams"], r["builders"], r["workers"], r["all_served_s"], r["peak_rss_mb"], r["cpu_s"],
+                  r["load_before"]] for r in rows]))
+    if not args.no_save:
+        save("storm_cold", rows)
     return rows
 
 

@@ -306,12 +306,12 @@ class Cache:
             resources = {b.sni: render(b) for b in self.builders.values() if self._in_view(view, b)}
         return TypeSnapshot(type_url, self.version, resources, self._uses(type_url, resources), seq=self.seq)
 
-    def matching(self, view: ViewKey, type_url: str, versions: Mapping[str, str]) -> TypeSnapshot | None:
-        """A recently published snapshot whose resources have exactly ``versions``, newest first: one dict
-        comparison each (C), built once per snapshot (see ``SnapshotSource.matching``)."""
+    def matching(self, view: ViewKey, type_url: str, held: bytes) -> TypeSnapshot | None:
+        """A recently published snapshot that a reconnecting Envoy holds exactly, newest first: one
+        bytes comparison each, the key built once per snapshot (see ``SnapshotSource.matching``)."""
         series = self._series.get((view, type_url))
         for snap in reversed(series.recent) if series is not None else ():
-            if len(snap.resources) == len(versions) and snap.versions() == versions:
+            if snap.held_key() == held:
                 return snap
         return None
 

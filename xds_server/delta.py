@@ -25,7 +25,7 @@ from shared import resources as rs
 
 from . import metrics
 from .render import Rendered
-from .snapshot import Delta, TypeSnapshot, with_nonce
+from .snapshot import Delta, TypeSnapshot, held_key, with_nonce
 from .stream import Stream
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ class DeltaState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)  # explicit subscriptions
     base: TypeSnapshot | None = None  # wildcard: the snapshot the Envoy was brought to
-    initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
+    initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions (see initial_versions)
+    held_key: bytes = b""  # the same, canonical (snapshot.held_key): a reconnect is matched by it
+    _initial: object = None  # the request's map, made a dict only when a reconnect is answered alone
     known: dict[str, Rendered] = field(default_factory=dict)  # explicit names -> what the Envoy was sent
     dirty: set[str] = field(default_factory=set)  # explicit names owed an answer
     checked: TypeSnapshot | None = None  # snapshot the explicit names were last checked against
@@ -48,6 +50,12 @@ class DeltaState:
     sent_version: str = ""
     sent_number: int = 0  # the set version of sent_version
     using: collections.Counter = field(default_factory=collections.Counter)  # uses of the known resources
+
+    def initial_versions(self) -> dict[str, str]:
+        """initial_resource_versions as a dict (converting a protobuf map costs a Python step per name)."""
+        if self._initial is not None:
+            self.initial, self._initial = dict(self._initial), None
+        return self.initial
 
     def idle(self, target: TypeSnapshot) -> bool:
         """Nothing can be due for ``target``: the common case after an ACK (checked without building anything)."""
@@ -94,10 +102,9 @@ class DeltaStream(Stream):
         if not self.accepts(type_url):
             return
         subscribe, unsubscribe = req.resource_names_subscribe, req.resource_names_unsubscribe
-        st = self.states.get(type_url)
+        st = known = self.states.get(type_url)
         if st is None:
             st = self.states[type_url] = DeltaState(type_url)
-            st.initial = dict(req.initial_resource_versions)
             if not subscribe:
                 st.wildcard = True  # legacy wildcard: a first request naming nothing
         if subscribe or unsubscribe:  # an ACK names none: not even an empty loop over them
@@ -105,6 +112,9 @@ class DeltaStream(Stream):
         nonce = req.response_nonce
         if nonce and nonce == st.nonce:
             self._answer(st, req)
+        if known is None and req.initial_resource_versions:  # a reconnect: what the Envoy holds
+            st._initial = req.initial_resource_versions
+            st.held_key = held_key(req)  # last: it empties the request's other fields
 
     def _subscribe(self, st: DeltaState, subscribe, unsubscribe) -> None:
         for name in subscribe:
@@ -214,16 +224,16 @@ class DeltaStream(Stream):
         """The first answer to a wildcard stream: everything, or, to a reconnect that holds a snapshot the
         cache published recently (the current one, or one a change or two ago), what every stream of the
         view got from there (nothing, or the shared delta): a dict comparison, not one per resource."""
-        if not st.initial:
+        if not st.held_key:
             st.base = target
             return target.delta_message()
-        held = self.cache.matching(self.peer.view, st.type_url, st.initial)
+        held = self.cache.matching(self.peer.view, st.type_url, st.held_key)
         if held is None:
             return None  # it holds something else: its own answer (``_body``)
         delta = None if held is target else self.cache.delta(self.peer.view, held, target)
         if delta is not None and delta.removed and self._may_hold(st):
             return None
-        st.base, st.initial = target, {}
+        st.base, st.held_key, st._initial = target, b"", None
         return delta.message() if delta else target.held_message()
 
     def _may_hold(self, st: DeltaState) -> bool:
@@ -245,9 +255,10 @@ class DeltaStream(Stream):
         if st.wildcard and st.base is not target:
             if st.base is None:
                 res = target.resources
-                updated = [res[n] for n in sorted(res) if st.initial.get(n) != res[n].version]
-                removed = [n for n in st.initial if n not in target.resources]
-                st.initial = {}
+                initial = st.initial_versions()
+                updated = [res[n] for n in sorted(res) if initial.get(n) != res[n].version]
+                removed = [n for n in initial if n not in target.resources]
+                st.initial, st.held_key = {}, b""
             else:
                 shared = self.cache.delta(self.peer.view, st.base, target)
                 updated, removed = list(shared.updated), list(shared.removed)
@@ -286,7 +297,7 @@ class DeltaStream(Stream):
             if r is not None:
                 st.waiting.pop(name, None)
                 had = st.known.get(name)
-                if had is None and st.initial.pop(name, None) == r.version:
+                if had is None and st.initial_versions().pop(name, None) == r.version:
                     st.know(name, r)  # a reconnecting Envoy has it already (initial_resource_versions)
                 elif had is None or had.version != r.version:
                     st.know(name, r)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, Protocol
 
 from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from . import wire
 from .render import Rendered
@@ -46,6 +47,7 @@ class TypeSnapshot:
     _delta_message: tuple[str, bytes] | None = field(default=None, repr=False)
     _versions: dict[str, str] | None = field(default=None, repr=False)
     _held_message: tuple[str, bytes] | None = field(default=None, repr=False)
+    _held_key: bytes | None = field(default=None, repr=False)
 
     @property
     def version_info(self) -> str:
@@ -89,12 +91,32 @@ class TypeSnapshot:
             self._versions = {n: r.version for n, r in self.resources.items()}
         return self._versions
 
+    def held_key(self) -> bytes:
+        """What an Envoy that holds exactly this snapshot sends on reconnecting, spelled as ``held_key``
+        spells its first request: compared as bytes (memcmp), not resource by resource."""
+        if self._held_key is None:
+            request = discovery_pb2.DeltaDiscoveryRequest(type_url=self.type_url,
+                                                          initial_resource_versions=self.versions())
+            self._held_key = request.SerializeToString(deterministic=True)
+        return self._held_key
+
     def held_message(self) -> tuple[str, bytes]:
         """(nonce, a DeltaDiscoveryResponse with no resources): the first answer to a wildcard stream
         that holds this snapshot already (a reconnect), one message for all of them."""
         if self._held_message is None:
             self._held_message = shared_message(Delta.build(self.type_url, self.version, (), ()).body, "d")
         return self._held_message
+
+
+def held_key(request: discovery_pb2.DeltaDiscoveryRequest) -> bytes:
+    """A first delta request's type and ``initial_resource_versions``, canonical (keys sorted, by
+    protobuf's deterministic serialization, in C): equal to ``TypeSnapshot.held_key`` of the snapshot
+    whose resources have exactly those versions. Empties the request's other fields (node, names):
+    call it last."""
+    for desc, _ in request.ListFields():
+        if desc.name not in ("type_url", "initial_resource_versions"):
+            request.ClearField(desc.name)
+    return request.SerializeToString(deterministic=True)
 
 
 _shared_nonces = itertools.count(1)
@@ -180,9 +202,9 @@ class SnapshotSource(Protocol):
     def delta(self, view: Hashable, old: TypeSnapshot, new: TypeSnapshot) -> Delta:
         """old -> new, built once and shared by every wildcard stream of the view."""
 
-    def matching(self, view: Hashable, type_url: str, versions: Mapping[str, str]) -> TypeSnapshot | None:
-        """The current snapshot, or one of the few published before it, whose resources have exactly
-        ``versions`` (name -> version: a reconnecting Envoy's ``initial_resource_versions``), else None.
+    def matching(self, view: Hashable, type_url: str, held: bytes) -> TypeSnapshot | None:
+        """The current snapshot, or one of the few published before it, that a reconnecting Envoy holds
+        exactly (``held``: its ``initial_resource_versions`` as ``held_key`` spells them), else None.
         A stream that holds one of them is brought to the current one by the shared delta."""
 
     def may_appear(self, type_url: str, name: str) -> bool:

@@ -61,8 +61,8 @@ class FakeSource:
                    old.resources[n].version != r.version]
         return Delta.build(new.type_url, new.version, updated, sorted(set(old.resources) - set(new.resources)))
 
-    def matching(self, view, type_url: str, versions) -> TypeSnapshot | None:
-        return next((s for s in reversed(self.history[type_url]) if s.versions() == versions), None)
+    def matching(self, view, type_url: str, held: bytes) -> TypeSnapshot | None:
+        return next((s for s in reversed(self.history[type_url]) if s.held_key() == held), None)
 
     def may_appear(self, type_url: str, name: str) -> bool:
         return False
