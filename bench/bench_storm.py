@@ -17,22 +17,25 @@ during the storm, and the load average (the machine is shared: figures under loa
 
 ``--cold STREAMSxBUILDERS,...``: a fleet-wide Envoy restart instead: one replica, every stream opened
 at once with nothing held (no initial versions); seconds until every stream had its first CDS and
-LDS, the replica's peak RSS and CPU seconds (section ``storm_cold``).
+LDS, the replica's peak RSS and CPU seconds (section ``storm_cold``); then the same streams on
+bench/grpc_floor.py (gRPC alone, empty responses), in the same run: the transport's floor per stream.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from .bench_fanout import wait_workers
-from .common import (Loaders, Writer, builder, cleanup, pct, proc_cpu, rss_mb, save, seed, set_version,
-                     start_redis, start_xds, table, wait_ready)
+from .common import (REPO, Loaders, Writer, builder, cleanup, free_port, pct, proc_cpu, rss_mb, save, seed,
+                     set_version, start_redis, start_xds, table, wait_ready, wait_until)
 
 PER_LOADER = 500
 PER_CONNECTION = ["--per-connection", "10"]  # TCP connections: spread over the survivor's workers
@@ -145,24 +148,48 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
 
 
 def run_cold(streams: int, builders: int, workers: int, tmp: Path) -> dict:
+    """The replica's cold start, then grpc_floor's (same streams, empty responses) in the same run."""
     redis = start_redis(tmp / f"redis-cold-{streams}-{builders}")
-    xds = loaders = None
+    xds = None
     try:
         seed(redis.url, builders)
         xds, target = start_xds(redis.url, tmp / "cold.log", extra=["--workers", str(workers)] if workers > 1 else [])
         wait_ready(target)
         wait_workers(redis.url, workers)
-        loaders = Loaders(target, tmp / "cold", per_loader=PER_LOADER, duration=600)
-        loaders.tmp.mkdir(exist_ok=True)
-        load_before, cpu_before, t0 = os.getloadavg()[0], tree_cpu(xds.pid), time.monotonic()
+        row = {"streams": streams, "builders": builders, "workers": workers, **opened(xds, target, streams, tmp)}
+    finally:
+        cleanup(None, xds, redis)
+    target = f"127.0.0.1:{free_port()}"
+    floor = subprocess.Popen([os.sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
+    try:
+        wait_until(lambda: listening(target), 30, what="grpc_floor listening")
+        row.update({f"floor_{k}": v for k, v in opened(floor, target, streams, tmp).items() if not k.startswith("load")})
+    finally:
+        floor.kill()
+        floor.wait(10)
+    return row
+
+
+def opened(server: subprocess.Popen, target: str, streams: int, tmp: Path) -> dict:
+    """Every stream opened at once on ``server``: seconds until all had CDS and LDS, its CPU and peak RSS."""
+    loaders = Loaders(target, Path(tempfile.mkdtemp(dir=tmp)), per_loader=PER_LOADER, duration=600)
+    try:
+        load_before, cpu_before, t0 = os.getloadavg()[0], tree_cpu(server.pid), time.monotonic()
         loaders.start("delta", streams, extra=PER_CONNECTION)
-        served = loaders.wait_served(timeout=300 + streams * builders / 20_000)
-        return {"streams": streams, "builders": builders, "workers": workers,
-                "all_served_s": round(time.monotonic() - t0, 2), "loaders_connect_s": round(served, 2),
-                "peak_rss_mb": round(tree_peak_rss(xds.pid), 1), "cpu_s": round(tree_cpu(xds.pid) - cpu_before, 2),
+        loaders.wait_served(timeout=600)
+        return {"all_served_s": round(time.monotonic() - t0, 2), "cpu_s": round(tree_cpu(server.pid) - cpu_before, 2),
+                "cpu_ms_per_stream": round((tree_cpu(server.pid) - cpu_before) / streams * 1000, 3),
+                "peak_rss_mb": round(tree_peak_rss(server.pid), 1),
                 "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
     finally:
-        cleanup(loaders, xds, redis)
+        loaders.kill()
+
+
+def listening(target: str) -> bool:
+    host, port = target.rsplit(":", 1)
+    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=0.5):
+        return True
+    return False
 
 
 def tree(pid: int) -> list[int]:
@@ -243,10 +270,11 @@ def cold(args) -> list[dict]:
             for workers in map(int, args.workers.split(",")):
                 rows.append(run_cold(streams, builders, workers, Path(d)))
                 print(rows[-1], flush=True)
-    print(table("cold start: every stream opened at once, nothing held",
-                ["streams", "builders", "workers", "all served s", "peak RSS MB", "replica cpu s", "load"],
-                [[r["streams"], r["builders"], r["workers"], r["all_served_s"], r["peak_rss_mb"], r["cpu_s"],
-                  r["load_before"]] for r in rows]))
+    print(table("cold start: every stream opened at once, nothing held (floor: grpc_floor, empty responses)",
+                ["streams", "builders", "workers", "all served s", "peak RSS MB", "cpu ms/stream", "floor cpu ms/stream",
+                 "load"],
+                [[r["streams"], r["builders"], r["workers"], r["all_served_s"], r["peak_rss_mb"], r["cpu_ms_per_stream"],
+                  r["floor_cpu_ms_per_stream"], r["load_before"]] for r in rows]))
     if not args.no_save:
         save("storm_cold", rows)
     return rows
