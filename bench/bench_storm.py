@@ -3,7 +3,7 @@ to replica B as Envoy does; how long until every stream is served again, and wha
 streams already on B during that storm.
 
     python -m bench.bench_storm [--streams 1000,3000] [--builders 500] [--workers 1] [--connected 200]
-                                [--jitter 0.5] [--no-save] [--py-spy FILE]
+                                [--jitter 0.5] [--floor] [--no-save] [--py-spy FILE]
     python -m bench.bench_storm --cold 3000x500,1000x10000 [--workers 1]
 
 Simulated Envoys (bench/loadclient.py, 500 streams a process, 10 a TCP connection) open on A with B as the next target;
@@ -13,7 +13,9 @@ middle of the storm) one builder is added. Figures per run: every storm stream r
 first CDS and LDS after the kill) from the kill and from its own open on B (B's work and queueing),
 resources resent that the stream already held (0 when B resends nothing needlessly), the change's
 latency at the connected streams (push pacing included) and at the storm streams, B's CPU seconds
-during the storm, and the load average (the machine is shared: figures under load say so).
+during the storm, and the load average (the machine is shared: figures under load say so). With
+``--floor`` each storm is run again between two bench/grpc_floor.py servers (gRPC alone, empty
+responses; no change reaches them): how fast this machine and these load clients allow at all.
 
 ``--cold STREAMSxBUILDERS,...``: a fleet-wide Envoy restart instead: one replica, every stream opened
 at once with nothing held (no initial versions); seconds until every stream had its first CDS and
@@ -79,7 +81,9 @@ def change_latency(loaded: list[dict], version: int, t0: float) -> list[float]:
     return out
 
 
-def start_pair(url: str, tmp: Path, workers: int):
+def start_pair(url: str, tmp: Path, workers: int, floor: bool = False):
+    if floor:
+        return start_floor(), start_floor()
     a, target_a = start_xds(url, tmp / "a.log")
     extra = ["--workers", str(workers)] if workers > 1 else []
     b, target_b = start_xds(url, tmp / "b.log", extra=extra)
@@ -87,6 +91,14 @@ def start_pair(url: str, tmp: Path, workers: int):
     wait_ready(target_b)
     wait_workers(url, workers)
     return (a, target_a), (b, target_b)
+
+
+def start_floor() -> tuple[subprocess.Popen, str]:
+    """bench/grpc_floor.py: gRPC alone, answering each stream's first CDS and LDS with empty responses."""
+    target = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([os.sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
+    wait_until(lambda: listening(target), 30, what="grpc_floor listening")
+    return proc, target
 
 
 def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_pid: int):
@@ -111,12 +123,12 @@ def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_p
 
 
 def run_one(streams: int, builders: int, workers: int, connected: int, jitter: float, tmp: Path,
-            profile: str | None = None) -> dict:
+            profile: str | None = None, floor: bool = False) -> dict:
     redis = start_redis(tmp / f"redis-{streams}-{workers}")
     a = b = storming = steady = None
     try:
         seed(redis.url, builders)
-        (a, target_a), (b, target_b) = start_pair(redis.url, tmp, workers)
+        (a, target_a), (b, target_b) = start_pair(redis.url, tmp, workers, floor)
         storming = Loaders(f"{target_a},{target_b}", tmp / "storm", per_loader=PER_LOADER)
         steady = Loaders(target_b, tmp / "steady", per_loader=PER_LOADER)
         for loaders in (storming, steady):
@@ -137,8 +149,9 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
             spy.wait(30)
         stormed = [d for _, d in storming.stop()]
         settled = [d for _, d in steady.stop()] if connected else []
-        return summarize(streams, builders, workers, jitter, stormed, settled, t_kill, t_change, version,
-                         storm_s, cpu_storm, load_before)
+        row = summarize(streams, builders, workers, jitter, stormed, settled, t_kill, t_change, version,
+                        storm_s, cpu_storm, load_before)
+        return {"server": "grpc_floor" if floor else "xds-server", **row}
     finally:
         if steady is not None:
             steady.kill()
@@ -159,10 +172,8 @@ def run_cold(streams: int, builders: int, workers: int, tmp: Path) -> dict:
         row = {"streams": streams, "builders": builders, "workers": workers, **opened(xds, target, streams, tmp)}
     finally:
         cleanup(None, xds, redis)
-    target = f"127.0.0.1:{free_port()}"
-    floor = subprocess.Popen([os.sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
+    floor, target = start_floor()
     try:
-        wait_until(lambda: listening(target), 30, what="grpc_floor listening")
         row.update({f"floor_{k}": v for k, v in opened(floor, target, streams, tmp).items() if not k.startswith("load")})
     finally:
         floor.kill()
@@ -240,6 +251,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--connected", type=int, default=200, help="streams on the survivor throughout")
     p.add_argument("--jitter", type=float, default=0.5, help="reconnect delay: uniform(0, S) seconds")
     p.add_argument("--py-spy", dest="profile", help="record the survivor during the storm (py-spy raw output)")
+    p.add_argument("--floor", action="store_true",
+                   help="each storm also between two grpc_floor servers (gRPC alone): what the machine allows")
     p.add_argument("--cold", help="STREAMSxBUILDERS,...: every stream opened at once, nothing held")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
     args = p.parse_args(argv)
@@ -249,12 +262,14 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory() as d:
         for n in map(int, args.streams.split(",")):
             for workers in map(int, args.workers.split(",")):
-                rows.append(run_one(n, args.builders, workers, args.connected, args.jitter, Path(d), args.profile))
-                print(rows[-1], flush=True)
+                for floor in (False, True) if args.floor else (False,):
+                    rows.append(run_one(n, args.builders, workers, args.connected, args.jitter, Path(d), args.profile,
+                                        floor))
+                    print(rows[-1], flush=True)
     print(table(f"storm: replica killed under N delta streams, {args.builders} builders, jitter 0-{args.jitter} s",
-                ["streams", "workers", "re-served p50 ms", "p99 ms", "max ms", "from open p99", "needless",
+                ["server", "streams", "workers", "re-served p50 ms", "p99 ms", "max ms", "from open p99", "needless",
                  "change p99 (connected)", "B cpu ms/reconnect", "load"],
-                [[r["streams"], r["workers"], r["reserved_p50_ms"], r["reserved_p99_ms"], r["reserved_max_ms"],
+                [[r["server"], r["streams"], r["workers"], r["reserved_p50_ms"], r["reserved_p99_ms"], r["reserved_max_ms"],
                   r["from_open_p99_ms"], r["needless_resent"], r["change_connected_p99_ms"],
                   r["b_cpu_ms_per_reconnect"], r["load_before"]] for r in rows]))
     if not args.no_save:

@@ -41,6 +41,7 @@ class DeltaState:
     initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions (see initial_versions)
     held_key: bytes = b""  # the same, canonical (snapshot.held_key): a reconnect is matched by it
     _initial: object = None  # the request's map, made a dict only when a reconnect is answered alone
+    holding: TypeSnapshot | None = None  # a reconnect: the snapshot the Envoy told us it has, until its ACK
     known: dict[str, Rendered] = field(default_factory=dict)  # explicit names -> what the Envoy was sent
     dirty: set[str] = field(default_factory=set)  # explicit names owed an answer
     checked: TypeSnapshot | None = None  # snapshot the explicit names were last checked against
@@ -139,7 +140,7 @@ class DeltaStream(Stream):
             st.held.discard(name)  # the Envoy let go of it itself
 
     def _answer(self, st: DeltaState, req) -> None:
-        st.nonce = None
+        st.nonce, st.holding = None, None
         if req.HasField("error_detail"):
             metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
@@ -186,14 +187,17 @@ class DeltaStream(Stream):
         asks for by name once it has what names it (FCDS chains, named by the listener) must only be
         in the cache: the Envoy holds the listener warming until it has them, and they go out only
         once what *they* use is usable (their own ``_may_send``), so the order holds transitively and
-        the listener need not wait for the clusters' ACK (a round trip saved per new SNI).
+        the listener need not wait for the clusters' ACK (a round trip saved per new SNI). Nor need it
+        when a reconnecting Envoy told us it has them (``holding``: its clusters stay warm across streams).
         """
         dep = self.cache.depends_on(type_url)
         if dep is None:
             return True
         dst = self.states.get(dep)
         if dst is not None and dst.wildcard:
-            return dst.nonce is None and dst.base is not None and self._covers(dst.base, uses)
+            if dst.nonce is not None:
+                return dst.holding is not None and self._covers(dst.holding, uses)
+            return dst.base is not None and self._covers(dst.base, uses)
         return self._covers(self.cache.snapshot(self.peer.view, dep), uses)
 
     def _covers(self, snap: TypeSnapshot, uses: frozenset[str]) -> bool:
@@ -233,7 +237,7 @@ class DeltaStream(Stream):
         delta = None if held is target else self.cache.delta(self.peer.view, held, target)
         if delta is not None and delta.removed and self._may_hold(st):
             return None
-        st.base, st.held_key, st._initial = target, b"", None
+        st.base, st.held_key, st._initial, st.holding = target, b"", None, held
         return delta.message() if delta else target.held_message()
 
     def _may_hold(self, st: DeltaState) -> bool:
