@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -44,8 +45,10 @@ PER_CONNECTION = ["--per-connection", "10"]  # TCP connections: spread over the 
 CHANGE_AFTER = 0.25  # seconds after the kill: the change lands while streams reconnect
 
 
-def ms(values: list[float], q: float) -> float:
-    return round(pct(values, q) * 1000, 1)
+def ms(values: list[float], q: float) -> float | None:
+    """A percentile in ms; None when not every stream got there (or none did)."""
+    value = pct(values, q)
+    return round(value * 1000, 1) if math.isfinite(value) else None
 
 
 def reserved(data: dict, t_kill: float) -> tuple[list[float], list[float], int]:
