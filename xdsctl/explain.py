@@ -154,10 +154,15 @@ async def run(store: Store, args: argparse.Namespace) -> int:
 MARK = {True: "ok", False: "FAIL", None: "-"}
 
 
+def one_line(text: str) -> str:
+    """Text from Redis (an Envoy's NACK, a record's detail) on one line, control characters escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(text.split()))
+
+
 def show(facts: Facts, trace: list[Stage], code: int) -> None:
     print(f"{facts.id}" + (f" (SNI {facts.sni})" if facts.sni else "") + f", Redis at version {facts.version}")
     for s in trace:
-        print(f"{s.n} {s.name:<10} {MARK[s.ok]:<4} {s.says}")
+        print(f"{s.n} {s.name:<10} {MARK[s.ok]:<4} {one_line(s.says)}")
         if s.ok is False and s.fix:
-            print(f"{'':17}-> {s.fix}")
+            print(f"{'':17}-> {one_line(s.fix)}")
     print("routes" if code == 0 else f"does not route: stage {code} ({trace[code - 1].name})")

@@ -138,7 +138,7 @@ def replicas(f: Facts, since: Change | int | None) -> Stage:
     for rid, r in f.replicas.items():
         served = rs.version_number(r.get("version", 0))
         group = serving if served >= v and r.get("ready", True) else lagging
-        group.setdefault(r.get("region") or "-", []).append(f"{rid} (v{served})")
+        group.setdefault(r.get("region") or "no region", []).append(f"{rid} (v{served})")
     says = f"serving version >= {v}: {_regions(serving)}" + (f"; behind: {_regions(lagging)}" if lagging else "")
     if serving:
         return Stage(4, "replicas", True, says, data={"serving": serving, "behind": lagging})
@@ -159,7 +159,7 @@ def envoys(f: Facts, since: Change | int | None) -> Stage:
         if verdict is None:
             continue
         state, text = _envoy_state(e, verdict, v)
-        groups[state].setdefault(e.get("region") or "-", []).append(f"{node}{text}")
+        groups[state].setdefault(e.get("region") or "no region", []).append(f"{node}{text}")
     says = "; ".join(f"{k} {_regions(g)}" for k, g in groups.items() if g)
     if groups["nacked"]:
         return Stage(5, "envoys", False, says, "an Envoy refused the update that holds it: read the error "

@@ -128,6 +128,9 @@ def test_an_envoy_that_nacks_fails_stage_5(plane):
     nacked = stage(trace, 5)["data"]["nacked"]
     assert list(nacked) == ["ord"] and nacked["ord"][0].startswith("edge-1 (cds v"), nacked
     assert tls_reach(plane["envoy"].listener_port, sni(GOOD.id), plane["ctx"]), "the NACKing Envoy keeps routing"
+    human = explain(plane, POISON.id)
+    assert human.returncode == 5 and "5 envoys     FAIL nacked [ord: edge-1 (cds v" in human.stdout, human.stdout
+    assert len(human.stdout.splitlines()) == 8, "the NACK's error on one line"
 
 
 @pytest.mark.parametrize("bad", ["a\x01b", b"id\xff\xfe", "x" * 5000, "\x1b[31mred", "caf\u00e9.builders.internal", "a..b", "-"])
