@@ -11,6 +11,7 @@ from tests.support.dns import DnsProcess
 from tests.support.envoy import EnvoyProc, start_backends, tls_reach
 from tests.support.procs import ProcGroup, free_port, script, wait_until
 from tests.support.redis import start_redis
+from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, Node
 from tools.flyzone import FlyBuilder
 from tools.tls_backend import client_context
 
@@ -131,6 +132,30 @@ def test_an_envoy_that_nacks_fails_stage_5(plane):
     human = explain(plane, POISON.id)
     assert human.returncode == 5 and "5 envoys     FAIL nacked [ord: edge-1 (cds v" in human.stdout, human.stdout
     assert len(human.stdout.splitlines()) == 8, "the NACK's error on one line"
+
+
+def test_a_rejected_registration_is_explained(plane):
+    bid = "a1000000000009"
+    reg = subprocess.run([str(script("xdsctl")), "--redis-url", plane["url"], "register", "--id", bid, "--address",
+                          "9.9.9.9", "--app", "builder", "--region", "ord", "--wait"], capture_output=True, text=True,
+                         timeout=30)
+    assert reg.returncode == 4, reg.stdout + reg.stderr
+    code, trace = wait_until(lambda: (r := traced(plane, bid))[0] != 1 and r, 10, what="the rejection recorded")
+    assert code == 2 and "intent" in stage(trace, 1)["says"] and stage(trace, 2)["data"]["source"] == "intent"
+    assert stage(trace, 2)["data"]["reason"] == "address_not_allowed"
+
+
+@pytest.mark.skipif(not HAVE_REDIS7, reason=SKIP_REASON)
+def test_read_only_against_a_redis_replica(plane, tmp_path):
+    primary = plane["url"].split("//")[1].split("/")[0].split(":")
+    replica = Node(tmp_path, "replica", ["--replicaof", primary[0], primary[1]]).start()
+    try:
+        url = f"redis://{replica.addr}/0"
+        code, trace = wait_until(lambda: (r := traced({**plane, "url": url}, GOOD.id))[0] == 0 and r, 15,
+                                 what="explain on the replica says it routes")
+        assert replica.info()["role"] == "slave" and trace["routes"]
+    finally:
+        replica.stop()
 
 
 @pytest.mark.parametrize("bad", ["a\x01b", b"id\xff\xfe", "x" * 5000, "\x1b[31mred", "caf\u00e9.builders.internal", "a..b", "-"])
