@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .procs import REPO, Proc, ProcGroup, free_port, wait_until
 
@@ -50,6 +51,18 @@ def start_metrics_plane(tmp: Path, procs: ProcGroup, redis_url: str, *, discover
     for target in out["targets"]["discoverer"] + out["targets"]["xds-server"]:
         wait_until(lambda: _get(f"http://{target}/metrics"), 20, what=f"metrics on {target}")
     return out
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+
+
+def exported(plane: dict) -> set[str]:
+    """Every sample name the plane's /metrics pages offer, including families without a sample yet."""
+    names = set()
+    for target in (t for hosts in plane["targets"].values() for t in hosts):
+        for family in text_string_to_metric_families(_get(f"http://{target}/metrics")):
+            names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
+    return names
 
 
 def _get(url: str) -> str:
