@@ -67,7 +67,7 @@ class Rejections:
                 current.setdefault(subject, _entry(err, DNS))
         for subject, entry in current.items():
             self._put(subject, entry, now)
-        for subject, entry in self._written.items():
+        for subject, entry in [*self._written.items(), *self._pending.items()]:
             if entry.get("source") == DNS and subject not in current:
                 self._drop(subject)
 
@@ -77,7 +77,7 @@ class Rejections:
             return
         err = RecordError(outcome.get("reason", ""), outcome.get("detail", ""), subject=intent.id)
         subject = _subject(err)
-        if subject is not None:
+        if subject is not None and len(self._pending) < 2 * self.limit:  # Redis down for long: keep a bounded backlog
             self._put(subject, {**_entry(err, INTENT), "entry": intent.entry_id}, time.time())
 
     def _put(self, subject: str, entry: dict, now: float) -> None:

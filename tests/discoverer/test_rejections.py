@@ -29,8 +29,10 @@ async def test_written_on_change_and_dropped_when_no_longer_rejected(store):
     assert list(first) == [b"c1"] and first[b"c1"]["reason"] == "address_not_allowed"
     assert first[b"c1"]["source"] == "dns"
     rec.note_answer(*answer_with(RecordError("address_not_allowed", "8.8.8.8", subject="c1")))  # same: no write
-    assert not rec.due.is_set() or not rec._pending
-    rec.note_answer(*answer_with(RecordError("bad_port", "0", subject="c2")))
+    assert not rec._pending
+    rec.note_answer(*answer_with(RecordError("bad_id", "x", subject="c9")))
+    rec.note_answer(*answer_with(RecordError("bad_port", "0", subject="c2")))  # c9 gone before any write
+    assert set(rec._pending) == {"c2"}
     await rec.write()
     assert list(await held(store)) == [b"c2"]
 
