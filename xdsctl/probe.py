@@ -47,15 +47,22 @@ def client_hello(sni: str) -> bytes:
     return outgoing.read()
 
 
-def hello(host: str, port: int, sni: str, *, timeout: float = 2.0) -> str | NotRouted:
-    """Send a ClientHello for ``sni`` to ``host:port``: "ServerHello" or "alert" when a TLS server
-    answered through it, else why not."""
+def connect(host: str, port: int, timeout: float) -> socket.socket | NotRouted:
+    """A TCP connection to ``host:port``, or TIMED_OUT / DOWN."""
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        return socket.create_connection((host, port), timeout=timeout)
     except TimeoutError:
         return TIMED_OUT
     except OSError:
         return DOWN
+
+
+def hello(host: str, port: int, sni: str, *, timeout: float = 2.0) -> str | NotRouted:
+    """Send a ClientHello for ``sni`` to ``host:port``: "ServerHello" or "alert" when a TLS server
+    answered through it, else why not."""
+    sock = connect(host, port, timeout)
+    if isinstance(sock, NotRouted):
+        return sock
     with sock:
         try:
             sock.sendall(client_hello(sni))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import ssl
 import subprocess
 import time
@@ -19,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from xdsctl.probe import DOWN, REFUSED, TIMED_OUT, WRONG, NotRouted
+from xdsctl.probe import DOWN, REFUSED, TIMED_OUT, WRONG, NotRouted, connect  # noqa: F401 - DOWN re-exported
 
 from .procs import Proc, free_port, script, wait_until
 
@@ -79,12 +78,9 @@ class EnvoyProc:
 def tls_reach(port: int, sni: str | None, ctx: ssl.SSLContext, *, host: str = "127.0.0.1",
               timeout: float = 2.0) -> str | NotRouted:
     """Connect through Envoy with ``sni``: the builder's name from its greeting, or why not."""
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except TimeoutError:
-        return TIMED_OUT
-    except OSError:
-        return DOWN
+    raw = connect(host, port, timeout)
+    if isinstance(raw, NotRouted):
+        return raw
     try:
         with ctx.wrap_socket(raw, server_hostname=sni) as tls:
             line = tls.makefile("rb").readline(200)
