@@ -15,20 +15,6 @@ DEFAULT_PREFIX = "{xds}"
 KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
          "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash", "intents": "stream",
          "intents_cursor": "string", "deregistered": "hash"}
-# Entries of the status hashes (replicas, envoys, discoverers) carry a heartbeat, since hash fields
-# cannot expire on Redis 6.2: one older than this belongs to a process that is gone. Readers hide
-# such entries; their writers prune them.
-STALE_AFTER = 15.0
-
-
-def stale(entry: dict, now: float, *, stamp: str = "heartbeat", after: float = STALE_AFTER) -> bool:
-    """A status entry whose ``stamp`` (wall-clock seconds) is older than ``after``; one without a
-    readable stamp (written by hand, corrupt) counts as stale."""
-    try:
-        return now - float(entry.get(stamp)) > after
-    except (TypeError, ValueError):
-        return True
-
 
 @dataclass(frozen=True, slots=True)
 class Keys:

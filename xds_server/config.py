@@ -25,7 +25,7 @@ class XdsConfig:
     listener_port: int = rs.DEFAULT_LISTENER_PORT
     listener_address: str = rs.DEFAULT_LISTENER_ADDRESS
     domain: str = DEFAULT_DOMAIN
-    region_scope: str = "all"
+    region_scope: str = rs.SCOPE_ALL
     connect_timeout: float = 1.0
     connect_attempts: int = 20
     connect_backoff: float = 0.05

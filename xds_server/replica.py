@@ -17,6 +17,7 @@ import socket
 from shared.connect import redact, redis_client
 from shared.config import join_hostport, parse_hostport
 from shared.store import Store
+from shared.status import READS_PRIMARY, READS_REPLICA
 
 from . import server
 from .cache import Cache
@@ -89,7 +90,7 @@ class Replica:
                                  backoff=cfg.follow_backoff, accept_reset_after=cfg.accept_reset_after)
         self.publisher = StatusPublisher(store, self.cache, self.registry, replica=cfg.replica_id,
                                          address=self.address, follower=self.follower, every=cfg.status_every,
-                                         reads="replica" if cfg.redis_read_url else "primary", tags=self._tags())
+                                         reads=READS_REPLICA if cfg.redis_read_url else READS_PRIMARY, tags=self._tags())
         stack.push_async_callback(self.publisher.withdraw)  # runs before the clients close
 
     def _tags(self) -> dict:
