@@ -12,17 +12,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, TypeVar
 
 from shared import supervise
-from shared.connect import where
-from shared.errors import StoreError, StoreMisuse, StoreUnavailable
+from shared.connect import bounded, where
+from shared.errors import StoreError, StoreMisuse
 from shared.store import Lease, Store
 
 from . import metrics
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 MISUSE_BACKOFF = 1.0  # seconds between attempts while Redis refuses us for a reason an operator must fix
 
 
@@ -43,21 +41,6 @@ class LeaseTimes:
     def command_timeout(self) -> float:
         """No Redis call may take longer: a hung Redis must not freeze the election."""
         return min(1.0, self.ttl / 4)
-
-
-async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
-    """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
-
-    A timeout around the call rather than the client's socket_timeout: with
-    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
-    task's cancellation, and a discoverer told to stop would then never stop.
-    Redis' refusals are translated by the store (``shared.connect.translating``).
-    """
-    try:
-        async with asyncio.timeout(seconds):
-            return await aw
-    except TimeoutError as exc:
-        raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
 
 
 class Reachability:

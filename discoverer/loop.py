@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import Fenced, SourceError, StoreMisuse, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
@@ -23,7 +24,7 @@ from shared.store import IntentWrite, Lease, SetSnapshot, Store, stream_id
 
 from . import metrics
 from .diff import Plan, Planner, Rules, Validated, validate
-from .election import Election, bounded
+from .election import Election
 from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
 from .sources import Answer, Source
 

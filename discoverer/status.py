@@ -16,12 +16,13 @@ import os
 import time
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import StoreError, StoreMisuse
 from shared.status import LEADER, STALE_AFTER, STANDBY, DiscovererStatus, read
 from shared.store import Store
 
 from . import metrics
-from .election import Election, bounded
+from .election import Election
 from .loop import Discoverer
 
 log = logging.getLogger(__name__)

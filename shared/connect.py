@@ -22,18 +22,22 @@ required), ``ssl_check_hostname`` (true/false).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Awaitable, TypeVar, Union
 
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
 import redis.exceptions as rex
 
+from .addr import parse_hostport
 from .errors import ConfigError, StoreMisuse, StoreUnavailable
+
+T = TypeVar("T")
 
 Client = Union[aioredis.Redis, aiocluster.RedisCluster]
 
@@ -89,8 +93,6 @@ class RedisUrl:
 
 
 def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
-    from .config import parse_hostport  # config imports this module
-
     out = []
     for item in netloc.rpartition("@")[2].split(","):
         item = item.strip()
@@ -283,6 +285,21 @@ def translating(what: str, keys: tuple[str, ...] = ()):
         if not transient(exc):
             raise misuse(exc, what, keys) from exc
         raise StoreUnavailable(f"{what}: Redis refused: {exc.__class__.__name__}: {exc}") from exc
+
+
+async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
+    """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
+
+    A timeout around the call rather than the client's socket_timeout: with
+    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
+    task's cancellation, and a discoverer told to stop would then never stop.
+    Redis' refusals are translated by ``translating``, below.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
 
 
 async def aclose(client: Client) -> None:

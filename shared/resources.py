@@ -36,6 +36,9 @@ SCOPE_ALL = "all"
 SCOPE_LOCAL = "local"
 REGION_SCOPES = (SCOPE_ALL, SCOPE_LOCAL)
 
+# Where the ADS replicas listen (xds-server --listen) and Envoys find them (xdsctl bootstrap --ads), by default.
+DEFAULT_ADS = "127.0.0.1:18000"
+
 # The builder listener's default port, when an Envoy's bootstrap does not choose one.
 DEFAULT_LISTENER_PORT = 10443
 DEFAULT_LISTENER_ADDRESS = "0.0.0.0"

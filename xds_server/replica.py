@@ -15,7 +15,7 @@ import logging
 import socket
 
 from shared.connect import redact, redis_client
-from shared.config import join_hostport, parse_hostport
+from shared.addr import join_hostport, parse_hostport
 from shared.store import Store
 from shared.status import READS_PRIMARY, READS_REPLICA
 
@@ -34,7 +34,7 @@ class Replica:
     def __init__(self, cfg: XdsConfig):
         self.cfg = cfg
         renderer = Renderer(cfg.routing, cfg.domain, fcds=cfg.fcds, connect_timeout=cfg.connect_timeout,
-                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
+                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.poison,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
         self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
         self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
