@@ -31,6 +31,11 @@ ROUTING_MODES = (FILTER_CHAINS, SNI_CLUSTERS, ON_DEMAND)
 FCDS_MODES = (FILTER_CHAINS,)
 FILTER_CHAINS_FCDS = "filter_chains+fcds"
 
+
+def routing_name(mode: str, fcds: bool) -> str:
+    """The routing a bootstrap asks for in META_ROUTING, and a replica serves: its mode, or FILTER_CHAINS_FCDS."""
+    return FILTER_CHAINS_FCDS if fcds else mode
+
 # Region scopes (the xds-server's --region-scope): every builder to every Envoy, or to each Envoy those of its region.
 SCOPE_ALL = "all"
 SCOPE_LOCAL = "local"

@@ -64,6 +64,8 @@ class Spread:
 
 
 STREAMS = Gauge("xds_streams", "Open xDS streams", ["kind"])  # label "kind": the transport, sotw or delta
+ROUTING_MISMATCHES = Counter("xds_routing_mismatches_total",
+                             "Streams refused: the node's bootstrap asks for another routing than this replica serves")
 STREAMS_REFUSED = Counter("xds_streams_refused_total", "Streams refused: over --max-streams, a node identity not in its certificate, SotW on FCDS")
 PUSHES = Tally("xds_pushes", "Responses sent", ["type", "kind"])
 PUSH_BYTES = Tally("xds_push_bytes", "Bytes of responses sent", ["type", "kind"])

@@ -17,6 +17,7 @@ from shared import resources as rs
 from shared.errors import StreamRefused
 from shared.status import EnvoyStatus
 
+from . import metrics
 from .cache import Cache, ViewKey
 from .render import ListenerSpec
 
@@ -117,6 +118,7 @@ class Registry:
                 f"node {node_id!r} asked for state-of-the-world xDS, but this replica serves filter chains "
                 "over FCDS, which needs delta ADS (xdsctl bootstrap --routing filter_chains --fcds); "
                 "refusing the stream, the node gets no routes from this replica until it uses delta"))
+        self._check_routing(node, node_id, region, transport)
         self.refused.pop(node_id, None)
         if region is None and self.cache.region_scope == rs.SCOPE_LOCAL:
             log.warning("node %s has no region while --region-scope is local: it sees no builders", node_id)
@@ -132,6 +134,18 @@ class Registry:
         self._views[view] += 1
         self.gone.discard(node_id)
         return peer
+
+    def _check_routing(self, node: base_pb2.Node, node_id: str, region: str | None, transport: str) -> None:
+        """Refuse a node whose bootstrap asks for another routing than this replica serves: its Envoy
+        would get resources it cannot route with (a node without the metadata is served as it is)."""
+        asked, served = _meta(node, rs.META_ROUTING), self.cache.renderer.routing
+        if asked is None or asked == served:
+            return
+        metrics.ROUTING_MISMATCHES.inc()
+        raise self._refuse(node_id, region, transport, (
+            f"node {node_id!r} has a bootstrap for routing {asked!r}, but this replica serves {served!r}; "
+            f"refusing the stream, the node gets no routes from this replica until its bootstrap and the "
+            f"replica agree (xdsctl bootstrap --routing, xds-server --routing and --fcds)"))
 
     def _refuse(self, node_id: str, region: str | None, transport: str, detail: str) -> StreamRefused:
         if node_id not in self._nodes:  # a node connected otherwise keeps its own status

@@ -157,6 +157,11 @@ class Renderer:
         return True
 
     @property
+    def routing(self) -> str:
+        """What this renderer serves, as a bootstrap names it in its node metadata (rs.META_ROUTING)."""
+        return rs.routing_name(self.mode, self.fcds)
+
+    @property
     def delta_only(self) -> bool:
         """FCDS: Envoy subscribes to chains by name, which only delta xDS can carry."""
         return self.fcds

@@ -85,7 +85,7 @@ def build(spec: BootstrapSpec) -> Bootstrap:
         rs.META_LISTENER_PORT: Value(string_value=str(spec.listener_port)),
         rs.META_LISTENER_ADDRESS: Value(string_value=spec.listener_address),
         rs.META_REGION: Value(string_value=spec.region),
-        rs.META_ROUTING: Value(string_value=rs.FILTER_CHAINS_FCDS if spec.fcds else spec.routing),
+        rs.META_ROUTING: Value(string_value=rs.routing_name(spec.routing, spec.fcds)),
     })
     dynamic = BootstrapDynamicResources(
         ads_config=ApiConfigSource(
