@@ -75,7 +75,7 @@ class Reachability:
 class Election:
     def __init__(self, store: Store, holder: str, times: LeaseTimes):
         self.store = store
-        self.redis = Reachability(where(store.client))
+        self.reachability = Reachability(where(store.client))
         self.holder = holder
         self.times = times
         self._lease: Lease | None = None
@@ -115,11 +115,11 @@ class Election:
         delay = self.times.retry
         try:
             await self._tick()
-            self.redis.up()
+            self.reachability.up()
         except StoreError as exc:  # StoreUnavailable, StoreMisuse (Fenced and conflicts are not raised here)
             if self._lease is not None and self.lease() is None:
                 self.step_down(f"could not renew before the lease ran out ({exc})")
-            self.redis.down(exc, self._next_step())
+            self.reachability.down(exc, self._next_step())
             if isinstance(exc, StoreMisuse):
                 supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, self._next_step(), log)
                 delay = max(self.times.retry, MISUSE_BACKOFF)

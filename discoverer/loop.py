@@ -68,7 +68,7 @@ def _some(ids, shown: int = 5) -> str:
     return (", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")) or "none"
 
 
-class Discoverer:
+class PollLoop:
     def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing,
                  intents: IntentReader | None = None):
         self.store = store

@@ -19,7 +19,7 @@ from . import status
 from .config import DiscovererConfig
 from .election import Election
 from .intents import IntentReader
-from .loop import Discoverer
+from .loop import PollLoop
 from .sources import Source
 from .sources.file import FileSource
 from .sources.fly import FlySource
@@ -49,7 +49,7 @@ class DiscovererService:
     def __init__(self, cfg: DiscovererConfig):
         self.cfg = cfg
         self.election: Election | None = None
-        self.discoverer: Discoverer | None = None
+        self.poll_loop: PollLoop | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -65,8 +65,8 @@ class DiscovererService:
                 redis_client(cfg.redis.url, name=f"discoverer-intents:{cfg.holder}"))
             intents = IntentReader(Store(intents_client, cfg.redis.keys), command_timeout=cfg.lease.command_timeout)
             self.election = election = Election(store, cfg.holder, cfg.lease)
-            self.discoverer = disc = Discoverer(store=store, source=source, election=election,
-                                                rules=cfg.rules, timing=cfg.timing, intents=intents)
+            self.poll_loop = disc = PollLoop(store=store, source=source, election=election,
+                                              rules=cfg.rules, timing=cfg.timing, intents=intents)
             stack.push_async_callback(status.withdraw, election)
             stack.push_async_callback(election.release)  # first on the way out, crash or not
             async with asyncio.TaskGroup() as tg:

@@ -23,7 +23,7 @@ from shared.store import Store
 
 from . import metrics
 from .election import Election
-from .loop import Discoverer
+from .loop import PollLoop
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ EVERY = 1.0
 GAP = 0.05  # the least time between two writes of our entry, however often the role or the set changes
 
 
-def snapshot(election: Election, disc: Discoverer) -> DiscovererStatus:
+def snapshot(election: Election, disc: PollLoop) -> DiscovererStatus:
     lease = election.lease()
     mirror = disc.mirror if lease is not None else None
     return DiscovererStatus(
@@ -46,7 +46,7 @@ def snapshot(election: Election, disc: Discoverer) -> DiscovererStatus:
     )
 
 
-async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
+async def publish(election: Election, disc: PollLoop, every: float = EVERY) -> None:
     """Refresh our entry every ``every`` seconds and whenever ``election.status_due`` is set (won, lost,
     released, written), and prune dead ones now and then, until cancelled; nothing that goes wrong ends it."""
     pruned = [0.0]  # monotonic time of the last prune
@@ -54,7 +54,7 @@ async def publish(election: Election, disc: Discoverer, every: float = EVERY) ->
                             crashes=metrics.LOOP_CRASHES, backoff=every, keeping="status not written")
 
 
-async def _publish_once(election: Election, disc: Discoverer, every: float, pruned: list[float]) -> None:
+async def _publish_once(election: Election, disc: PollLoop, every: float, pruned: list[float]) -> None:
     store, holder = election.store, election.holder
     election.status_due.clear()  # before reading the state: a change while we write is published next round
     try:

@@ -56,21 +56,21 @@ def checker(wants: str | None, metavar: str | None = None) -> Callable[[Callable
     return wrap
 
 
-def number(kind: type, *, above: float | None = None, at_least: float | None = None,
+def number(cast: type, *, above: float | None = None, at_least: float | None = None,
            at_most: float | None = None, unit: str = "", metavar: str = "N") -> Callable[[str], object]:
     """A number type: ``above`` (exclusive), ``at_least`` / ``at_most`` (inclusive)."""
     bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
               f"<= {at_most:g}" if at_most is not None else ""]
-    noun = "an integer" if kind is int else "a number"
+    noun = "an integer" if cast is int else "a number"
     wants = " ".join(x for x in (unit or noun, " and ".join(b for b in bounds if b)) if x)
 
     def parse(value: str):
-        n = kind(value)
+        n = cast(value)
         if not math.isfinite(n) or (above is not None and n <= above) or (at_least is not None and n < at_least) \
                 or (at_most is not None and n > at_most):
             raise ValueError(value)
         return n
-    parse.__name__ = kind.__name__
+    parse.__name__ = cast.__name__
     return checker(wants, metavar)(parse)
 
 

@@ -77,7 +77,7 @@ def redact(url: str) -> str:
 class RedisUrl:
     """A parsed URL: what ``connect`` builds a client from."""
 
-    kind: str  # "single" | "sentinel" | "cluster"
+    topology: str  # "single" | "sentinel" | "cluster"
     tls: bool = False
     hosts: tuple[tuple[str, int], ...] = ()
     username: str | None = None
@@ -144,11 +144,11 @@ def parse_url(url: str) -> RedisUrl:
         role = query.get("role", "master")
         if role not in ("master", "replica"):
             raise ConfigError(f"role={role!r} in {redact(url)}: expected master or replica")
-        kind, master, hosts = "sentinel", unquote(segments[0]), _hosts(parts.netloc, 26379, url)
+        topology, master, hosts = "sentinel", unquote(segments[0]), _hosts(parts.netloc, 26379, url)
     else:
         if parts.path not in ("", "/", "/0"):
             raise ConfigError(f"{redact(url)}: Redis Cluster has only database 0")
-        kind, master, db, role, hosts = "cluster", "", 0, "master", _hosts(parts.netloc, 6379, url)
+        topology, master, db, role, hosts = "cluster", "", 0, "master", _hosts(parts.netloc, 6379, url)
     unknown = sorted(set(query) - allowed)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {redact(url)}")
@@ -161,7 +161,7 @@ def parse_url(url: str) -> RedisUrl:
     for name in ("sentinel_username", "sentinel_password"):
         if name in query:
             options[name] = query[name]
-    return RedisUrl(kind, tls=tls, hosts=hosts, username=username, password=password, db=db,
+    return RedisUrl(topology, tls=tls, hosts=hosts, username=username, password=password, db=db,
                     master=master, role=role, options=options)
 
 
@@ -185,14 +185,14 @@ def where(client: Client) -> str:
 
 def _connect(url: str, spec: RedisUrl, timeout: float, name: str | None) -> Client:
     common = dict(socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=0, client_name=name)
-    if spec.kind == "single":
+    if spec.topology == "single":
         try:
             return aioredis.Redis.from_url(url, **common)
         except ValueError as exc:
             raise ConfigError(f"bad Redis URL {redact(url)}: {exc}") from exc
     tls = {"ssl": True, **{k: v for k, v in spec.options.items() if k in TLS_OPTIONS}} if spec.tls else {}
     auth = dict(username=spec.username, password=spec.password)
-    if spec.kind == "cluster":
+    if spec.topology == "cluster":
         nodes = [aiocluster.ClusterNode(host, port) for host, port in spec.hosts]
         return aiocluster.RedisCluster(startup_nodes=nodes, **auth, **common, **tls)
     sentinel_kwargs = dict(socket_timeout=timeout, socket_connect_timeout=timeout, **tls,
@@ -223,7 +223,7 @@ def transient(exc: BaseException) -> bool:
 MISUSE = (
     ("WRONGTYPE", (), ("WRONGTYPE",), ""),  # the hint names the key: see wrong_type_hint
     ("NOPERM", (rex.NoPermissionError,), ("NOPERM", "no permissions"),
-     "the ACL user of the Redis URL lacks a permission: grant what deploy/redis-acl.conf lists"),
+     "the ACL user of the Redis URL lacks a permission: grant what deploy/redis.acl lists"),
     ("AUTH", (rex.AuthenticationError, rex.AuthorizationError), ("WRONGPASS", "NOAUTH"),
      "Redis refused the credentials of the Redis URL: fix its user and password"),
     ("OOM", (rex.OutOfMemoryError,), ("OOM ", "maxmemory"),

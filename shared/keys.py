@@ -12,7 +12,7 @@ from .errors import ConfigError
 
 DEFAULT_PREFIX = "{xds}"
 # The Redis type of each key (Keys attribute -> what `redis-cli TYPE` says), to name the culprit of a WRONGTYPE.
-KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
+REDIS_TYPES = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
          "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash", "intents": "stream",
          "intents_cursor": "string", "deregistered": "hash"}
 
@@ -85,11 +85,11 @@ class Keys:
         """string (JSON, with a TTL): the outcome of one intent."""
         return self._key(f"outcome:{request}")
 
-    def kind_of(self, key: str) -> str | None:
+    def redis_type_of(self, key: str) -> str | None:
         """The Redis type flyxds keeps at ``key`` ('hash', 'string', 'stream'); None for a key not ours."""
-        for name, kind in KINDS.items():
+        for name, redis_type in REDIS_TYPES.items():
             if getattr(self, name) == key:
-                return kind
+                return redis_type
         return None
 
     def fenced_write_keys(self) -> list[str]:

@@ -290,7 +290,8 @@ class Renderer:
         """head + the stub chain + fcds_config + the matcher, whose map is a join of cached entries.
 
         The stub is an inline chain the matcher never names: without one, Envoy 1.40 replaces the
-        listener whole on every update, draining every connection (FIELD-NOTES, "FCDS").
+        listener whole on every update, draining every connection (docs/routing.md, "How each mode
+        works in Envoy 1.40").
         """
         head = self._listener_head(spec)
         head.fcds_config.CopyFrom(listener_pb2.Listener.FcdsConfig(

@@ -17,7 +17,7 @@ import pytest
 from discoverer.diff import Rules
 from discoverer.election import Election, LeaseTimes
 from discoverer.intents import IntentReader
-from discoverer.loop import Discoverer, Timing
+from discoverer.loop import PollLoop, Timing
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
@@ -41,7 +41,7 @@ class Node:
         self.store = Store(self.client, KEYS)
         self.election = Election(self.store, holder, LeaseTimes(ttl=ttl, retry=0.05))
         self.reader = IntentReader(Store(self.intents_client, KEYS), block_ms=200)
-        self.disc = Discoverer(store=self.store, source=source, election=self.election, rules=RULES,
+        self.disc = PollLoop(store=self.store, source=source, election=self.election, rules=RULES,
                                timing=Timing(interval=interval, backoff=0.05), intents=self.reader)
         self.tasks: list[asyncio.Task] = []
 

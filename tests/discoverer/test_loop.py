@@ -1,6 +1,6 @@
 """The poll loop and the election in one process, against a real redis-server.
 
-These drive ``Election._tick`` and ``Discoverer.poll_once`` step by step so
+These drive ``Election._tick`` and ``PollLoop.poll_once`` step by step so
 each scenario is deterministic; the process-level tests live in
 test_processes.py.
 """
@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from discoverer.diff import Rules
 from discoverer.election import Election, LeaseTimes
-from discoverer.loop import Discoverer, Timing
+from discoverer.loop import PollLoop, Timing
 from discoverer.sources import Answer
 from shared.connect import aclose, connect
 from shared.errors import SourceError, StoreUnavailable
@@ -52,7 +52,7 @@ class Node:
         self.client = connect(url)
         self.store = Store(self.client, KEYS)
         self.election = Election(self.store, holder, LeaseTimes(ttl=ttl, retry=0.05))
-        self.disc = Discoverer(store=self.store, source=source, election=self.election, rules=RULES,
+        self.disc = PollLoop(store=self.store, source=source, election=self.election, rules=RULES,
                                timing=Timing(interval=0.02, backoff=0.05))
 
     async def lead(self) -> None:

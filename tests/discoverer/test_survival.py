@@ -1,6 +1,6 @@
 """The discoverer survives the unexpected: a bug in one poll, a key of the wrong type, a lost Redis.
 
-The poll loop and the election run as tasks (``Discoverer.run``, ``Election.run``)
+The poll loop and the election run as tasks (``PollLoop.run``, ``Election.run``)
 against a real redis-server; each case keeps the set in Redis, logs the cause
 once, counts it, and writes the next good answer.
 """
@@ -129,7 +129,7 @@ async def test_a_status_key_of_the_wrong_type_does_not_stop_discovery(nodes, red
 async def test_redis_going_away_is_said_at_once_and_its_return_too(nodes, redis_server, caplog, monkeypatch):
     caplog.set_level(logging.INFO, "discoverer.election")
     a = nodes("a", FakeSource([rec(1)]))
-    monkeypatch.setattr(a.election.redis, "every", 0.5)
+    monkeypatch.setattr(a.election.reachability, "every", 0.5)
     async with running(a) as tasks:
         await wait(lambda: count("discoverer_redis_up") == 1 and len(routes(redis_server)) == 1, what="running")
         redis_server.stop()
