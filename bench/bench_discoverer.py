@@ -100,7 +100,7 @@ async def run(records: int, runs: int, workdir: Path) -> list[tuple]:
         dns.start()
         store = Store(client, Keys())
         election = Election(store, "bench", LeaseTimes(ttl=600))
-        await election._tick()
+        await election.campaign()
         source = FlySource(dns.addr, timeout=2)
         disc = PollLoop(store=store, source=source, election=election, rules=RULES, timing=Timing())
         assert await disc.poll_once() and len(disc.mirror.builders) == records

@@ -114,7 +114,7 @@ class Election:
         """One election call (take or renew the lease), then the wait until the next."""
         delay = self.times.retry
         try:
-            await self._tick()
+            await self.campaign()
             self.reachability.up()
         except StoreError as exc:  # StoreUnavailable, StoreMisuse (Fenced and conflicts are not raised here)
             if self._lease is not None and self.lease() is None:
@@ -135,7 +135,9 @@ class Election:
                     f"retrying every {self.times.renew_every:.1f}s")
         return f"retrying every {self.times.retry:g}s as a standby"
 
-    async def _tick(self) -> None:
+    async def campaign(self) -> None:
+        """One election call: take the lease if free, or renew ours (``step`` supervises and paces it;
+        tests drive it step by step). Raises StoreError when Redis cannot answer."""
         sent = time.monotonic()
         if self._lease is None:
             lease, version = await bounded(

@@ -1,7 +1,7 @@
 """One discoverer, wired in one place: the composition root that ``main`` and the tests enter.
 
-``DiscovererService(cfg).run(stop)`` owns the Redis client, the source, the
-election, the poll loop and the status publisher. Its exit path always runs,
+``DiscovererService(cfg).run(stop)`` owns the Redis clients, the source, the
+election, the poll loop, the intents reader and the status publisher. Its exit path always runs,
 even when a task crashed: the lease is released (a standby takes over at
 once instead of after the TTL), the status entry is withdrawn, the source
 and the client are closed.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import AsyncIterator
 
 from shared.connect import redis_client
 from shared.store import Store
@@ -46,33 +47,95 @@ def describe_builders(cfg: DiscovererConfig) -> str:
 
 
 class DiscovererService:
-    def __init__(self, cfg: DiscovererConfig):
+    """``run(stop)`` for ``main``; ``start()``/``stop()`` or ``async with`` for tests and tools (stop() is
+    safe twice). ``wired()`` builds every part without running any, for tests that drive them step by
+    step; ``start()`` inside it runs those parts. ``source`` replaces the one ``cfg`` names (tests)."""
+
+    def __init__(self, cfg: DiscovererConfig, *, source: Source | None = None, status_every: float = status.EVERY):
         self.cfg = cfg
+        self.status_every = status_every
+        self._source = source
+        self.store: Store | None = None
         self.election: Election | None = None
         self.poll_loop: PollLoop | None = None
+        self.intents: IntentReader | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.started = asyncio.Event()  # every part is wired and running
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Wire every part, run them until ``stop`` is set, and release them all on the way out."""
         cfg = self.cfg
         log.info("starting as %s on %r, source %s; builders: %s", cfg.holder, cfg.redis, cfg.source,
                  describe_builders(cfg))
+        async with self.wired():
+            await self.serve(stop)
+        log.info("stopped")
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run the wired parts (election, poll loop, intents reader, status publisher) until ``stop``."""
+        election, disc = self.election, self.poll_loop
+        async with asyncio.TaskGroup() as tg:
+            self.tasks = [tg.create_task(election.run()), tg.create_task(disc.run()),
+                          tg.create_task(self.intents.run()),
+                          tg.create_task(status.publish(election, disc, self.status_every))]
+            self.started.set()
+            await stop.wait()
+            for task in self.tasks:
+                task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def wired(self) -> AsyncIterator["DiscovererService"]:
+        """Clients, store, source, election, poll loop and intents reader, built and connected. On the way
+        out, crash or not: **the lease is released first**, then the status entry withdrawn, the source
+        and the clients closed."""
+        cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(redis_client(cfg.redis.url, name=f"discoverer:{cfg.holder}"))
-            store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
-            source = make_source(cfg)
+            self.store = store = Store(client, cfg.redis.keys, stream_maxlen=cfg.stream_maxlen)
+            source = self._source or make_source(cfg)
             stack.push_async_callback(source.aclose)
             # the intents reader blocks on XREAD: a connection of its own
             intents_client = await stack.enter_async_context(
                 redis_client(cfg.redis.url, name=f"discoverer-intents:{cfg.holder}"))
-            intents = IntentReader(Store(intents_client, cfg.redis.keys), command_timeout=cfg.lease.command_timeout)
+            self.intents = IntentReader(Store(intents_client, cfg.redis.keys),
+                                        command_timeout=cfg.lease.command_timeout)
             self.election = election = Election(store, cfg.holder, cfg.lease)
-            self.poll_loop = disc = PollLoop(store=store, source=source, election=election,
-                                              rules=cfg.rules, timing=cfg.timing, intents=intents)
+            self.poll_loop = PollLoop(store=store, source=source, election=election, rules=cfg.rules,
+                                      timing=cfg.timing, intents=self.intents)
             stack.push_async_callback(status.withdraw, election)
             stack.push_async_callback(election.release)  # first on the way out, crash or not
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(election.run()), tg.create_task(disc.run()), tg.create_task(intents.run()),
-                         tg.create_task(status.publish(election, disc))]
-                await stop.wait()
-                for task in tasks:
-                    task.cancel()
-        log.info("stopped")
+            stack.callback(self._unwire)
+            yield self
+
+    def _unwire(self) -> None:
+        self.store = self.election = self.poll_loop = self.intents = None
+
+    # --- in a task, for tests and tools ------------------------------------------
+    async def start(self, timeout: float = 5.0) -> "DiscovererService":
+        """Run in a task: the whole service, or inside ``wired()`` its parts."""
+        self._stop.clear()
+        self.started.clear()
+        job = self.serve(self._stop) if self.election is not None else self.run(self._stop)
+        self._task = asyncio.get_running_loop().create_task(job)
+        started = asyncio.ensure_future(self.started.wait())
+        await asyncio.wait((started, self._task), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not self.started.is_set():
+            started.cancel()
+            await self.stop()
+            raise RuntimeError(f"discoverer {self.cfg.holder} did not start within {timeout:.0f}s")
+        return self
+
+    async def stop(self) -> None:
+        """Stop gracefully (the lease released, the status withdrawn); safe to call twice."""
+        self._stop.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    async def __aenter__(self) -> "DiscovererService":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
