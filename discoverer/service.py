@@ -14,6 +14,7 @@ import logging
 from typing import AsyncIterator
 
 from shared.connect import redis_client
+from shared.runner import InTask
 from shared.store import Store
 
 from . import status
@@ -46,13 +47,14 @@ def describe_builders(cfg: DiscovererConfig) -> str:
     return what
 
 
-class DiscovererService:
+class DiscovererService(InTask):
     """``run(stop)`` for ``main``; ``start()``/``stop()`` or ``async with`` for tests and tools (stop() is
     safe twice). ``wired()`` builds every part without running any, for tests that drive them step by
     step; ``start()`` inside it runs those parts. ``source`` replaces the one ``cfg`` names (tests)."""
 
     def __init__(self, cfg: DiscovererConfig, *, source: Source | None = None, status_every: float = status.EVERY):
         self.cfg = cfg
+        self.name = f"discoverer {cfg.holder}"
         self.status_every = status_every
         self._source = source
         self.store: Store | None = None
@@ -61,8 +63,6 @@ class DiscovererService:
         self.intents: IntentReader | None = None
         self.tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()  # every part is wired and running
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wire every part, run them until ``stop`` is set, and release them all on the way out."""
@@ -112,30 +112,6 @@ class DiscovererService:
     def _unwire(self) -> None:
         self.store = self.election = self.poll_loop = self.intents = None
 
-    # --- in a task, for tests and tools ------------------------------------------
-    async def start(self, timeout: float = 5.0) -> "DiscovererService":
-        """Run in a task: the whole service, or inside ``wired()`` its parts."""
-        self._stop.clear()
-        self.started.clear()
-        job = self.serve(self._stop) if self.election is not None else self.run(self._stop)
-        self._task = asyncio.get_running_loop().create_task(job)
-        started = asyncio.ensure_future(self.started.wait())
-        await asyncio.wait((started, self._task), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not self.started.is_set():
-            started.cancel()
-            await self.stop()
-            raise RuntimeError(f"discoverer {self.cfg.holder} did not start within {timeout:.0f}s")
-        return self
-
-    async def stop(self) -> None:
-        """Stop gracefully (the lease released, the status withdrawn); safe to call twice."""
-        self._stop.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            await task
-
-    async def __aenter__(self) -> "DiscovererService":
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
+    def job(self, stop: asyncio.Event):
+        """What ``start()`` runs in its task: the whole service, or inside ``wired()`` its parts."""
+        return self.serve(stop) if self.election is not None else self.run(stop)

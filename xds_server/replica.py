@@ -16,6 +16,7 @@ import socket
 
 from shared.connect import redact, redis_client
 from shared.addr import join_hostport, parse_hostport
+from shared.runner import InTask
 from shared.store import Store
 from shared.status import READS_PRIMARY, READS_REPLICA
 
@@ -30,9 +31,12 @@ from .status import StatusPublisher
 log = logging.getLogger("xds_server")
 
 
-class Replica:
+class Replica(InTask):
+    """``run(stop)`` for ``main``; ``start()``/``stop()`` or ``async with`` for tests and tools."""
+
     def __init__(self, cfg: XdsConfig):
         self.cfg = cfg
+        self.name = f"replica {cfg.replica_id}"
         renderer = Renderer(cfg.routing, cfg.domain, fcds=cfg.fcds, connect_timeout=cfg.connect_timeout,
                             on_demand_timeout=cfg.on_demand_wait, poison=cfg.poison,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
@@ -42,8 +46,6 @@ class Replica:
         self.publisher: StatusPublisher | None = None
         self.port = 0
         self.started = asyncio.Event()  # the port is bound and Redis clients exist
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -105,26 +107,3 @@ class Replica:
         await server.set_health(health, True)
         log.info("ready: version %d", self.cache.version)
 
-    # --- in a task, for tests and tools ------------------------------------------
-    async def start(self, timeout: float = 5.0) -> "Replica":
-        self._task = asyncio.get_running_loop().create_task(self.run(self._stop))
-        started = asyncio.ensure_future(self.started.wait())
-        await asyncio.wait((started, self._task), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not self.started.is_set():
-            started.cancel()
-            await self.stop()
-            raise RuntimeError(f"replica {self.cfg.replica_id} did not start within {timeout:.0f}s")
-        return self
-
-    async def stop(self) -> None:
-        """Stop gracefully; safe to call twice."""
-        self._stop.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            await task
-
-    async def __aenter__(self) -> "Replica":
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
