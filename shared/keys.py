@@ -63,17 +63,17 @@ class Keys:
 
     @property
     def replicas(self) -> str:
-        """hash: ADS replica id -> JSON status."""
+        """hash: ADS replica id -> JSON status (shared.status.ReplicaStatus)."""
         return self._key("replicas")
 
     @property
     def envoys(self) -> str:
-        """hash: Envoy node id -> JSON status."""
+        """hash: Envoy node id -> JSON status (shared.status.EnvoyStatus)."""
         return self._key("envoys")
 
     @property
     def discoverers(self) -> str:
-        """hash: discoverer id -> JSON status."""
+        """hash: discoverer id -> JSON status (shared.status.DiscovererStatus)."""
         return self._key("discoverers")
 
     @property
