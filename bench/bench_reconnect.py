@@ -58,7 +58,8 @@ def reconnect(cache: Cache, registry: Registry, first: list[bytes]) -> int:
             resp = discovery_pb2.DeltaDiscoveryResponse.FromString(message)
             sent += len(resp.resources)
             stream.on_request(Request(type_url=type_url, response_nonce=resp.nonce))
-    orjson.dumps(stream.peer.status("bench"))
+    status = stream.peer.status("bench")
+    orjson.dumps(status if isinstance(status, dict) else status.to_json())  # a dict before shared.status
     registry.leave(stream.peer)
     return sent
 

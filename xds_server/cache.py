@@ -117,7 +117,7 @@ class _Series:
 class Cache:
     """The rendered state of the builder set for every view in use."""
 
-    def __init__(self, renderer: Renderer, *, region_scope: str = "all", push_interval: float = 0.0,
+    def __init__(self, renderer: Renderer, *, region_scope: str = rs.SCOPE_ALL, push_interval: float = 0.0,
                  listener: ListenerSpec = ListenerSpec(), max_views: int = 256):
         self.renderer = renderer
         self.region_scope = region_scope
@@ -140,13 +140,13 @@ class Cache:
         return self.version >= 0
 
     def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
-        return ViewKey(region if self.region_scope == "local" else None, listener)
+        return ViewKey(region if self.region_scope == rs.SCOPE_LOCAL else None, listener)
 
     # --- views (snapshot.SnapshotSource) ----------------------------------------
     def open_view(self, node: base_pb2.Node) -> ViewKey:
         """The node's view (region if --region-scope is local, and the listener its bootstrap asks for)."""
         region = node_region(node)
-        if region is None and self.region_scope == "local":
+        if region is None and self.region_scope == rs.SCOPE_LOCAL:
             log.warning("node %s has no region while --region-scope is local: it sees no builders", node.id)
             region = ""
         view = self.view_for(region, node_listener(node, self.listener))
@@ -287,6 +287,10 @@ class Cache:
     @property
     def delta_only(self) -> bool:
         return self.renderer.delta_only
+
+    @property
+    def routing(self) -> str:
+        return self.renderer.routing
 
     def may_appear(self, type_url: str, name: str) -> bool:
         return type_url == rs.CLUSTER and self.renderer.on_demand and name.endswith(self._domain_suffix)

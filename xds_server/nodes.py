@@ -1,4 +1,4 @@
-"""What an Envoy's node (from its bootstrap) asks for: its region and its listener."""
+"""What an Envoy's node (from its bootstrap) asks for: its region, its listener, its routing."""
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
@@ -12,10 +12,10 @@ def _meta(node: base_pb2.Node, key: str) -> str | None:
     value = node.metadata.fields.get(key)
     if value is None:
         return None
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
+    which = value.WhichOneof("kind")  # protobuf's name for Value's oneof
+    if which == "string_value":
         return value.string_value
-    if kind == "number_value":
+    if which == "number_value":
         return str(int(value.number_value))
     return None
 
@@ -35,3 +35,8 @@ def node_listener(node: base_pb2.Node, defaults: ListenerSpec) -> ListenerSpec:
     if not 0 < port_value < 65536:
         port_value = defaults.port
     return ListenerSpec(address=_meta(node, rs.META_LISTENER_ADDRESS) or defaults.address, port=port_value)
+
+
+def node_routing(node: base_pb2.Node) -> str | None:
+    """The routing the node's bootstrap was written for (``xdsctl bootstrap --routing``), if it says."""
+    return _meta(node, rs.META_ROUTING)

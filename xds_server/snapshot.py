@@ -25,6 +25,8 @@ from typing import Callable, Hashable, Iterable, Mapping, Protocol
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from shared import resources as rs
+
 from . import wire
 from .render import Rendered
 
@@ -40,7 +42,7 @@ class TypeSnapshot:
     version: int
     resources: Mapping[str, Rendered]
     uses: frozenset[str] = frozenset()  # names of resources of cache.depends_on(type_url) these route to
-    label: str = ""  # appended to version_info (transitional snapshots)
+    label: str = ""  # of a transitional snapshot (rs.BRIDGE), in its version_info
     seq: int = 0  # the cache update that made it: orders snapshots even when Redis versions restart
     _sotw: bytes | None = field(default=None, repr=False)
     _sotw_message: tuple[str, bytes] | None = field(default=None, repr=False)
@@ -51,7 +53,7 @@ class TypeSnapshot:
 
     @property
     def version_info(self) -> str:
-        return f"{self.version}{self.label}"
+        return rs.version_info(self.version, self.label)
 
     def sotw_body(self) -> bytes:
         """DiscoveryResponse without its nonce; built once, shared by every stream.
@@ -187,6 +189,11 @@ class SnapshotSource(Protocol):
     @property
     def delta_only(self) -> bool:
         """The resources can only be served over delta xDS (FCDS): state-of-the-world streams are refused."""
+
+    @property
+    def routing(self) -> str:
+        """The routing the resources are for (``rs.routing_name``): a node whose bootstrap asks for another
+        is refused."""
 
     def open_view(self, node: base_pb2.Node) -> Hashable:
         """The view ``node`` sees (go-control-plane's NodeHash: nodes with equal views share every

@@ -26,7 +26,7 @@ class FakeSource:
     def __init__(self, types: tuple[str, ...], depends: dict[str, str] | None = None):
         self.types = types
         self.depends = depends or {}
-        self.ready, self.delta_only = True, False
+        self.ready, self.delta_only, self.routing = True, False, "fake"
         self.snaps: dict[str, TypeSnapshot] = {}
         self.history: dict[str, list[TypeSnapshot]] = {}
         self.watchers: set = set()
