@@ -109,8 +109,8 @@ def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_p
     spy = None
     if profile:
         spy = subprocess.Popen([str(Path(os.sys.executable).parent / "py-spy"), "record", "-o", profile, "-f", "raw",
-                                "-r", "250", "--pid", str(b_pid), "--subprocesses", "--idle"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                                "-r", "250", "--pid", str(b_pid), "--subprocesses", "--idle"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attaches
     t_kill = time.time()
     a.send_signal(signal.SIGKILL)
@@ -180,7 +180,8 @@ def run_cold(streams: int, builders: int, workers: int, tmp: Path) -> dict:
         cleanup(None, xds, redis)
     floor, target = start_floor()
     try:
-        row.update({f"floor_{k}": v for k, v in opened(floor, target, streams, tmp).items() if not k.startswith("load")})
+        measured = opened(floor, target, streams, tmp)
+        row.update({f"floor_{k}": v for k, v in measured.items() if not k.startswith("load")})
     finally:
         floor.kill()
         floor.wait(10)
@@ -275,7 +276,8 @@ def main(argv=None) -> list[dict]:
     print(table(f"storm: replica killed under N delta streams, {args.builders} builders, jitter 0-{args.jitter} s",
                 ["server", "streams", "workers", "re-served p50 ms", "p99 ms", "max ms", "from open p99", "needless",
                  "change p99 (connected)", "B cpu ms/reconnect", "load"],
-                [[r["server"], r["streams"], r["workers"], r["reserved_p50_ms"], r["reserved_p99_ms"], r["reserved_max_ms"],
+                [[r["server"], r["streams"], r["workers"], r["reserved_p50_ms"], r["reserved_p99_ms"],
+                  r["reserved_max_ms"],
                   r["from_open_p99_ms"], r["needless_resent"], r["change_connected_p99_ms"],
                   r["b_cpu_ms_per_reconnect"], r["load_before"]] for r in rows]))
     if not args.no_save:
@@ -292,10 +294,10 @@ def cold(args) -> list[dict]:
                 rows.append(run_cold(streams, builders, workers, Path(d)))
                 print(rows[-1], flush=True)
     print(table("cold start: every stream opened at once, nothing held (floor: grpc_floor, empty responses)",
-                ["streams", "builders", "workers", "all served s", "peak RSS MB", "cpu ms/stream", "floor cpu ms/stream",
-                 "load"],
-                [[r["streams"], r["builders"], r["workers"], r["all_served_s"], r["peak_rss_mb"], r["cpu_ms_per_stream"],
-                  r["floor_cpu_ms_per_stream"], r["load_before"]] for r in rows]))
+                ["streams", "builders", "workers", "all served s", "peak RSS MB", "cpu ms/stream",
+                 "floor cpu ms/stream", "load"],
+                [[r["streams"], r["builders"], r["workers"], r["all_served_s"], r["peak_rss_mb"],
+                  r["cpu_ms_per_stream"], r["floor_cpu_ms_per_stream"], r["load_before"]] for r in rows]))
     if not args.no_save:
         save("storm_cold", rows)
     return rows

@@ -145,7 +145,8 @@ class DeltaStream(Stream):
             metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
-                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), st.sent_version, req.error_detail.message[:300])
+                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), st.sent_version,
+                        req.error_detail.message[:300])
             return
         metrics.count_ack(st.type_url, self.cache.ack_latency(st.sent_number))
         self.peer.ack(st.type_url, st.sent_version)

@@ -80,7 +80,8 @@ class SotwStream(Stream):
             metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, sent.version_info, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
-                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), sent.version_info, req.error_detail.message[:300])
+                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), sent.version_info,
+                        req.error_detail.message[:300])
         else:
             st.acked = sent
             metrics.count_ack(st.type_url, self.cache.ack_latency(sent.version))
