@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,7 +100,7 @@ def start_pair(url: str, tmp: Path, workers: int, floor: bool = False):
 def start_floor() -> tuple[subprocess.Popen, str]:
     """bench/grpc_floor.py: gRPC alone, answering each stream's first CDS and LDS with empty responses."""
     target = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([os.sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
     wait_until(lambda: listening(target), 30, what="grpc_floor listening")
     return proc, target
 
@@ -108,7 +109,7 @@ def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_p
     """Kill A; add a builder CHANGE_AFTER later. Returns (kill time, change time, change version, profiler)."""
     spy = None
     if profile:
-        spy = subprocess.Popen([str(Path(os.sys.executable).parent / "py-spy"), "record", "-o", profile, "-f", "raw",
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "-f", "raw",
                                 "-r", "250", "--pid", str(b_pid), "--subprocesses", "--idle"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attaches
