@@ -13,7 +13,7 @@ middle of the storm) one builder is added. Figures per run: every storm stream r
 first CDS and LDS after the kill) from the kill and from its own open on B (B's work and queueing),
 resources resent that the stream already held (0 when B resends nothing needlessly), the change's
 latency at the connected streams (push pacing included) and at the storm streams, B's CPU seconds
-during the storm, and the load average (the machine is shared: figures under load say so). With
+during the storm, the streams each of B's workers holds after it (``{xds}:replicas``), and the load average (the machine is shared: figures under load say so). With
 ``--floor`` each storm is run again between two bench/grpc_floor.py servers (gRPC alone, empty
 responses; no change reaches them): how fast this machine and these load clients allow at all.
 
@@ -36,6 +36,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import orjson
+import redis as redis_lib
+
+from shared.keys import Keys
+from shared.status import ReplicaStatus, fresh
 
 from .bench_fanout import wait_workers
 from .common import (REPO, Loaders, Writer, builder, cleanup, free_port, pct, proc_cpu, rss_mb, save, seed,
@@ -105,6 +111,22 @@ def start_floor() -> tuple[subprocess.Popen, str]:
     return proc, target
 
 
+def streams_on(url: str, target: str) -> list[int]:
+    """Streams of each live replica (each worker) listening on ``target``, from {xds}:replicas."""
+    client = redis_lib.Redis.from_url(url)
+    try:
+        raw = {k: orjson.loads(v) for k, v in client.hgetall(Keys().replicas).items()}
+    finally:
+        client.close()
+    live = fresh(raw, ReplicaStatus, time.time()).values()
+    return sorted((e.streams for e in live if e.address == target), reverse=True)
+
+
+def on_b(url: str, target: str, total: int) -> list[int] | None:
+    counts = streams_on(url, target)
+    return counts if sum(counts) == total else None
+
+
 def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_pid: int):
     """Kill A; add a builder CHANGE_AFTER later. Returns (kill time, change time, change version, profiler)."""
     spy = None
@@ -154,11 +176,13 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
+        per_replica = [] if floor else wait_until(lambda: on_b(redis.url, target_b, streams + connected), 15,
+                                                  what="every stream in the survivor's status")
         stormed = [d for _, d in storming.stop()]
         settled = [d for _, d in steady.stop()] if connected else []
         row = summarize(streams, builders, workers, jitter, stormed, settled, t_kill, t_change, version,
                         storm_s, cpu_storm, load_before)
-        return {"server": "grpc_floor" if floor else "xds-server", **row}
+        return {"server": "grpc_floor" if floor else "xds-server", **row, "b_streams_per_worker": per_replica}
     finally:
         if steady is not None:
             steady.kill()
@@ -276,11 +300,12 @@ def main(argv=None) -> list[dict]:
                     print(rows[-1], flush=True)
     print(table(f"storm: replica killed under N delta streams, {args.builders} builders, jitter 0-{args.jitter} s",
                 ["server", "streams", "workers", "re-served p50 ms", "p99 ms", "max ms", "from open p99", "needless",
-                 "change p99 (connected)", "B cpu ms/reconnect", "load"],
+                 "change p99 (connected)", "B cpu ms/reconnect", "streams per worker", "load"],
                 [[r["server"], r["streams"], r["workers"], r["reserved_p50_ms"], r["reserved_p99_ms"],
                   r["reserved_max_ms"],
                   r["from_open_p99_ms"], r["needless_resent"], r["change_connected_p99_ms"],
-                  r["b_cpu_ms_per_reconnect"], r["load_before"]] for r in rows]))
+                  r["b_cpu_ms_per_reconnect"], "/".join(map(str, r["b_streams_per_worker"])), r["load_before"]]
+                 for r in rows]))
     if not args.no_save:
         save("storm", rows)
     return rows
