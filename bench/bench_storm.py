@@ -6,14 +6,15 @@ streams already on B during that storm.
                                 [--jitter 0.5] [--floor] [--no-save] [--py-spy FILE]
     python -m bench.bench_storm --cold 3000x500,1000x10000 [--workers 1]
 
-Simulated Envoys (bench/loadclient.py, 500 streams a process, 10 a TCP connection) open on A with B as the next target;
-after A dies each stream waits uniform(0, --jitter) s and opens on B with ``initial_resource_versions``
-(what it holds). ``--connected`` more streams sit on B throughout. 250 ms after the kill (in the
-middle of the storm) one builder is added. Figures per run: every storm stream re-served by B (its
-first CDS and LDS after the kill) from the kill and from its own open on B (B's work and queueing),
-resources resent that the stream already held (0 when B resends nothing needlessly), the change's
-latency at the connected streams (push pacing included) and at the storm streams, B's CPU seconds
-during the storm, the streams each of B's workers holds after it (``{xds}:replicas``), and the load average (the machine is shared: figures under load say so). With
+Simulated Envoys (bench/loadclient.py, 500 streams a process, 10 a TCP connection) open on A with
+B as the next target; after A dies each stream waits uniform(0, --jitter) s and opens on B with
+``initial_resource_versions`` (what it holds). ``--connected`` more streams sit on B throughout.
+250 ms after the kill (in the middle of the storm) one builder is added. Figures per run: every
+storm stream re-served by B (its first CDS and LDS after the kill) from the kill and from its own
+open on B (B's work and queueing), resources resent that the stream already held (0 when B resends
+nothing needlessly), the change's latency at the connected streams (push pacing included) and at
+the storm streams, B's CPU seconds during the storm, the streams each of B's workers holds after it
+(``{xds}:replicas``), and the load average (the machine is shared: figures under load say so). With
 ``--floor`` each storm is run again between two bench/grpc_floor.py servers (gRPC alone, empty
 responses; no change reaches them): how fast this machine and these load clients allow at all.
 
