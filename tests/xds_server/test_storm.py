@@ -1,7 +1,8 @@
 """A replica's death under many Envoys, with real processes: two xds-server replicas, a few hundred
 simulated delta Envoys (bench/loadclient.py: jittered reconnect to the next replica, with
 ``initial_resource_versions``), the first replica SIGKILLed. Every stream is served again by the
-survivor, and none is sent a resource it holds already: only the change written during the storm."""
+survivor, whose two workers (``--workers 2``) share them, and none is sent a resource it holds already:
+only the change written during the storm."""
 from __future__ import annotations
 
 import json
@@ -28,11 +29,12 @@ async def test_a_killed_replicas_streams_are_served_again_and_resent_only_the_ch
     await writer.put(*(builder(f"s{n:04d}") for n in range(BUILDERS)))
     ports = [free_port(), free_port()]
     first = start(procs, redis_server, ports[0], "--replica-id", "r0", label="xds0")
-    start(procs, redis_server, ports[1], "--replica-id", "r1", label="xds1")
+    start(procs, redis_server, ports[1], "--replica-id", "r1", "--workers", "2", label="xds1")
+    survivor = ("r1/0", "r1/1")
 
-    async def both_ready():
-        return all(replicas(redis_server).get(f"r{i}", {}).get("ready") for i in range(2))
-    await async_wait_until(both_ready, 30, what="both replicas ready")
+    async def all_ready():
+        return all(replicas(redis_server).get(r, {}).get("ready") for r in ("r0", *survivor))
+    await async_wait_until(all_ready, 30, what="the first replica and the survivor's two workers ready")
     ready, reopened, out = tmp_path / "ready", tmp_path / "reopened", tmp_path / "envoys.json"
     envoys = procs.start_python(
         ["-m", "bench.loadclient", "--target", ",".join(f"127.0.0.1:{p}" for p in ports), "--streams", str(STREAMS),
@@ -43,6 +45,12 @@ async def test_a_killed_replicas_streams_are_served_again_and_resent_only_the_ch
     first.kill(signal.SIGKILL)
     await writer.put(builder("storm"))  # a change while the streams move
     await async_wait_until(exists(reopened), 60, what="every stream served again by the survivor")
+
+    async def shared():
+        counts = [replicas(redis_server).get(r, {}).get("streams", 0) for r in survivor]
+        return counts if sum(counts) == STREAMS else None
+    counts = await async_wait_until(shared, 15, what=f"{STREAMS} streams in the survivor's status")
+    assert min(counts) > 0, f"the storm went to one worker: {counts}"
     envoys.kill(signal.SIGTERM)
     await async_wait_until(exists(out), 30, what="the simulated Envoys' records")
     data = json.loads(out.read_text())
