@@ -18,11 +18,11 @@ from discoverer.diff import Rules
 from discoverer.election import Election, LeaseTimes
 from discoverer.intents import IntentReader
 from discoverer.loop import Discoverer, Timing
+from harness.procs import async_wait_until
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from shared.store import Store
-from harness.procs import async_wait_until
 
 from .test_loop import FakeSource, rec
 

@@ -15,12 +15,12 @@ from discoverer.diff import Rules
 from discoverer.election import Election, LeaseTimes
 from discoverer.loop import Discoverer, Timing
 from discoverer.sources import Answer
+from harness.procs import async_wait_until
 from shared.connect import aclose, connect
 from shared.errors import SourceError, StoreUnavailable
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from shared.store import Store
-from harness.procs import async_wait_until
 
 KEYS = Keys()
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),

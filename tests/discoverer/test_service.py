@@ -8,8 +8,8 @@ import pytest
 
 from discoverer import config, status
 from discoverer.service import DiscovererService
-from shared.keys import Keys
 from harness.procs import async_wait_until
+from shared.keys import Keys
 
 KEYS = Keys()
 

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from discoverer import status
-from shared.keys import Keys
 from harness.procs import async_wait_until
+from shared.keys import Keys
 
 from .test_loop import FakeSource, nodes, rec, routes  # noqa: F401 - nodes is a fixture
 
