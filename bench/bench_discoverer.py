@@ -31,8 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from discoverer.diff import Planner, Rules, validate  # noqa: E402
 from discoverer.election import Election, LeaseTimes  # noqa: E402
+from discoverer.plan import Planner  # noqa: E402
+from discoverer.rules import Rules  # noqa: E402
+from discoverer.validate import validate  # noqa: E402
 from discoverer.loop import Discoverer, Timing  # noqa: E402
 from discoverer.sources.fly import FlySource, join_txt, parse_instances  # noqa: E402
 from shared.connect import aclose, connect  # noqa: E402

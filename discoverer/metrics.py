@@ -27,3 +27,7 @@ INTENT_CONFLICTS = Counter("discoverer_intent_conflicts_total",
                            "DNS listed a builder at another address than its registration said (DNS won)")
 UNCONFIRMED_EXPIRED = Counter("discoverer_unconfirmed_expired_total",
                               "Registrations removed because DNS did not list them within --confirm-grace")
+INTENTS_REJECTED = Counter("discoverer_intents_rejected_total",
+                           "Intents rejected, by reason (address_of_other_app, too_many_unconfirmed, ...)", ["reason"])
+LISTED_DEREGISTRATIONS = Counter("discoverer_listed_deregistrations_total",
+                                 "Deregistrations applied to builders DNS still listed")

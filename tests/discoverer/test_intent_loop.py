@@ -14,7 +14,7 @@ import time
 import orjson
 import pytest
 
-from discoverer.diff import Rules
+from discoverer.rules import Rules
 from discoverer.election import Election, LeaseTimes
 from discoverer.intents import IntentReader
 from discoverer.loop import Discoverer, Timing

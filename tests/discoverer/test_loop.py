@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from discoverer.diff import Rules
+from discoverer.rules import Rules
 from discoverer.election import Election, LeaseTimes
 from discoverer.loop import Discoverer, Timing
 from discoverer.sources import Answer

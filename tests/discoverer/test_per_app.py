@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from discoverer.config import from_args
-from discoverer.diff import Rules, validate
+from discoverer.rules import Rules
+from discoverer.validate import validate
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import parse_vms
 from shared.errors import ConfigError, RecordError

@@ -19,7 +19,8 @@ import dns.rdtypes.IN.AAAA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from discoverer.diff import Rules, validate
+from discoverer.rules import Rules
+from discoverer.validate import validate
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import PerAppSource
 from shared.errors import RecordError, SourceError
