@@ -32,17 +32,19 @@ class FlyPlane:
 
 
 def start_fly_plane(tmp: Path, procs: ProcGroup, redis_url: str, dns_server, machines: Sequence[FlyBuilder], *,
-                    app: str, discoverer_args: Sequence[str] = ()) -> FlyPlane:
-    """Every machine listens on one port and answers its own SNI; DNS lists them all."""
+                    app: str, discoverer_args: Sequence[str] = (), unlisted: Sequence[FlyBuilder] = (),
+                    xds_redis_url: str | None = None) -> FlyPlane:
+    """Every machine listens on one port and answers its own SNI; DNS lists them all but ``unlisted``
+    (machines DNS does not know yet). ``xds_redis_url``: the replica's own (default ``redis_url``)."""
     port = free_port("127.0.0.2")
     certs = tmp / "certs"
-    start_backends(procs, certs, {sni(m): (m.ip, port) for m in machines})
+    start_backends(procs, certs, {sni(m): (m.ip, port) for m in (*machines, *unlisted)})
     dns_server.set_builders(machines)
-    common = ["--redis-url", redis_url]
-    disc = procs.start("discoverer", [*common, "--source", "fly", "--app", app, "--dns-server", dns_server.addr,
-                                      "--builder-port", str(port), *discoverer_args])
+    disc = procs.start("discoverer", ["--redis-url", redis_url, "--source", "fly", "--app", app, "--dns-server",
+                                      dns_server.addr, "--builder-port", str(port), *discoverer_args])
     ads = free_port()
-    procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{ads}", "--routing", "sni_cluster"], label="xds")
+    procs.start("xds-server", ["--redis-url", xds_redis_url or redis_url, "--listen", f"127.0.0.1:{ads}",
+                               "--routing", "sni_cluster"], label="xds")
     envoy = EnvoyProc(tmp / "envoy", node_id="edge-1", ads=f"127.0.0.1:{ads}", routing="sni_cluster")
     procs.procs.append(envoy.start().proc)
     return FlyPlane(disc, envoy, client_context(certs))
