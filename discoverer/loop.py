@@ -200,6 +200,7 @@ class Discoverer:
         if len(self._validated) > 2 * len(answer.records) + 1024:
             self._validated.clear()
         seen = validate(answer.records, self.rules, time.time(), cache=self._validated)
+        seen.other_apps = answer.other_apps
         self._last_answer, self._last_seen = answer, seen
         return seen
 

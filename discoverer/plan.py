@@ -69,6 +69,9 @@ def check_register(b: Builder, known: Validated | None, rules: Rules) -> RecordE
         return RecordError("id_of_other_app", f"DNS lists {b.id} as a machine of app {by_id.app!r}")
     if at is not None and not rules.wants_app(at.app):
         return RecordError("address_of_other_app", f"DNS lists {b.address} as {at.id} of app {at.app!r}")
+    if b.address in known.other_apps:
+        return RecordError("address_of_other_app", f"DNS lists {b.address} as a machine of app "
+                                                   f"{known.other_apps[b.address]!r}")
     if by_id is not None and by_id.address != b.address:
         return RecordError("id_at_other_address", f"DNS lists {b.id} at {by_id.address}")
     if at is not None and at.id != b.id:

@@ -20,6 +20,7 @@ class Validated:
     # per-app mode, the builder apps' machines.
     ids: dict[str, Builder] = field(default_factory=dict)
     addresses: dict[str, Builder] = field(default_factory=dict)
+    other_apps: dict[str, str] = field(default_factory=dict)  # address -> app the records do not list (per-app)
 
 
 _MISSING = object()

@@ -8,6 +8,7 @@ one TXT query per app; new ids are resolved concurrently.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 import dns.rcode
@@ -99,3 +100,22 @@ class PerAppSource:
                 self._addresses[(app, bid)] = next(iter(rrset)).address
                 return
         answer.rejected.append(RecordError("no_address", name))
+
+    async def addresses_of(self, apps: list[str], kinds: tuple[str, ...]) -> dict[str, str]:
+        """address -> app of every machine of ``apps``: ``<app>.internal`` A/AAAA (``kinds``), one query
+        per app and kind. An app whose query fails is left out (logged)."""
+        found: dict[str, str] = {}
+
+        async def one(app: str, kind: str) -> None:
+            async with self._sem:
+                try:
+                    resp = await self.dns.query(f"{app}.internal", kind)
+                except SourceError as exc:
+                    log.warning("%s; the addresses of app %s are not known until the next read", exc, app)
+                    return
+            for rrset in resp.answer:
+                if rrset.rdtype == dns.rdatatype.from_text(kind):
+                    found.update((str(ipaddress.ip_address(r.address)), app) for r in rrset)
+
+        await asyncio.gather(*(one(app, kind) for app in apps for kind in kinds))
+        return found

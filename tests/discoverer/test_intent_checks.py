@@ -54,6 +54,13 @@ def test_the_checks_use_the_last_good_answer_while_dns_fails():
     assert reasons(p) == [None] and [b.id for b in p.upsert] == ["b09"]
 
 
+def test_in_per_app_mode_the_other_apps_addresses_are_checked_without_their_records():
+    seen = dns(("b01", "fdaa::1", "web"))
+    seen.other_apps = {"fdaa::d1": "pg"}  # what FlySource reads of <app>.internal in per-app mode
+    p = plan(Planner(WEB), dict(seen.builders), seen, 100.0, reg("b09", "fdaa::d1"), reg("b08", "fdaa::8"))
+    assert reasons(p) == ["address_of_other_app", None] and [b.id for b in p.upsert] == ["b08"]
+
+
 def test_a_machine_dns_does_not_list_yet_is_routed_at_once():
     p = plan(Planner(WEB), {}, dns(PG), 100.0, reg("b09", "fdaa::9"))
     assert [(b.id, b.unconfirmed) for b in p.upsert] == [("b09", True)]

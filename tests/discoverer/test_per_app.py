@@ -121,6 +121,22 @@ async def test_an_app_created_later_is_polled_without_a_restart(dns_server, monk
     assert "bk-ams" not in source._seen_apps, "an app with no machine left that _apps.internal no longer lists"
 
 
+async def test_per_app_mode_reads_the_other_apps_addresses_to_check_intents_against(dns_server):
+    """Only with check_others; one <app>.internal query per other app and kind, again every apps_refresh."""
+    dns_server.set_builders(fleet(2, "builder") + fleet(2, "pg", base=100) + [("d0000000000001", "web", "127.0.0.9",
+                                                                               "ams")])
+    plain = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}))
+    assert (await plain.fetch()).other_apps == {}
+    source = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}), apps_refresh=0.1,
+                       check_others=("AAAA", "A"))
+    answer = await source.fetch()
+    assert {r["app"] for r in answer.records} == {"builder"}
+    assert answer.other_apps == {**{ip: "pg" for _, _, ip, _ in fleet(2, "pg", base=100)}, "127.0.0.9": "web"}
+    dns_server.set_builders(fleet(2, "builder") + fleet(1, "pg", base=100))
+    await asyncio.sleep(0.15)
+    assert (await source.fetch()).other_apps == {fleet(1, "pg", base=100)[0][2]: "pg"}
+
+
 async def test_an_app_missing_from_one_apps_answer_is_still_polled(dns_server):
     """A short _apps.internal answer never removes an app whose machines still answer."""
     dns_server.set_builders(fleet(2, "bk-ord") + fleet(1, "bk-ams", base=50))

@@ -4,6 +4,9 @@ Redis 7 with the shipped ACL file over TLS (each service with its own user; the 
 appended with the ``provisioner`` user), the DNS stand-in answering machines of two apps
 (four builders and a database, each a TLS listener on the builder port answering its own
 SNI), the fly-source discoverer with ``--app builders``, one xds-server and a real Envoy.
+(Per-app mode resolves machines by AAAA only, which loopback stand-ins do not have: its
+check of other apps' addresses is tested in tests/discoverer/test_per_app.py and
+tests/discoverer/test_intent_checks.py.)
 A register intent for the database's address or id is rejected and the database is never
 reachable through Envoy, while a new builder DNS does not list yet is routed at once; the
 caps on unconfirmed registrations hold and a mass deregistration is held.
