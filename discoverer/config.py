@@ -51,18 +51,18 @@ def parser() -> argparse.ArgumentParser:
     add_source_and_builders(p)
     add_polling(p.add_argument_group("polling and writing"))
     e = p.add_argument_group("leader election")
-    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=2.0, type=lease_ttl, help="seconds of the leader lease")
+    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=LeaseTimes.ttl, type=lease_ttl, help="seconds of the leader lease")
     flag(e, "--id", env="XDS_DISCOVERER_ID", type=non_empty, shown="HOST:PID", help="holder id")
     return p
 
 
 def add_source_and_builders(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("source")
-    flag(s, "--source", env="XDS_SOURCE", default="fly", choices=("fly", "file"),
+    flag(s, "--source", env="XDS_SOURCE", default=DiscovererConfig.source, choices=("fly", "file"),
          help="fly: TXT _instances.internal; file: a JSON list of {id, app, region, ip}")
     flag(s, "--dns-server", env="XDS_DNS_SERVER", type=dns_server, shown="the system resolver",
          help="IP[:PORT] of the DNS server (on Fly: [fdaa::3]:53)")
-    flag(s, "--dns-timeout", env="XDS_DNS_TIMEOUT", default=0.5, type=seconds, help="seconds per DNS query")
+    flag(s, "--dns-timeout", env="XDS_DNS_TIMEOUT", default=DiscovererConfig.dns_timeout, type=seconds, help="seconds per DNS query")
     flag(s, "--file", env="XDS_FILE", type=existing_file, help="path of the JSON file for --source file")
     b = p.add_argument_group("builders")
     flag(b, "--sni-template", env="XDS_SNI_TEMPLATE", default=DEFAULT_SNI_TEMPLATE, type=sni_template,
