@@ -23,12 +23,12 @@ from shared.outcomes import REJECTED
 from shared.store import IntentWrite, Lease, SetSnapshot, Store, stream_id
 
 from . import metrics
-from .plan import Plan, Planner
-from .rules import Rules
-from .validate import Validated, validate
 from .election import Election, bounded
 from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
+from .plan import Plan, Planner
+from .rules import Rules
 from .sources import Answer, Source
+from .validate import Validated, validate
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import pytest
 
 from discoverer.config import from_args
 from discoverer.rules import Rules
-from discoverer.validate import validate
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import parse_vms
+from discoverer.validate import validate
 from shared.errors import ConfigError, RecordError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discoverer.rules import Rules
-from discoverer.validate import validate
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import PerAppSource
+from discoverer.validate import validate
 from shared.errors import RecordError, SourceError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, ID_RE, parse_networks
 
