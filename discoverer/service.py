@@ -32,7 +32,7 @@ def make_source(cfg: DiscovererConfig) -> Source:
         return FileSource(cfg.file)
     return FlySource(cfg.dns_server, timeout=cfg.dns_timeout, per_app=cfg.per_app, apps=cfg.rules.apps,
                      app_wanted=cfg.rules.wants_app, learn=bool(cfg.rules.app_patterns) or not cfg.rules.apps,
-                     apps_refresh=cfg.apps_refresh, check_others=address_kinds(cfg.rules))
+                     apps_refresh=cfg.apps_refresh, address_kinds=address_kinds(cfg.rules), check_others=True)
 
 
 def address_kinds(rules) -> tuple[str, ...]:

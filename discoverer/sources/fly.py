@@ -85,7 +85,9 @@ class FlySource:
     only when ``_apps.internal`` no longer lists it and it has no machine left:
     one short answer never removes a whole app's routes. Without an
     ``_apps.internal`` answer, the names come from the last org-wide answer.
-    With ``check_others``, per-app mode also reads, every ``apps_refresh``
+    ``address_kinds``: the DNS types a machine's address is asked as in per-app
+    mode (AAAA, then A where the allow-list holds IPv4). With ``check_others``,
+    per-app mode also reads, every ``apps_refresh``
     seconds, the addresses of the other apps' machines (``<app>.internal``
     A/AAAA for each app ``_apps.internal`` names that is not a builder app), so a
     registration intent for one of them is refused as in org-wide mode.
@@ -96,7 +98,7 @@ class FlySource:
     def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME,
                  per_app: bool = False, apps: frozenset[str] = frozenset(), app_wanted=None,
                  learn: bool | None = None, apps_refresh: float = APPS_REFRESH,
-                 check_others: tuple[str, ...] = ()):
+                 address_kinds: tuple[str, ...] = ("AAAA",), check_others: bool = False):
         self.dns = DnsClient(server, timeout)
         self.name = name
         self.per_app = per_app
@@ -108,7 +110,8 @@ class FlySource:
         self._listed: set[str] = set()  # the names in the last _apps.internal answer
         self._apps_due = 0.0  # monotonic time of the next _apps.internal read
         self._per_app = None
-        self.check_others = check_others  # the address kinds (AAAA, A) of other apps to read in per-app mode
+        self.address_kinds = address_kinds
+        self.check_others = check_others
         self._others: dict[str, str] = {}  # address -> app, of apps that are not builder apps
         self._others_due = 0.0
         self._last: tuple[bytes, Answer] | None = None
@@ -179,7 +182,7 @@ class FlySource:
                                    "read before (%d)", exc, len(self._others))
             return
         others = sorted(a for a in names if not self.app_wanted(a))
-        self._others = await source.addresses_of(others, self.check_others)
+        self._others = await source.addresses_of(others)
 
     async def _app_names(self) -> set[str]:
         resp = await self.dns.query(APPS_NAME, "TXT")
@@ -197,7 +200,7 @@ class FlySource:
 
     def _apps_source(self) -> PerAppSource:
         if self._per_app is None:
-            self._per_app = PerAppSource(self.dns)
+            self._per_app = PerAppSource(self.dns, self.address_kinds)
         return self._per_app
 
     async def _org_wide(self) -> Answer:

@@ -128,7 +128,7 @@ async def test_per_app_mode_reads_the_other_apps_addresses_to_check_intents_agai
     plain = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}))
     assert (await plain.fetch()).other_apps == {}
     source = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}), apps_refresh=0.1,
-                       check_others=("AAAA", "A"))
+                       address_kinds=("AAAA", "A"), check_others=True)
     answer = await source.fetch()
     assert {r["app"] for r in answer.records} == {"builder"}
     assert answer.other_apps == {**{ip: "pg" for _, _, ip, _ in fleet(2, "pg", base=100)}, "127.0.0.9": "web"}

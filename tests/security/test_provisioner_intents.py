@@ -3,10 +3,9 @@
 Redis 7 with the shipped ACL file over TLS (each service with its own user; the intents are
 appended with the ``provisioner`` user), the DNS stand-in answering machines of two apps
 (four builders and a database, each a TLS listener on the builder port answering its own
-SNI), the fly-source discoverer with ``--app builders``, one xds-server and a real Envoy.
-(Per-app mode resolves machines by AAAA only, which loopback stand-ins do not have: its
-check of other apps' addresses is tested in tests/discoverer/test_per_app.py and
-tests/discoverer/test_intent_checks.py.)
+SNI), the fly-source discoverer with ``--app builders`` (org-wide, and per-app: there the
+leader reads the other apps' addresses from ``<app>.internal``), one xds-server and a real
+Envoy.
 A register intent for the database's address or id is rejected and the database is never
 reachable through Envoy, while a new builder DNS does not list yet is routed at once; the
 caps on unconfirmed registrations hold and a mass deregistration is held.
@@ -50,13 +49,15 @@ def records_ever_written(admin) -> list[dict]:
     return [r for _, e in admin.xrange(KEYS.changes) for r in orjson.loads(e[b"records"])]
 
 
-def test_a_provisioner_cannot_route_another_apps_machine(tmp_path, secure_redis, dns_server, procs):
+@pytest.mark.parametrize("mode", ["org-wide", "per-app"])
+def test_a_provisioner_cannot_route_another_apps_machine(tmp_path, secure_redis, dns_server, procs, mode):
     url, client = secure_redis
     metrics = free_port()
     plane = start_fly_plane(tmp_path, procs, url("discoverer"), dns_server, [*BUILDERS, PG], app="builders",
                             unlisted=[NEW], xds_redis_url=url("xds"),
                             discoverer_args=["--metrics-listen", f"127.0.0.1:{metrics}", "--confirm-grace", "60",
-                                             "--max-unconfirmed", "2", "--mass-deregistration-share", "0.25"])
+                                             "--max-unconfirmed", "2", "--mass-deregistration-share", "0.25",
+                                             *(["--per-app"] if mode == "per-app" else [])])
     for m in BUILDERS:
         wait_until(lambda: plane.reach(m) == sni(m), 30, what=f"builder {m.id}")
     prov, admin = client("provisioner"), client("admin")
@@ -64,9 +65,12 @@ def test_a_provisioner_cannot_route_another_apps_machine(tmp_path, secure_redis,
     out = register(prov, "attack-address", ATTACK)
     assert (out["status"], out["reason"]) == ("rejected", "address_of_other_app"), out
     out = register(prov, "attack-id", PG._replace(app="builders"))
-    assert (out["status"], out["reason"]) == ("rejected", "id_of_other_app"), out
+    # per-app mode reads the other apps' addresses (<app>.internal), not their ids
+    assert (out["status"], out["reason"]) == ("rejected", "id_of_other_app" if mode == "org-wide"
+                                              else "address_of_other_app"), out
     plane.discoverer.wait_for_log("request attack-address: register", 5)  # the WARNING names the request
-    assert sample(metrics, "discoverer_intents_rejected_total", reason="address_of_other_app") == 1
+    assert sample(metrics, "discoverer_intents_rejected_total", reason="address_of_other_app") == (
+        1 if mode == "org-wide" else 2)
 
     # the same intent for a machine DNS does not list yet: routed within milliseconds of its append
     assert plane.reach(NEW) is REFUSED
