@@ -26,6 +26,7 @@ from . import metrics
 from .election import Election, bounded
 from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
 from .plan import Plan, Planner
+from .rejections import Rejections
 from .rules import Rules
 from .sources import Answer, Source
 from .validate import Validated, validate
@@ -72,8 +73,9 @@ def _some(ids, shown: int = 5) -> str:
 
 class Discoverer:
     def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing,
-                 intents: IntentReader | None = None):
+                 intents: IntentReader | None = None, rejections: Rejections | None = None):
         self.store = store
+        self.rejections = rejections  # None: rejections stay in the log and metrics only
         self.intents = intents  # None: this discoverer takes no intents (tests, tools)
         self.source = source
         self.election = election
@@ -165,6 +167,8 @@ class Discoverer:
         for err in (*answer.rejected, *seen.rejected):
             metrics.REJECTED.labels(err.reason).inc()
             self._log_once.warning(f"{err.reason}:{err.detail}", "record skipped: %s", err)
+        if self.rejections is not None:
+            self.rejections.note_answer(answer, seen)
         self._dns = seen
         wrote = await self._step(seen)
         if wrote is None:
@@ -389,6 +393,8 @@ class Discoverer:
             metrics.INTENT_SECONDS.observe(max(0.0, now - stream_id(it.entry_id)[0] / 1000))
             if out["status"] == REJECTED:
                 metrics.INTENTS_REJECTED.labels(out["reason"]).inc()
+            if self.rejections is not None:
+                self.rejections.note_intent(it, out)
             if it.error is not None:
                 self._log_once.warning(f"intent:{it.error.reason}:{it.error.detail}",
                                        "intent %s rejected: %s; outcome at %s", it.entry_id, it.error,

@@ -20,6 +20,7 @@ from .config import DiscovererConfig
 from .election import Election
 from .intents import IntentReader
 from .loop import Discoverer
+from .rejections import Rejections
 from .sources import Source
 from .sources.file import FileSource
 from .sources.fly import FlySource
@@ -71,12 +72,15 @@ class DiscovererService:
                 redis_client(cfg.redis.url, name=f"discoverer-intents:{cfg.holder}"))
             intents = IntentReader(Store(intents_client, cfg.redis.keys), command_timeout=cfg.lease.command_timeout)
             self.election = election = Election(store, cfg.holder, cfg.lease)
+            rejections = Rejections(store)
             self.discoverer = disc = Discoverer(store=store, source=source, election=election,
-                                                rules=cfg.rules, timing=cfg.timing, intents=intents)
+                                                rules=cfg.rules, timing=cfg.timing, intents=intents,
+                                                rejections=rejections)
             stack.push_async_callback(status.withdraw, election)
             stack.push_async_callback(election.release)  # first on the way out, crash or not
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(election.run()), tg.create_task(disc.run()), tg.create_task(intents.run()),
+                         tg.create_task(rejections.run()),
                          tg.create_task(status.publish(election, disc))]
                 await stop.wait()
                 for task in tasks:

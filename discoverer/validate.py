@@ -15,6 +15,7 @@ class Validated:
     rejected: list[RecordError] = field(default_factory=list)
     uncertain: set[str] = field(default_factory=set)  # ids we cannot decide on; keep as they are
     ignored: int = 0  # valid records of other apps or regions
+    others: list[RecordError] = field(default_factory=list)  # those records, why (for discoverer.rejections)
     # every valid record of the answer, builder or not, by id and by address (the first one listed):
     # what an intent is checked against (``discoverer.plan``). Only what the source asked for: in
     # per-app mode, the builder apps' machines.
@@ -68,11 +69,12 @@ def validate(records: list[dict], rules: Rules, now: float, cache: dict | None =
         out.addresses.setdefault(b.address, b)
         if not rules.wants(b):
             out.ignored += 1  # _instances.internal lists every machine of the org, not only builders
+            out.others.append(_unwanted(b, rules))
             continue
         prev = by_id.get(b.id)
         if prev is not None and prev != b:
             conflicted.add(b.id)
-            out.rejected.append(RecordError("duplicate_id", f"{b.id}: {prev.endpoint} vs {b.endpoint}"))
+            out.rejected.append(RecordError("duplicate_id", f"{b.id}: {prev.endpoint} vs {b.endpoint}", subject=b.id))
         by_id.setdefault(b.id, b)
     for bid in conflicted:
         del by_id[bid]
@@ -87,6 +89,14 @@ def _unique_snis(by_id: dict[str, Builder], out: Validated) -> None:
         b = by_id[bid]
         owner = by_sni.setdefault(b.sni, bid)
         if owner != bid:
-            out.rejected.append(RecordError("duplicate_sni", f"{b.sni}: {owner} and {bid}"))
+            out.rejected.append(RecordError("duplicate_sni", f"{b.sni}: {owner} and {bid}", subject=bid))
             continue
         out.builders[bid] = b
+
+
+def _unwanted(b: Builder, rules: Rules) -> RecordError:
+    if not rules.wants_app(b.app):
+        wanted = sorted(rules.apps) + [p.pattern for p in rules.app_patterns]
+        return RecordError("other_app", f"app {b.app!r}; this discoverer routes {', '.join(wanted)}", subject=b.id)
+    return RecordError("other_region", f"region {b.region!r}; this discoverer routes {', '.join(sorted(rules.regions))}",
+                       subject=b.id)

@@ -14,7 +14,7 @@ DEFAULT_PREFIX = "{xds}"
 # The Redis type of each key (Keys attribute -> what `redis-cli TYPE` says), to name the culprit of a WRONGTYPE.
 KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
          "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash", "intents": "stream",
-         "intents_cursor": "string", "deregistered": "hash"}
+         "intents_cursor": "string", "deregistered": "hash", "rejections": "hash"}
 # Entries of the status hashes (replicas, envoys, discoverers) carry a heartbeat, since hash fields
 # cannot expire on Redis 6.2: one older than this belongs to a process that is gone. Readers hide
 # such entries; their writers prune them.
@@ -118,6 +118,12 @@ class Keys:
     def deregistered(self) -> str:
         """hash: builder id -> wall-clock second until which DNS may not bring it back."""
         return self._key("deregistered")
+
+    @property
+    def rejections(self) -> str:
+        """hash: record id -> JSON {reason, detail, source, at}: the leader's recent rejections
+        (bounded, best effort; discoverer.rejections writes it, ``xdsctl explain`` reads it)."""
+        return self._key("rejections")
 
     def intent_write_keys(self, requests: list[str] = ()) -> list[str]:
         """The fenced write keys, then what applying intents touches (see shared/scripts.py APPLY)."""

@@ -281,6 +281,17 @@ class Store:
         except orjson.JSONDecodeError as exc:
             raise CorruptState(f"outcome of {request!r} is unreadable") from exc
 
+    async def recent_intents(self, count: int) -> list[IntentEntry]:
+        """The newest ``count`` entries of the intents stream, newest first."""
+        async with self._translating("reading the intents stream", self.keys.intents):
+            reply = await self.client.xrevrange(self.keys.intents, count=count)
+        return [IntentEntry(sid.decode(), fields) for sid, fields in reply]
+
+    async def field(self, key: str, name: str) -> bytes | None:
+        """One field of one of our hashes (a builder, a route, a rejection...), or None."""
+        async with self._translating("reading one entry", key):
+            return await self.client.hget(key, name)
+
     async def recent_changes(self, count: int) -> list[Change]:
         """The newest ``count`` entries of the changes stream, oldest first."""
         async with self._translating("reading the changes stream", self.keys.changes):

@@ -19,7 +19,7 @@ from shared import resources as rs
 from shared.errors import ConfigError, CorruptState, StoreError, StoreUnavailable
 from shared.store import Store
 
-from . import register, views
+from . import explain, register, views
 
 INSPECT = {
     "routes": "SNI -> address of every builder",
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     add_inspect_commands(sub, anywhere)
     register.add_parsers(sub, anywhere)
+    explain.add_parser(sub, anywhere)
     add_changes_command(sub, anywhere)
     add_bootstrap_command(sub, anywhere)
     return p
@@ -120,6 +121,8 @@ async def run(args: argparse.Namespace) -> int:
         store = Store(client, settings.keys)
         if args.command in register.COMMANDS:
             return await register.run(store, args)
+        if args.command == explain.COMMAND:
+            return await explain.run(store, args)
         if args.command == "changes" and args.follow:
             await views.follow_changes(store, args.json)
             return 0
