@@ -15,6 +15,7 @@ from pathlib import Path
 from tests.support.lease import acquire
 from shared.connect import aclose, connect
 from shared.keys import Keys
+from shared.resources import version_number as set_version  # the builder-set version a response carries
 from shared.model import Builder, make_builder, parse_networks
 from shared.store import Lease, Store
 from tests.support.procs import BIN, REPO, free_port, wait_until
@@ -182,14 +183,6 @@ def cleanup(loaders: Loaders | None, server: subprocess.Popen | None, redis: Red
         server.terminate()
         server.wait(15)
     redis.stop()
-
-
-def set_version(version: str) -> int:
-    """The builder-set version a response carries ('' or unparsable: 0)."""
-    try:
-        return int(version.split("-")[0])
-    except ValueError:
-        return 0
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared import resources as rs
 from tests.support.procs import BIN, REPO, free_port, wait_until
 from tests.support.redis import start_redis
 from tools.flyzone import FlyBuilder, write_zone
@@ -147,7 +148,7 @@ class Soak:
         behind = 0
         for out in outs:
             for recs in json.loads(out.read_text())["records"]:
-                cds = [int(v.split("-")[0]) for t, v, _ in recs if t == "cds"]
+                cds = [rs.version_number(v) for t, v, _ in recs if t == "cds"]
                 behind += not cds or cds[-1] != final
         print(f"final version {final}; streams not on it: {behind}")
         ok &= behind == 0

@@ -22,13 +22,13 @@ import re
 from dataclasses import dataclass, replace
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import RecordError, StoreMisuse, StoreUnavailable
 from shared.logs import LogOnce
 from shared.model import ID_RE, SOURCE_INTENT, Builder
 from shared.store import IntentEntry, Store, stream_id
 
 from . import metrics
-from .election import bounded
 from .rules import Rules
 from .validate import validate
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import Fenced, SourceError, StoreMisuse, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
@@ -23,7 +24,7 @@ from shared.outcomes import REJECTED
 from shared.store import IntentWrite, Lease, SetSnapshot, Store, stream_id
 
 from . import metrics
-from .election import Election, bounded
+from .election import Election
 from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
 from .plan import Plan, Planner
 from .rejections import Rejections
@@ -71,7 +72,7 @@ def _some(ids, shown: int = 5) -> str:
     return (", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")) or "none"
 
 
-class Discoverer:
+class PollLoop:
     def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing,
                  intents: IntentReader | None = None, rejections: Rejections | None = None):
         self.store = store

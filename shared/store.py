@@ -143,7 +143,7 @@ class Store:
         """Ask Redis the TYPE of each key the failed call touched; name the first one that is not ours.
         Best effort and bounded: the refusal is reported either way."""
         for key in (exc.key,) if exc.key else exc.keys:
-            expected = self.keys.kind_of(key)
+            expected = self.keys.redis_type_of(key)
             try:
                 async with asyncio.timeout(within):
                     actual = await self.client.type(key)

@@ -26,7 +26,7 @@ import orjson
 
 from shared.config import checker, hostport, parse_hostport, seconds
 from shared.errors import CorruptState, RecordError
-from shared.keys import stale
+from shared.status import EnvoyStatus, ReplicaStatus, fresh
 from shared.model import ID_RE, MAX_SNI, Builder, validate_sni
 from shared.store import Store
 
@@ -80,8 +80,7 @@ async def gather(store: Store, name: str) -> Facts:
                  deregistered_until=_number(until), intents=await _intents(store, bid),
                  changes=await store.recent_changes(SCAN), version=await store.version(),
                  leader=(await store.leader())[0],
-                 replicas={k: v for k, v in replicas.items() if not stale(v, now)},
-                 envoys={k: v for k, v in envoys.items() if not stale(v, now)})
+                 replicas=fresh(replicas, ReplicaStatus, now), envoys=fresh(envoys, EnvoyStatus, now))
 
 
 async def _identify(store: Store, name: str) -> tuple[str, str | None]:

@@ -74,7 +74,7 @@ def add_bootstrap_command(sub, parents) -> None:
     b.add_argument("--node-id", required=True, type=non_empty, help="Envoy node id (required)")
     b.add_argument("--region", default="", help="node locality region (picks its view with --region-scope local)")
     b.add_argument("--cluster", default="builder-proxies", type=non_empty, help="node cluster name")
-    b.add_argument("--ads", default="127.0.0.1:18000", type=hostports,
+    b.add_argument("--ads", default=rs.DEFAULT_ADS, type=hostports,
                    help="the ADS replicas: HOST:PORT, several comma-separated, or a DNS name of all of them")
     b.add_argument("--admin-port", type=port, default=9901, help="admin interface port")
     b.add_argument("--admin-address", type=ip_address, default="127.0.0.1", help="admin interface address")

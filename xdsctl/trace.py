@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from shared import resources as rs
 from shared.model import Builder, SOURCE_INTENT
 from shared.outcomes import APPLIED
+from shared.status import EnvoyStatus, ReplicaStatus
 from shared.store import Change
 
 from .register import serves
@@ -62,8 +63,8 @@ class Facts:
     changes: list[Change]  # oldest first
     version: int
     leader: str | None
-    replicas: dict[str, dict]  # live ones
-    envoys: dict[str, dict]  # live ones
+    replicas: dict[str, ReplicaStatus]  # live ones
+    envoys: dict[str, EnvoyStatus]  # live ones
 
 
 def stages(f: Facts, now: float | None = None) -> list[Stage]:
@@ -148,9 +149,8 @@ def replicas(f: Facts, since: Change | int | None) -> Stage:
     v = _since_version(since)
     serving, lagging = {}, {}
     for rid, r in f.replicas.items():
-        served = rs.version_number(r.get("version", 0))
-        group = serving if served >= v and r.get("ready", True) else lagging
-        group.setdefault(r.get("region") or "no region", []).append(f"{rid} (v{served})")
+        group = serving if r.version >= v and r.ready else lagging
+        group.setdefault(r.region or "no region", []).append(f"{rid} (v{r.version})")
     says = f"serving version >= {v}: {_regions(serving)}" + (f"; behind: {_regions(lagging)}" if lagging else "")
     if serving:
         return Stage(4, "replicas", True, says, data={"serving": serving, "behind": lagging})
@@ -167,11 +167,11 @@ def envoys(f: Facts, since: Change | int | None) -> Stage:
     v = _since_version(since)
     groups = {"acked": {}, "nacked": {}, "behind": {}}
     for node, e in f.envoys.items():
-        verdict = serves(e, f.replicas.get(e.get("replica", "")), {"region": f.builder.region, "version": v}, True)
+        verdict = serves(e, f.replicas.get(e.replica), {"region": f.builder.region, "version": v}, True)
         if verdict is None:
             continue
         state, text = _envoy_state(e, verdict, v)
-        groups[state].setdefault(e.get("region") or "no region", []).append(f"{node}{text}")
+        groups[state].setdefault(e.region or "no region", []).append(f"{node}{text}")
     says = "; ".join(f"{k} {_regions(g)}" for k, g in groups.items() if g)
     if groups["nacked"]:
         return Stage(5, "envoys", False, says, "an Envoy refused the update that holds it: read the error "
@@ -186,16 +186,16 @@ def envoys(f: Facts, since: Change | int | None) -> Stage:
     return Stage(5, "envoys", True, says, data=groups)
 
 
-def _envoy_state(e: dict, verdict: bool, v: int) -> tuple[str, str]:
+def _envoy_state(e: EnvoyStatus, verdict: bool, v: int) -> tuple[str, str]:
     if verdict:
         return "acked", ""
-    if e.get("refused"):
-        return "nacked", f" (refused by its replica: {e['refused'].get('detail', '')[:120]})"
-    nack = e.get("last_nack")
+    if e.refused:
+        return "nacked", f" (refused by its replica: {str(e.refused.get('detail', ''))[:120]})"
+    nack = e.last_nack
     if nack and rs.version_number(nack.get("version", 0)) >= v:
         return "nacked", f" ({nack.get('type')} v{rs.version_number(nack.get('version', 0))}: " \
                          f"{str(nack.get('detail', ''))[:160]})"
-    acked = " ".join(f"{t}={rs.version_number(x)}" for t, x in sorted((e.get("acked") or {}).items()))
+    acked = " ".join(f"{t}={rs.version_number(x)}" for t, x in sorted(e.acked.items()))
     return "behind", f" (acked {acked or 'nothing'})"
 
 

@@ -56,7 +56,7 @@ def _start(tmp, procs: ProcGroup, url: str, dns: DnsProcess) -> dict:
                                "--builder-port", str(port), "--id", "d1"])
     ads = free_port()
     procs.start("xds-server", ["--redis-url", url, "--listen", f"127.0.0.1:{ads}", "--replica-id", "xds-1",
-                               "--test-nack-builder", POISON.id], label="xds")
+                               "--poison", POISON.id], label="xds")
     envoy = EnvoyProc(tmp / "envoy", node_id="edge-1", ads=f"127.0.0.1:{ads}", region="ord")
     procs.procs.append(envoy.start().proc)
     ctx = client_context(certs)

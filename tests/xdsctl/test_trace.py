@@ -3,6 +3,7 @@ region scope, Envoys behind, replicas lagging or gone, a trimmed change stream."
 from __future__ import annotations
 
 from shared.model import Builder
+from shared.status import EnvoyStatus, ReplicaStatus, read
 from shared.store import Change
 from xdsctl.trace import Facts, stages
 
@@ -17,7 +18,9 @@ def facts(**kw) -> Facts:
                           "x-syd": {"version": 6, "region_scope": "local", "region": "syd"}},
                 envoys={"e-ord": {"replica": "x-ord", "region": "ord", "acked": {"cds": "6"}},
                         "e-syd": {"replica": "x-syd", "region": "syd", "acked": {"cds": "6"}}})
-    return Facts(**{**base, **kw})
+    merged = {**base, **kw}
+    merged["replicas"], merged["envoys"] = read(merged["replicas"], ReplicaStatus), read(merged["envoys"], EnvoyStatus)
+    return Facts(**merged)
 
 
 def test_only_envoys_of_its_region_count_behind_local_replicas():
