@@ -31,17 +31,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from discoverer.diff import Planner, Rules, validate  # noqa: E402
 from discoverer.election import Election, LeaseTimes  # noqa: E402
 from discoverer.loop import PollLoop, Timing  # noqa: E402
+from discoverer.plan import Planner  # noqa: E402
+from discoverer.rules import Rules  # noqa: E402
 from discoverer.sources.fly import FlySource, join_txt, parse_instances  # noqa: E402
+from discoverer.validate import validate  # noqa: E402
+from harness.dns import DnsProcess  # noqa: E402
+from harness.redis import start_redis  # noqa: E402
 from shared.connect import aclose, connect  # noqa: E402
 from shared.errors import RecordError  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks  # noqa: E402
 from shared.store import Store  # noqa: E402
-from tests.support.dns import DnsProcess  # noqa: E402
-from tests.support.redis import start_redis  # noqa: E402
 
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
               grace=0.5, mass_share=0.5, mass_hold=5.0)

@@ -44,9 +44,12 @@ import redis as redis_lib
 from shared.keys import Keys
 from shared.status import ReplicaStatus, fresh
 
+from harness.plane import Plane, Replica
+from harness.wait import wait_until
+
 from .bench_fanout import wait_workers
-from .common import (REPO, Loaders, Writer, builder, cleanup, free_port, pct, proc_cpu, rss_mb, save, seed,
-                     set_version, start_redis, start_xds, table, wait_ready, wait_until)
+from .common import (Loaders, Run, Writer, builder, pct, proc_cpu, replica_under_load, rss_mb, save, seed,
+                     set_version, table)
 
 PER_LOADER = 500
 PER_CONNECTION = ["--per-connection", "10"]  # TCP connections: spread over the survivor's workers
@@ -92,24 +95,23 @@ def change_latency(loaded: list[dict], version: int, t0: float) -> list[float]:
     return out
 
 
-def start_pair(url: str, tmp: Path, workers: int, floor: bool = False):
+def start_pair(plane: Plane, workers: int, floor: bool = False) -> tuple[Replica, Replica]:
+    """Replicas A and B (B with ``--workers``), serving; or two grpc_floor servers, listening."""
     if floor:
-        return start_floor(), start_floor()
-    a, target_a = start_xds(url, tmp / "a.log")
-    extra = ["--workers", str(workers)] if workers > 1 else []
-    b, target_b = start_xds(url, tmp / "b.log", extra=extra)
-    wait_ready(target_a)
-    wait_ready(target_b)
-    wait_workers(url, workers)
-    return (a, target_a), (b, target_b)
+        return start_floor(plane, "floor-a"), start_floor(plane, "floor-b")
+    flags = ("--routing", "sni_cluster", "--log-level", "warning")
+    a = plane.start_replica(*flags, label="a", wait=True)
+    b = plane.start_replica(*flags, *(["--workers", str(workers)] if workers > 1 else []), label="b", wait=True)
+    wait_workers(plane.redis_url, workers)
+    return a, b
 
 
-def start_floor() -> tuple[subprocess.Popen, str]:
+def start_floor(plane: Plane, label: str) -> Replica:
     """bench/grpc_floor.py: gRPC alone, answering each stream's first CDS and LDS with empty responses."""
-    target = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
+    target = plane.host().hostport(plane.host().free_port())
+    proc = plane.procs.start_python(["-m", "bench.grpc_floor", "--listen", target], label=label)
     wait_until(lambda: listening(target), 30, what="grpc_floor listening")
-    return proc, target
+    return Replica(proc, target, plane.region(None))
 
 
 def streams_on(url: str, target: str) -> list[int]:
@@ -128,7 +130,7 @@ def on_b(url: str, target: str, total: int) -> list[int] | None:
     return counts if sum(counts) == total else None
 
 
-def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_pid: int):
+def storm(url: str, a: Replica, builders: int, profile: str | None, b_pid: int):
     """Kill A; add a builder CHANGE_AFTER later. Returns (kill time, change time, change version, profiler)."""
     spy = None
     if profile:
@@ -137,7 +139,7 @@ def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_p
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attaches
     t_kill = time.time()
-    a.send_signal(signal.SIGKILL)
+    a.kill(signal.SIGKILL)
 
     async def change():
         await asyncio.sleep(CHANGE_AFTER)
@@ -151,15 +153,15 @@ def storm(url: str, a: subprocess.Popen, builders: int, profile: str | None, b_p
 
 def run_one(streams: int, builders: int, workers: int, connected: int, jitter: float, tmp: Path,
             profile: str | None = None, floor: bool = False) -> dict:
-    redis = start_redis(tmp / f"redis-{streams}-{workers}")
-    a = b = storming = steady = None
+    plane = Plane(Path(tempfile.mkdtemp(dir=tmp)))
+    storming = steady = None
     try:
-        seed(redis.url, builders)
-        (a, target_a), (b, target_b) = start_pair(redis.url, tmp, workers, floor)
-        storming = Loaders(f"{target_a},{target_b}", tmp / "storm", per_loader=PER_LOADER)
-        steady = Loaders(target_b, tmp / "steady", per_loader=PER_LOADER)
-        for loaders in (storming, steady):
-            loaders.tmp.mkdir(exist_ok=True)
+        plane.start_redis()
+        url = plane.redis_url
+        seed(url, builders)
+        a, b = start_pair(plane, workers, floor)
+        storming = Loaders(f"{a.target},{b.target}", plane.dir / "storm", per_loader=PER_LOADER)
+        steady = Loaders(b.target, plane.dir / "steady", per_loader=PER_LOADER)
         storming.start("delta", streams, extra=["--jitter", str(jitter), "--resume", *PER_CONNECTION])
         if connected:
             steady.start("delta", connected, extra=PER_CONNECTION)
@@ -167,7 +169,7 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
         steady.wait_served()
         time.sleep(1.0)  # every ACK in; status entries written
         load_before, cpu_before = os.getloadavg()[0], tree_cpu(b.pid)
-        t_kill, t_change, version, spy = storm(redis.url, a, builders, profile, b.pid)
+        t_kill, t_change, version, spy = storm(url, a, builders, profile, b.pid)
         try:
             storm_s = storming.wait_reopened(timeout=60 + streams / 50)
         except TimeoutError:  # counted in the row (not_reserved), not a failed run
@@ -177,7 +179,7 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        per_replica = [] if floor else wait_until(lambda: on_b(redis.url, target_b, streams + connected), 15,
+        per_replica = [] if floor else wait_until(lambda: on_b(url, b.target, streams + connected), 15,
                                                   what="every stream in the survivor's status")
         stormed = [d for _, d in storming.stop()]
         settled = [d for _, d in steady.stop()] if connected else []
@@ -185,48 +187,34 @@ def run_one(streams: int, builders: int, workers: int, connected: int, jitter: f
                         storm_s, cpu_storm, load_before)
         return {"server": "grpc_floor" if floor else "xds-server", **row, "b_streams_per_worker": per_replica}
     finally:
-        if steady is not None:
-            steady.kill()
-        cleanup(storming, b, redis)
-        if a is not None and a.poll() is None:
-            a.kill()
+        for loaders in (storming, steady):
+            if loaders is not None:
+                loaders.kill()
+        plane.close()
 
 
 def run_cold(streams: int, builders: int, workers: int, tmp: Path) -> dict:
     """The replica's cold start, then grpc_floor's (same streams, empty responses) in the same run."""
-    redis = start_redis(tmp / f"redis-cold-{streams}-{builders}")
-    xds = None
-    try:
-        seed(redis.url, builders)
-        xds, target = start_xds(redis.url, tmp / "cold.log", extra=["--workers", str(workers)] if workers > 1 else [])
-        wait_ready(target)
-        wait_workers(redis.url, workers)
-        row = {"streams": streams, "builders": builders, "workers": workers, **opened(xds, target, streams, tmp)}
-    finally:
-        cleanup(None, xds, redis)
-    floor, target = start_floor()
-    try:
-        measured = opened(floor, target, streams, tmp)
-        row.update({f"floor_{k}": v for k, v in measured.items() if not k.startswith("load")})
-    finally:
-        floor.kill()
-        floor.wait(10)
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    with replica_under_load(Path(tempfile.mkdtemp(dir=tmp)), builders=builders, extra=extra, duration=600) as run:
+        wait_workers(run.url, workers)
+        row = {"streams": streams, "builders": builders, "workers": workers, **opened(run, streams)}
+    with replica_under_load(Path(tempfile.mkdtemp(dir=tmp)), builders=0, floor=True, duration=600) as run:
+        wait_until(lambda: listening(run.replica.target), 30, what="grpc_floor listening")
+        row.update({f"floor_{k}": v for k, v in opened(run, streams).items() if not k.startswith("load")})
     return row
 
 
-def opened(server: subprocess.Popen, target: str, streams: int, tmp: Path) -> dict:
-    """Every stream opened at once on ``server``: seconds until all had CDS and LDS, its CPU and peak RSS."""
-    loaders = Loaders(target, Path(tempfile.mkdtemp(dir=tmp)), per_loader=PER_LOADER, duration=600)
-    try:
-        load_before, cpu_before, t0 = os.getloadavg()[0], tree_cpu(server.pid), time.monotonic()
-        loaders.start("delta", streams, extra=PER_CONNECTION)
-        loaders.wait_served(timeout=600)
-        return {"all_served_s": round(time.monotonic() - t0, 2), "cpu_s": round(tree_cpu(server.pid) - cpu_before, 2),
-                "cpu_ms_per_stream": round((tree_cpu(server.pid) - cpu_before) / streams * 1000, 3),
-                "peak_rss_mb": round(tree_peak_rss(server.pid), 1),
-                "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
-    finally:
-        loaders.kill()
+def opened(run: Run, streams: int) -> dict:
+    """Every stream opened at once: seconds until all had CDS and LDS, the server's CPU and peak RSS."""
+    pid = run.replica.pid
+    load_before, cpu_before, t0 = os.getloadavg()[0], tree_cpu(pid), time.monotonic()
+    run.loaders.start("delta", streams, extra=PER_CONNECTION)
+    run.loaders.wait_served(timeout=600)
+    cpu = tree_cpu(pid) - cpu_before
+    return {"all_served_s": round(time.monotonic() - t0, 2), "cpu_s": round(cpu, 2),
+            "cpu_ms_per_stream": round(cpu / streams * 1000, 3), "peak_rss_mb": round(tree_peak_rss(pid), 1),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
 
 
 def listening(target: str) -> bool:

@@ -16,13 +16,13 @@ import orjson
 import pytest
 
 from discoverer import status
-from discoverer.diff import Rules
 from discoverer.intents import IntentReader
+from discoverer.rules import Rules
+from harness.wait import async_wait_until
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from shared.store import Store
-from tests.support.procs import async_wait_until
 
 from .test_loop import FakeSource, nodes, rec  # noqa: F401 - nodes is a fixture
 

@@ -13,16 +13,16 @@ import pytest
 from prometheus_client import REGISTRY
 
 from discoverer.config import DiscovererConfig
-from discoverer.diff import Rules
 from discoverer.election import LeaseTimes
 from discoverer.loop import Timing
+from discoverer.rules import Rules
 from discoverer.service import DiscovererService
 from discoverer.sources import Answer
+from harness.wait import async_wait_until
 from shared.config import RedisSettings
 from shared.errors import SourceError, StoreUnavailable
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
-from tests.support.procs import async_wait_until
 
 KEYS = Keys()
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),

@@ -8,8 +8,8 @@ import pytest
 
 from discoverer import config, status
 from discoverer.service import DiscovererService
+from harness.procs import async_wait_until
 from shared.keys import Keys
-from tests.support.procs import async_wait_until
 
 KEYS = Keys()
 

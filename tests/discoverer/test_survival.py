@@ -12,8 +12,8 @@ import logging
 import pytest
 from prometheus_client import REGISTRY
 
+from harness.wait import async_wait_until
 from shared.keys import Keys
-from tests.support.procs import async_wait_until
 
 from .test_loop import FakeSource, nodes, rec, routes  # noqa: F401 - nodes is a fixture
 

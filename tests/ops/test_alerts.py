@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
+from harness.procs import wait_until
 from tests.support.monitoring import RULE_TESTS, RULES, Prometheus, exported, start_metrics_plane, tool
-from tests.support.procs import wait_until
 
 # a region's view of the primary, exported by the xds-server of the multi-region work (issue of `regions`)
 REGION_METRICS = {"xds_primary_reachable", "xds_read_master_link_down_seconds"}

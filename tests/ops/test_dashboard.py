@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from deploy.grafana import dashboard
+from harness.procs import REPO
 from tests.support.monitoring import exported, start_metrics_plane
-from tests.support.procs import REPO
 
 
 def test_the_committed_json_is_what_the_code_builds():

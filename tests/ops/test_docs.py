@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from tests.support.procs import REPO
+from harness.procs import REPO
 
 TOP = ("deploy", "docs", "tests", "tools", "bench", "shared", "discoverer", "xds_server", "xdsctl", ".ci")
 PRODUCT = ("shared", "discoverer", "xds_server", "xdsctl", "tools")

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .procs import REPO, Proc, ProcGroup, free_port, wait_until
+from harness.host import free_port
+from harness.plane import Plane
+from harness.procs import REPO, Proc, ProcGroup
+from harness.wait import wait_until
 
 RULES = REPO / "deploy" / "prometheus" / "flyxds.rules.yml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "flyxds.rules.test.yml"
@@ -32,22 +35,21 @@ def tool(name: str) -> str:
 
 
 def start_metrics_plane(tmp: Path, procs: ProcGroup, redis_url: str, *, discoverers: int = 2) -> dict[str, list]:
-    """{"discoverer": [Proc...], "xds-server": [Proc], "targets": {job: ["127.0.0.1:PORT", ...]}}."""
+    """{"discoverer": [Proc...], "xds-server": [Proc], "targets": {job: ["127.0.0.1:PORT", ...]}}: a
+    ``harness.plane.Plane`` on the test's fixtures, each service with ``--metrics-listen``."""
     builders = tmp / "builders.json"
     builders.write_text(json.dumps([{"id": "a0000000000001", "app": "builder", "region": "ord", "ip": "127.0.0.2",
                                      "port": 8443}]))
-    common = ["--redis-url", redis_url]
+    plane = Plane(tmp, procs=procs, redis_url=redis_url)
     out: dict = {"discoverer": [], "xds-server": [], "targets": {"discoverer": [], "xds-server": []}}
     for n in range(discoverers):
-        port = free_port()
-        out["discoverer"].append(procs.start("discoverer", [*common, "--source", "file", "--file", str(builders),
-                                                            "--id", f"d{n + 1}", "--metrics-listen",
-                                                            f"127.0.0.1:{port}"], label=f"discoverer-{n + 1}"))
-        out["targets"]["discoverer"].append(f"127.0.0.1:{port}")
-    port = free_port()
-    out["xds-server"].append(procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{free_port()}",
-                                                        "--metrics-listen", f"127.0.0.1:{port}"], label="xds"))
-    out["targets"]["xds-server"].append(f"127.0.0.1:{port}")
+        metrics = plane.host().hostport(free_port())
+        out["discoverer"].append(plane.start_discoverer("--source", "file", "--file", str(builders), "--id", f"d{n + 1}",
+                                                        "--metrics-listen", metrics, label=f"discoverer-{n + 1}"))
+        out["targets"]["discoverer"].append(metrics)
+    metrics = plane.host().hostport(free_port())
+    out["xds-server"].append(plane.start_replica("--metrics-listen", metrics, label="xds").proc)
+    out["targets"]["xds-server"].append(metrics)
     for target in out["targets"]["discoverer"] + out["targets"]["xds-server"]:
         wait_until(lambda: _get(f"http://{target}/metrics"), 20, what=f"metrics on {target}")
     return out

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from tests.support.dns import DnsProcess
-from tests.support.envoy import EnvoyProc, start_backends, tls_reach
-from tests.support.procs import ProcGroup, free_port, script, wait_until
-from tests.support.redis import start_redis
-from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, Node
+from harness.dns import DnsProcess
+from harness.envoy import EnvoyProc, start_backends, tls_reach
+from harness.procs import ProcGroup, free_port, script, wait_until
+from harness.redis import start_redis
+from harness.redis_ha import HAVE_REDIS7, SKIP_REASON, Node
 from tools.flyzone import FlyBuilder
 from tools.tls_backend import client_context
 
