@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from tests.support.procs import async_wait_until, free_port
+from harness.procs import async_wait_until, free_port
 
 from .harness import builder
 from .test_workers import replicas, start
