@@ -301,6 +301,18 @@ class Store:
                 version, size = await pipe.execute()
         return int(version or 0), int(size)
 
+    # --- the Redis itself -----------------------------------------------------
+    async def ping(self) -> None:
+        async with self._translating("pinging"):
+            await self.client.ping()
+
+    async def replication(self) -> dict:
+        """INFO replication (``role``, ``master_link_status``, ``master_last_io_seconds_ago``,
+        ``master_link_down_since_seconds``, ...): whether this Redis hears from its master.
+        The ACL user needs ``+info``."""
+        async with self._translating("reading INFO replication"):
+            return dict(await self.client.info("replication"))
+
     # --- status hashes ------------------------------------------------------
     async def put_status(self, key: str, entries: dict[str, dict], stale: Iterable[str] = ()) -> None:
         async with self._translating("writing status", key):

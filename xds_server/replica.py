@@ -21,6 +21,7 @@ from shared.store import Store
 from . import server
 from .cache import Cache
 from .config import XdsConfig
+from .cutoff import CutOff
 from .follow import Follower
 from .peers import Registry
 from .render import ConnectRetry, ListenerSpec, Renderer
@@ -39,6 +40,7 @@ class Replica:
         self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
         self.follower: Follower | None = None
         self.publisher: StatusPublisher | None = None
+        self.cutoff: CutOff | None = None
         self.port = 0
         self.started = asyncio.Event()  # the port is bound and Redis clients exist
         self._stop = asyncio.Event()
@@ -56,7 +58,7 @@ class Replica:
             await self._connect(stack)
             self.started.set()
             async with asyncio.TaskGroup() as tg:
-                loops = [tg.create_task(self.follower.run()), tg.create_task(self.publisher.run())]
+                loops = [tg.create_task(part.run()) for part in (self.follower, self.publisher, self.cutoff)]
                 ready = tg.create_task(self._ready_when_loaded(health))
                 await stop.wait()
                 log.info("stopping: refusing new streams, letting Envoys reconnect elsewhere")
@@ -80,16 +82,18 @@ class Replica:
         cfg = self.cfg
         client = await stack.enter_async_context(redis_client(cfg.redis.url, name=f"xds:{cfg.replica_id}"))
         store = reader = Store(client, cfg.redis.keys)
+        read_only: Store | None = None
         if cfg.redis_read_url:
             log.info("reading the builder set from %s; status goes to the primary", redact(cfg.redis_read_url))
             read_client = await stack.enter_async_context(
                 redis_client(cfg.redis_read_url, name=f"xds-read:{cfg.replica_id}"))
-            reader = Store(read_client, cfg.redis.keys)
+            reader = read_only = Store(read_client, cfg.redis.keys)
         self.follower = Follower(reader, self.cache, primary=store, block_ms=cfg.follow_block_ms,
                                  backoff=cfg.follow_backoff, accept_reset_after=cfg.accept_reset_after)
         self.publisher = StatusPublisher(store, self.cache, self.registry, replica=cfg.replica_id,
                                          address=self.address, follower=self.follower, every=cfg.status_every,
                                          reads="replica" if cfg.redis_read_url else "primary", tags=self._tags())
+        self.cutoff = CutOff(store, read_only, self.follower, self.publisher)  # commands in flight: one connection each
         stack.push_async_callback(self.publisher.withdraw)  # runs before the clients close
 
     def _tags(self) -> dict:

@@ -116,10 +116,10 @@ def bootstrap(args: argparse.Namespace) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     settings = RedisSettings.from_args(args)
+    if args.command in register.COMMANDS:
+        return await register.connected(settings, args)
     async with redis_client(settings.url, name="xdsctl") as client:
         store = Store(client, settings.keys)
-        if args.command in register.COMMANDS:
-            return await register.run(store, args)
         if args.command == "changes" and args.follow:
             await views.follow_changes(store, args.json)
             return 0
