@@ -164,14 +164,18 @@ def parse_url(url: str) -> RedisUrl:
                     master=master, role=role, options=options)
 
 
-def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> Client:
+def connect(url: str, *, timeout: float = 2.0, name: str | None = None, resp3: bool = True) -> Client:
     """A client for any URL form of the module docstring.
+
+    ``resp3=False`` speaks RESP2, whose connections send no HELLO: without a password and a
+    ``name`` the first command on a new connection is the caller's, one round trip less for a
+    short-lived client across a WAN (``xdsctl register`` from a far region).
 
     Sentinel and Cluster clients find the current master themselves: after a
     failover the next command goes to the new one (errors in between are
     StoreUnavailable at ``translating``).
     """
-    client = _connect(url, parse_url(url), timeout, name)
+    client = _connect(url, parse_url(url), timeout, name, resp3)
     client._flyxds_where = redact(url)  # for log lines: see where()
     return client
 
@@ -189,8 +193,10 @@ def where(client: Client) -> str:
 LEAN = dict(driver_info=None, maint_notifications_config=MaintNotificationsConfig(enabled=False))
 
 
-def _connect(url: str, spec: RedisUrl, timeout: float, name: str | None) -> Client:
+def _connect(url: str, spec: RedisUrl, timeout: float, name: str | None, resp3: bool) -> Client:
     common = dict(socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=0, client_name=name)
+    if not resp3:  # (left unset, redis-py says HELLO 3 and keeps the reply shapes our code reads)
+        common["protocol"] = 2
     if spec.kind == "single":
         try:
             return aioredis.Redis.from_url(url, **common, **LEAN)

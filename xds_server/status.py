@@ -99,8 +99,8 @@ class StatusPublisher:
         lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
         metrics.VERSION_LAG.set(max(lag, default=0))
         try:
-            await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
-            await self.store.put_status(keys.envoys, envoys, stale=await self._ours(left))
+            await self.store.put_statuses((keys.replicas, {self.replica: self._replica_status(now)}, ()),
+                                          (keys.envoys, envoys, await self._ours(left)))  # one round trip
         except BaseException:
             for p in peers:  # not written: publish them again next time
                 p.dirty = True

@@ -73,10 +73,10 @@ def intent_fields(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def connected(settings: RedisSettings, args: argparse.Namespace) -> int:
-    """``run`` on its own connections. No CLIENT SETNAME: on a short-lived connection the name
-    is one more round trip to the primary, 180 ms from a far region, and says little."""
+    """``run`` on its own connections. To the primary neither CLIENT SETNAME nor HELLO (RESP2): on
+    a short-lived connection each is one more round trip, 180 ms from a far region."""
     async with contextlib.AsyncExitStack() as stack:
-        store = Store(await stack.enter_async_context(redis_client(settings.url)), settings.keys)
+        store = Store(await stack.enter_async_context(redis_client(settings.url, resp3=False)), settings.keys)
         reader = store
         if args.redis_read_url:
             reader = Store(await stack.enter_async_context(redis_client(args.redis_read_url)), settings.keys)
