@@ -40,8 +40,8 @@ from shared.errors import RecordError  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks  # noqa: E402
 from shared.store import Store  # noqa: E402
-from tests.support.dns import DnsProcess  # noqa: E402
-from tests.support.redis import start_redis  # noqa: E402
+from harness.dns import DnsProcess  # noqa: E402
+from harness.redis import start_redis  # noqa: E402
 
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
               grace=0.5, mass_share=0.5, mass_hold=5.0)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.envoy import start_backends
-from tests.support.procs import script, wait_until
+from harness.envoy import start_backends
+from harness.procs import script, wait_until
 
 from .bench_convergence import Probe, Stack, attempt, run_probes, sample_builder, sni
 from .common import pct, save, table

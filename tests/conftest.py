@@ -9,7 +9,7 @@
 - ``procs``: a ProcGroup to start our console scripts; all stopped at
   teardown, their logs printed when the test failed.
 
-Helpers to import: ``from tests.support.procs import free_port, wait_until, Proc``.
+Helpers to import: ``from harness.procs import free_port, wait_until, Proc``.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import pytest
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.store import Store
-from tests.support.dns import DnsProcess
-from tests.support.procs import ProcGroup, free_port, wait_until  # noqa: F401 - re-exported for tests
-from tests.support.redis import start_redis
+from harness.dns import DnsProcess
+from harness.procs import ProcGroup, free_port, wait_until  # noqa: F401 - re-exported for tests
+from harness.redis import start_redis
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -5,7 +5,7 @@ import pytest
 
 from discoverer.config import from_args
 from shared.errors import ConfigError
-from tests.support.procs import Proc
+from harness.procs import Proc
 
 
 def test_defaults():

@@ -22,7 +22,7 @@ from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from shared.store import Store
-from tests.support.procs import async_wait_until
+from harness.procs import async_wait_until
 
 from .test_loop import FakeSource, rec
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from shared.keys import Keys
-from tests.support.procs import free_port, script, wait_until
+from harness.procs import free_port, script, wait_until
 
 from .test_processes import LEASE_TTL, Env, env, fleet, sni  # noqa: F401 - env is the fixture
 

@@ -20,7 +20,7 @@ from shared.errors import SourceError, StoreUnavailable
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from shared.store import Store
-from tests.support.procs import async_wait_until
+from harness.procs import async_wait_until
 
 KEYS = Keys()
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),

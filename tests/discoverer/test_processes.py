@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from shared.keys import Keys
-from tests.support.procs import Proc, wait_until
+from harness.procs import Proc, wait_until
 
 KEYS = Keys()
 LEASE_TTL = 2.0

@@ -9,7 +9,7 @@ import pytest
 from discoverer import config, status
 from discoverer.service import DiscovererService
 from shared.keys import Keys
-from tests.support.procs import async_wait_until
+from harness.procs import async_wait_until
 
 KEYS = Keys()
 

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from discoverer import status
 from shared.keys import Keys
-from tests.support.procs import async_wait_until
+from harness.procs import async_wait_until
 
 from .test_loop import FakeSource, nodes, rec, routes  # noqa: F401 - nodes is a fixture
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from shared import resources as rs
-from tests.support.procs import wait_until
+from harness.procs import wait_until
 
 from .fleet import Fleet, bid, eventually, sni
 

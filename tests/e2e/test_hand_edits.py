@@ -11,7 +11,7 @@ import pytest
 
 from shared.keys import Keys
 from tests.support.plane import sni, start_fly_plane
-from tests.support.procs import wait_until
+from harness.procs import wait_until
 from tools.flyzone import FlyBuilder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

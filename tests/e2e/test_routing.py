@@ -17,8 +17,8 @@ import time
 import pytest
 
 from shared import resources as rs
-from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, raw_reach, tls_reach
-from tests.support.procs import script, wait_until
+from harness.envoy import REFUSED, EnvoyProc, insecure_context, raw_reach, tls_reach
+from harness.procs import script, wait_until
 
 from .fleet import N_BACKENDS, ON_DEMAND_WAIT, Fleet, bid, eventually, sni
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from shared import resources as rs
-from tests.support.procs import wait_until
+from harness.procs import wait_until
 
 from .cluster import Churn, Cluster, Traffic, VersionWatch, sni
 

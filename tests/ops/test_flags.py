@@ -13,7 +13,7 @@ import tomllib
 import pytest
 
 from discoverer import config as discoverer_config
-from tests.support.procs import REPO, script
+from harness.procs import REPO, script
 from xds_server import config as xds_config
 from xdsctl.main import parser as xdsctl_parser
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.envoy import EnvoyProc, start_backends, tls_reach
-from tests.support.procs import free_port, scrape, script, wait_until
+from harness.envoy import EnvoyProc, start_backends, tls_reach
+from harness.procs import free_port, scrape, script, wait_until
 from tools.tls_backend import client_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from shared.keys import Keys
-from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
-from tests.support.procs import REPO, free_port, script, wait_until
+from harness.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
+from harness.procs import REPO, free_port, script, wait_until
 from tools.tls_backend import client_context, ensure_certs
 
 REDIS7 = Path("/usr/bin/redis-server")

@@ -15,7 +15,7 @@ import pytest
 
 from tools.dns_server import DnsServer
 from tools.flyzone import build_zone, write_zone
-from tests.support.procs import wait_until
+from harness.procs import wait_until
 from tools.tls_backend import client_context, start_tls_backend
 
 

@@ -14,8 +14,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from shared import resources as rs
 from shared.errors import ConfigError
-from tests.support.envoy import envoy_binary
-from tests.support.procs import script
+from harness.envoy import envoy_binary
+from harness.procs import script
 from xds_server import config
 from xds_server.cache import Cache
 from xds_server.render import ListenerSpec, Renderer

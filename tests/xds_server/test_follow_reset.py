@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.support.lease import acquire
+from harness.writer import acquire
 from xds_server.cache import Cache
 from xds_server.follow import Follower
 from xds_server.render import Renderer

@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from shared.keys import Keys
-from tests.support.envoy import EnvoyProc, start_backends
-from tests.support.procs import Proc, async_wait_until, free_port, script, wait_until
+from harness.envoy import EnvoyProc, start_backends
+from harness.procs import Proc, async_wait_until, free_port, script, wait_until
 from tools.tls_backend import client_context
 
 from .harness import builder
