@@ -28,43 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
-import os
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
 
+from .netns import in_netns
+
 # Fly's round trips between these regions, roughly (ms): the lab's defaults.
 DEFAULT_RTT_MS = {("ord", "ams"): 90, ("ord", "syd"): 180, ("ams", "syd"): 250}
-CLONE_NEWNET = 0x40000000
 CHUNK = 65536
 
 
 def default_rtt_ms(a: str, b: str) -> float:
     return DEFAULT_RTT_MS.get((a, b)) or DEFAULT_RTT_MS.get((b, a)) or 100.0
-
-
-@contextlib.contextmanager
-def in_netns(name: str | None):
-    """Sockets made inside this block belong to namespace ``name`` (None: the current one)."""
-    if not name:
-        yield
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {name}")
-        try:
-            yield
-        finally:
-            libc.setns(home, CLONE_NEWNET)
-    finally:
-        os.close(target)
-        os.close(home)
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""The regions lab: the one harness (``harness.plane.Plane``) given several regions, each a network
+namespace, joined by the user-space WAN.
+
+``Lab(directory, LabSpec(regions=("ord", "syd")))`` then ``start()``:
+
+- a namespace per region (harness/netns.py: 6PN address ``fdaa:<run>:<n>::2``, ``fdaa::3``);
+- the WAN relay (harness/wan.py, ``python -m harness.wan``): one path per pair of regions,
+  RTTs close to Fly's (ord-ams 90 ms, ord-syd 180 ms, ams-syd 250 ms); every TCP connection
+  from one region to another (Redis, builders) crosses it; ``lab.wan.cut(a, b)`` / ``heal``;
+- the Redis primary in the first region, a replica in every other (replicating through the
+  WAN, ``repl-timeout 3``, ``repl-ping-replica-period 1``);
+- in each region its own DNS stand-in on ``[fdaa::3]:53`` answering for the whole org (every
+  zone holds every builder), a discoverer (``--source fly``, any may lead), an xds-server
+  (reading its region's Redis: the primary's region the primary, others their replica with
+  ``--redis-read-url``; status to the primary), TLS builders and Envoys.
+
+``close()`` stops every process, the relay, and removes the namespaces, whatever happened.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .netns import FLY_DNS, Namespaces, NsHost
+from .plane import Plane, Replica, sni
+from .procs import Proc, scrape
+from .wait import wait_until
+from .wan import WanControl, default_rtt_ms
+from .dns import DnsProcess
+
+REDIS_PORT = 6379
+BUILDER_PORT = 8443
+DNS_PORT = 53
+METRICS_PORT = 9100
+REPLICA_TIMING = ("--repl-timeout", "3", "--repl-ping-replica-period", "1")
+APP = "builder"
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    regions: tuple[str, ...] = ("ord", "syd")  # the first holds the Redis primary
+    builders: int = 2  # per region
+    envoys: int = 1  # per region
+    poll_interval: float = 0.5  # the discoverers' DNS poll
+    # A lease call is bounded by min(1 s, ttl/4); a new connection to a primary 180 ms away costs
+    # 4 round trips (TCP, HELLO, CLIENT SETNAME, the call): with a 2 s TTL a far discoverer never connects.
+    lease_ttl: float = 4.0
+    replica_args: tuple[str, ...] = ()
+    discoverer_args: tuple[str, ...] = ()
+
+
+class Lab:
+    def __init__(self, directory: Path, spec: LabSpec = LabSpec()):
+        self.dir, self.spec = Path(directory), spec
+        self.primary_region = spec.regions[0]
+        self.namespaces = Namespaces(list(spec.regions))
+        self.hosts: dict[str, NsHost] = self.namespaces.hosts()
+        self.plane = Plane(self.dir, self.hosts)
+        self.wan: WanControl | None = None
+        self.relay: Proc | None = None
+        self.dns: dict[str, DnsProcess] = {}
+        self.replicas: dict[str, Replica] = {}
+        self.builders: dict[str, list[tuple[str, str]]] = {}  # region -> [(id, address)]
+
+    # --- addresses --------------------------------------------------------
+    def address(self, region: str) -> str:
+        return self.hosts[region].address
+
+    def redis_url(self, region: str) -> str:
+        """The Redis a process in ``region`` reads: the primary in its region, else its replica."""
+        return f"redis://{self.hosts[region].hostport(REDIS_PORT)}/0"
+
+    @property
+    def primary_url(self) -> str:
+        return self.redis_url(self.primary_region)
+
+    def metrics(self, region: str) -> dict[str, float]:
+        return scrape(METRICS_PORT, self.address(region))
+
+    def rtt(self, a: str, b: str) -> float:
+        return default_rtt_ms(a, b) / 1000
+
+    # --- start ------------------------------------------------------------
+    def start(self) -> "Lab":
+        try:
+            self._plan_builders()
+            self._start_wan()
+            self._start_redis()
+            for region in self.spec.regions:
+                self._start_region(region)
+            for region in self.spec.regions:
+                for n in range(self.spec.envoys):
+                    self.plane.start_envoy(f"{region}-envoy{n + 1}", region=region,  # admin reachable from here
+                                           extra_bootstrap=("--admin-address", self.address(region)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _plan_builders(self) -> None:
+        for i, region in enumerate(self.spec.regions, start=1):
+            ns = self.namespaces[region]
+            self.builders[region] = []
+            for k in range(self.spec.builders):
+                address = f"{ns.address.rsplit('::', 1)[0]}::{0x100 + k:x}"
+                ns.add_address(address)
+                self.builders[region].append((f"{i:02x}{k:012x}", address))
+
+    def _start_wan(self) -> None:
+        paths = []
+        for a in self.spec.regions:
+            for b in self.spec.regions:
+                if a == b:
+                    continue
+                endpoints = [[self.address(b), REDIS_PORT]] + [[addr, BUILDER_PORT] for _, addr in self.builders[b]]
+                for address, _ in endpoints:
+                    self.namespaces[a].add_address(address)  # a dials b's address: the relay answers in a
+                paths.append({"a": a, "b": b, "one_way_ms": default_rtt_ms(a, b) / 2, "endpoints": endpoints,
+                              "listen_ns": self.namespaces[a].name, "connect_ns": self.namespaces[b].name})
+        spec_file, control = self.dir / "wan.json", self.dir / "wan.sock"
+        spec_file.write_text(json.dumps({"paths": paths}))
+        self.relay = self.plane.procs.start_python(["-m", "harness.wan", str(spec_file), str(control)], label="wan")
+        self.relay.wait_for_log("wan relay ready", 10)
+        self.wan = WanControl(str(control))
+
+    def _start_redis(self) -> None:
+        primary = self.plane.start_redis(region=self.primary_region, port=REDIS_PORT)
+        for region in self.spec.regions[1:]:
+            replica = self.plane.start_redis(region=region, port=REDIS_PORT, name=f"redis-{region}",
+                                             args=["--replicaof", primary.host.address, str(REDIS_PORT),
+                                                   *REPLICA_TIMING])
+            wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
+                       what=f"the {region} replica linked to the primary")
+
+    def _start_region(self, region: str) -> None:
+        host = self.hosts[region]
+        dns = self.dns[region] = DnsProcess(self.dir / f"dns-{region}", port=DNS_PORT,
+                                            host=NsHost(name=region, address=FLY_DNS, prefix=host.prefix,
+                                                        netns=host.netns))
+        dns.set_builders(self.zone())
+        dns.start()
+        self.plane.start_builders({sni(bid): (addr, BUILDER_PORT) for bid, addr in self.builders[region]},
+                                  label=f"builders-{region}", region=region)
+        self.plane.start_discoverer("--source", "fly", "--dns-server", dns.addr, "--app", APP, "--builder-port",
+                                    str(BUILDER_PORT), "--id", f"{region}-d1",
+                                    "--poll-interval", str(self.spec.poll_interval),
+                                    "--lease-ttl", str(self.spec.lease_ttl), *self.spec.discoverer_args,
+                                    label=f"{region}-discoverer", region=region)
+        read = [] if region == self.primary_region else ["--redis-read-url", self.redis_url(region)]
+        self.replicas[region] = self.plane.start_replica(
+            "--replica-id", f"{region}-xds1", "--metrics-listen", host.hostport(METRICS_PORT), *read,
+            *self.spec.replica_args, label=f"{region}-xds1", region=region, wait=True)
+
+    # --- DNS --------------------------------------------------------------
+    def zone(self, extra: dict[str, list[tuple[str, str]]] | None = None) -> list[tuple]:
+        """Every builder of every region, as the DNS stand-in takes them: (id, app, address, region)."""
+        out = []
+        for region, builders in {**self.builders, **(extra or {})}.items():
+            out += [(bid, APP, addr, region) for bid, addr in builders]
+        return out
+
+    def set_dns(self, builders: dict[str, list[tuple[str, str]]]) -> None:
+        """The org's builders, in every region's DNS at once."""
+        self.builders = {r: list(b) for r, b in builders.items()}
+        for dns in self.dns.values():
+            dns.set_builders(self.zone())
+
+    # --- stop -------------------------------------------------------------
+    def close(self) -> None:
+        try:
+            for dns in self.dns.values():
+                dns.stop()
+            self.plane.close()
+        finally:
+            self.namespaces.close()
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
