@@ -1,62 +1,71 @@
-"""Two regions on loopback joined by the user-space WAN (harness/wan.py): ord holds the Redis
-primary, syd a replica that replicates through the delayed path, and every client in syd
-dials the primary through it too. ``two_regions`` yields a ``Regions`` to cut and heal."""
+"""The regions lab (harness/regions.py) for the tests of issue 20: namespaces need root and ``ip``."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
 
 import pytest
 
-from harness.wan import WanControl, default_rtt_ms
-from tests.support.procs import Proc, free_port, wait_until
-from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, Node
-
-REPLICA_TIMING = ["--repl-timeout", "3", "--repl-ping-replica-period", "1"]
+from harness.envoy import tls_reach
+from harness.plane import sni
+from harness.regions import Lab, LabSpec
 
 
-@dataclass
-class Regions:
-    primary: Node  # in ord
-    replica: Node  # in syd, replicating through the WAN
-    relay_port: int  # in syd: the primary, one WAN path away
-    wan: WanControl
-    rtt: float  # seconds, ord-syd
-
-    @property
-    def primary_url(self) -> str:  # as a process in ord dials it
-        return f"redis://{self.primary.addr}/0"
-
-    @property
-    def primary_url_from_syd(self) -> str:
-        return f"redis://127.0.0.1:{self.relay_port}/0"
-
-    @property
-    def replica_url(self) -> str:
-        return f"redis://{self.replica.addr}/0"
+def lab_or_skip(tmp_path, spec: LabSpec = LabSpec()) -> Lab:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the regions lab needs root and iproute2 (ip netns); CI runs as root")
+    return Lab(tmp_path / "lab", spec).start()
 
 
 @pytest.fixture
-def two_regions(tmp_path):
-    if not HAVE_REDIS7:
-        pytest.skip(SKIP_REASON)
-    primary = Node(tmp_path / "redis", "ord-primary").start()
-    relay_port = free_port()
-    rtt = default_rtt_ms("ord", "syd")
-    spec = {"paths": [{"a": "ord", "b": "syd", "one_way_ms": rtt / 2,
-                       "endpoints": [["127.0.0.1", relay_port, "127.0.0.1", primary.port]]}]}
-    (tmp_path / "wan.json").write_text(json.dumps(spec))
-    control = tmp_path / "wan.sock"
-    relay = Proc.start_python(["-m", "harness.wan", tmp_path / "wan.json", control], tmp_path / "logs", label="wan")
-    replica = None
+def lab(tmp_path, request):
+    lab = lab_or_skip(tmp_path)
     try:
-        relay.wait_for_log("wan relay ready", 10)
-        replica = Node(tmp_path / "redis", "syd-replica",
-                       ["--replicaof", "127.0.0.1", str(relay_port), *REPLICA_TIMING]).start()
-        wait_until(lambda: replica.info().get("master_link_status") == "up", 15, what="the syd replica linked")
-        yield Regions(primary, replica, relay_port, WanControl(str(control)), rtt / 1000)
+        yield lab
     finally:
-        for node in (replica, primary):
-            if node is not None:
-                node.stop()
-        relay.stop()
+        failed = getattr(request.node, "rep_call", None)
+        lab.close()
+        if failed is not None and failed.failed:
+            print(lab.plane.logs())
+
+
+def run_in(lab: Lab, region: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """A command in ``region``'s namespace."""
+    return subprocess.run(lab.hosts[region].argv(argv), capture_output=True, text=True, timeout=timeout)
+
+
+def routes(envoy) -> set[str]:
+    return envoy.clusters()
+
+
+class Prober:
+    """Connects through one Envoy to each of ``builders`` again and again (a random pause between
+    rounds, so it never phase-locks with a poller) until stopped; counts what failed."""
+
+    def __init__(self, envoy, builders: list[str], ctx):
+        self.envoy, self.builders, self.ctx = envoy, builders, ctx
+        self.ok, self.failed = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for bid in self.builders:
+                got = tls_reach(self.envoy.listener_port, sni(bid), self.ctx, host=self.envoy.host.address)
+                if got == sni(bid):
+                    self.ok += 1
+                else:
+                    self.failed.append((time.time(), bid, str(got)))
+            self._stop.wait(random.uniform(0.01, 0.05))
+
+    def __enter__(self) -> "Prober":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
