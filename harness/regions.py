@@ -46,6 +46,7 @@ class LabSpec:
     # A lease call is bounded by min(1 s, ttl/4); a new connection to a primary 180 ms away costs
     # 4 round trips (TCP, HELLO, CLIENT SETNAME, the call): with a 2 s TTL a far discoverer never connects.
     lease_ttl: float = 4.0
+    leader: str | None = None  # this region's discoverer starts first and leads; None: any may
     replica_args: tuple[str, ...] = ()
     discoverer_args: tuple[str, ...] = ()
 
@@ -62,6 +63,7 @@ class Lab:
         self.dns: dict[str, DnsProcess] = {}
         self.replicas: dict[str, Replica] = {}
         self.builders: dict[str, list[tuple[str, str]]] = {}  # region -> [(id, address)]
+        self.discoverers: dict[str, Proc] = {}
 
     # --- addresses --------------------------------------------------------
     def address(self, region: str) -> str:
@@ -87,8 +89,10 @@ class Lab:
             self._plan_builders()
             self._start_wan()
             self._start_redis()
-            for region in self.spec.regions:
+            for region in self._leader_first():
                 self._start_region(region)
+                if region == self.spec.leader:
+                    self.discoverers[region].wait_for_log("leadership won", 20)
             for region in self.spec.regions:
                 for n in range(self.spec.envoys):
                     self.plane.start_envoy(f"{region}-envoy{n + 1}", region=region,  # admin reachable from here
@@ -97,6 +101,10 @@ class Lab:
             self.close()
             raise
         return self
+
+    def _leader_first(self) -> list[str]:
+        lead = [self.spec.leader] if self.spec.leader else []
+        return lead + [r for r in self.spec.regions if r not in lead]
 
     def _plan_builders(self) -> None:
         for i, region in enumerate(self.spec.regions, start=1):
@@ -142,11 +150,10 @@ class Lab:
         dns.start()
         self.plane.start_builders({sni(bid): (addr, BUILDER_PORT) for bid, addr in self.builders[region]},
                                   label=f"builders-{region}", region=region)
-        self.plane.start_discoverer("--source", "fly", "--dns-server", dns.addr, "--app", APP, "--builder-port",
-                                    str(BUILDER_PORT), "--id", f"{region}-d1",
-                                    "--poll-interval", str(self.spec.poll_interval),
-                                    "--lease-ttl", str(self.spec.lease_ttl), *self.spec.discoverer_args,
-                                    label=f"{region}-discoverer", region=region)
+        fly = ["--source", "fly", "--dns-server", dns.addr, "--app", APP, "--builder-port", str(BUILDER_PORT)]
+        self.discoverers[region] = self.plane.start_discoverer(
+            *fly, "--id", f"{region}-d1", "--poll-interval", str(self.spec.poll_interval), "--lease-ttl",
+            str(self.spec.lease_ttl), *self.spec.discoverer_args, label=f"{region}-discoverer", region=region)
         read = [] if region == self.primary_region else ["--redis-read-url", self.redis_url(region)]
         self.replicas[region] = self.plane.start_replica(
             "--replica-id", f"{region}-xds1", "--metrics-listen", host.hostport(METRICS_PORT), *read,
