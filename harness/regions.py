@@ -19,12 +19,15 @@ namespace, joined by the user-space WAN.
 from __future__ import annotations
 
 import json
+
+import redis
 from dataclasses import dataclass
 from pathlib import Path
 
 from .netns import FLY_DNS, Namespaces, NsHost
 from .plane import Plane, Replica, sni
 from .procs import Proc, scrape
+from .redis_ha import REDIS7
 from .wait import wait_until
 from .wan import WanControl, default_rtt_ms
 from .dns import DnsProcess
@@ -32,6 +35,8 @@ from .dns import DnsProcess
 REDIS_PORT = 6379
 BUILDER_PORT = 8443
 DNS_PORT = 53
+SENTINEL_PORT = 26379
+MASTER = "flyxds"
 METRICS_PORT = 9100
 REPLICA_TIMING = ("--repl-timeout", "3", "--repl-ping-replica-period", "1")
 APP = "builder"
@@ -46,6 +51,9 @@ class LabSpec:
     # A lease call is bounded by min(1 s, ttl/4); a new connection to a primary 180 ms away costs
     # 4 round trips (TCP, HELLO, CLIENT SETNAME, the call): with a 2 s TTL a far discoverer never connects.
     lease_ttl: float = 4.0
+    sentinels: bool = False  # one per region (quorum 2); every service then uses redis+sentinel://
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 3000
     leader: str | None = None  # this region's discoverer starts first and leads; None: any may
     replica_args: tuple[str, ...] = ()
     discoverer_args: tuple[str, ...] = ()
@@ -57,7 +65,8 @@ class Lab:
         self.primary_region = spec.regions[0]
         self.namespaces = Namespaces(list(spec.regions))
         self.hosts: dict[str, NsHost] = self.namespaces.hosts()
-        self.plane = Plane(self.dir, self.hosts)
+        self.plane = Plane(self.dir, self.hosts, redis_url=self.sentinel_url() if spec.sentinels else None)
+        self.sentinels: dict[str, Proc] = {}
         self.wan: WanControl | None = None
         self.relay: Proc | None = None
         self.dns: dict[str, DnsProcess] = {}
@@ -77,6 +86,12 @@ class Lab:
     def primary_url(self) -> str:
         return self.redis_url(self.primary_region)
 
+    def sentinel_url(self, near: str | None = None) -> str:
+        """Every region's sentinel (``near``'s first): the URL the services take with ``sentinels``."""
+        regions = sorted(self.spec.regions, key=lambda r: r != near)
+        hosts = ",".join(self.hosts[r].hostport(SENTINEL_PORT) for r in regions)
+        return f"redis+sentinel://{hosts}/{MASTER}"
+
     def metrics(self, region: str) -> dict[str, float]:
         return scrape(METRICS_PORT, self.address(region))
 
@@ -89,6 +104,8 @@ class Lab:
             self._plan_builders()
             self._start_wan()
             self._start_redis()
+            if self.spec.sentinels:
+                self._start_sentinels()
             for region in self._leader_first():
                 self._start_region(region)
                 if region == self.spec.leader:
@@ -122,7 +139,9 @@ class Lab:
                 if a == b:
                     continue
                 endpoints = [[self.address(b), REDIS_PORT]] + [[addr, BUILDER_PORT] for _, addr in self.builders[b]]
-                for address, _ in endpoints:
+                if self.spec.sentinels:
+                    endpoints.append([self.address(b), SENTINEL_PORT])
+                for address in dict.fromkeys(address for address, _ in endpoints):
                     self.namespaces[a].add_address(address)  # a dials b's address: the relay answers in a
                 paths.append({"a": a, "b": b, "one_way_ms": default_rtt_ms(a, b) / 2, "endpoints": endpoints,
                               "listen_ns": self.namespaces[a].name, "connect_ns": self.namespaces[b].name})
@@ -133,13 +152,47 @@ class Lab:
         self.wan = WanControl(str(control))
 
     def _start_redis(self) -> None:
-        primary = self.plane.start_redis(region=self.primary_region, port=REDIS_PORT)
+        primary = self.plane.start_redis(region=self.primary_region, port=REDIS_PORT, args=self._announce(
+            self.primary_region))
         for region in self.spec.regions[1:]:
             replica = self.plane.start_redis(region=region, port=REDIS_PORT, name=f"redis-{region}",
                                              args=["--replicaof", primary.host.address, str(REDIS_PORT),
-                                                   *REPLICA_TIMING])
+                                                   *REPLICA_TIMING, *self._announce(region)])
             wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
                        what=f"the {region} replica linked to the primary")
+
+    def _announce(self, region: str) -> list[str]:
+        """Through the relay a replica's connection comes from the master's own region: say where it is."""
+        return ["--replica-announce-ip", self.address(region), "--replica-announce-port", str(REDIS_PORT)]
+
+    def _start_sentinels(self) -> None:
+        for region in self.spec.regions:
+            directory = self.dir / f"sentinel-{region}"
+            directory.mkdir(parents=True, exist_ok=True)
+            address = self.address(region)
+            (directory / "sentinel.conf").write_text("\n".join([
+                f"port {SENTINEL_PORT}", f"bind {address}", "protected-mode no", f"dir {directory}",
+                f"sentinel announce-ip {address}", f"sentinel announce-port {SENTINEL_PORT}",
+                f"sentinel monitor {MASTER} {self.address(self.primary_region)} {REDIS_PORT} 2",
+                f"sentinel down-after-milliseconds {MASTER} {self.spec.down_after_ms}",
+                f"sentinel failover-timeout {MASTER} {self.spec.failover_timeout_ms}",
+                f"sentinel parallel-syncs {MASTER} 1"]) + "\n")
+            self.sentinels[region] = self.plane.procs.add(Proc(
+                f"sentinel-{region}", [str(REDIS7), str(directory / "sentinel.conf"), "--sentinel"],
+                directory / "sentinel.log", host=self.hosts[region]))
+        others = len(self.spec.regions) - 1
+        for region in self.spec.regions:
+            wait_until(lambda: self._sentinel_knows(region, others), 30, interval=0.1,
+                       what=f"the {region} sentinel knowing the other sentinels and the replicas")
+
+    def _sentinel_knows(self, region: str, others: int) -> bool:
+        with redis.Redis(host=self.address(region), port=SENTINEL_PORT, socket_timeout=2) as c:
+            return (len(c.sentinel_sentinels(MASTER)) == others and len(c.sentinel_slaves(MASTER)) == others)
+
+    def master_address(self, region: str) -> str:
+        """The master as ``region``'s sentinel names it."""
+        with redis.Redis(host=self.address(region), port=SENTINEL_PORT, socket_timeout=2) as c:
+            return c.sentinel_get_master_addr_by_name(MASTER)[0].decode()
 
     def _start_region(self, region: str) -> None:
         host = self.hosts[region]
@@ -151,13 +204,18 @@ class Lab:
         self.plane.start_builders({sni(bid): (addr, BUILDER_PORT) for bid, addr in self.builders[region]},
                                   label=f"builders-{region}", region=region)
         fly = ["--source", "fly", "--dns-server", dns.addr, "--app", APP, "--builder-port", str(BUILDER_PORT)]
+        if self.spec.sentinels:  # the Plane's URL names every sentinel; this one asks its own first
+            fly += ["--redis-url", self.sentinel_url(region)]
         self.discoverers[region] = self.plane.start_discoverer(
             *fly, "--id", f"{region}-d1", "--poll-interval", str(self.spec.poll_interval), "--lease-ttl",
             str(self.spec.lease_ttl), *self.spec.discoverer_args, label=f"{region}-discoverer", region=region)
         read = [] if region == self.primary_region else ["--redis-read-url", self.redis_url(region)]
         self.replicas[region] = self.plane.start_replica(
             "--replica-id", f"{region}-xds1", "--metrics-listen", host.hostport(METRICS_PORT), *read,
-            *self.spec.replica_args, label=f"{region}-xds1", region=region, wait=True)
+            *self._replica_url(region), *self.spec.replica_args, label=f"{region}-xds1", region=region, wait=True)
+
+    def _replica_url(self, region: str) -> list[str]:
+        return ["--redis-url", self.sentinel_url(region)] if self.spec.sentinels else []
 
     # --- DNS --------------------------------------------------------------
     def zone(self, extra: dict[str, list[tuple[str, str]]] | None = None) -> list[tuple]:
