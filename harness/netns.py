@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import itertools
 import os
 import shutil
 import socket
@@ -37,9 +38,13 @@ FLY_DNS = "fdaa::3"
 NETNS_ETC = Path("/etc/netns")
 
 
+_labs = itertools.count()
+
+
 def run_tag() -> int:
-    """A 16-bit number unique to this process among those running: names and address groups."""
-    return os.getpid() % 0xFFF0 + 1
+    """A 16-bit number for one lab: names and address groups differ between the labs of one process
+    and (but for a rare clash, which ``ip`` refuses loudly) between processes."""
+    return (os.getpid() * 31 + next(_labs) * 0x2A1) % 0xFFF0 + 1
 
 
 def ip(*args: str, ns: str | None = None) -> None:
@@ -113,8 +118,9 @@ class Namespace:
         ip("-6", "addr", "add", f"{address}/128", "dev", "lo", "nodad", ns=self.name)
 
     def delete(self) -> None:
-        with contextlib.suppress(OSError):
-            ip("netns", "del", self.name)  # its veth pair goes with it
+        for args in (("link", "del", self.veth), ("netns", "del", self.name)):
+            with contextlib.suppress(OSError):
+                ip(*args)
         shutil.rmtree(NETNS_ETC / self.name, ignore_errors=True)
 
 

@@ -86,6 +86,9 @@ class Lab:
     def primary_url(self) -> str:
         return self.redis_url(self.primary_region)
 
+    def envoy(self, region: str, n: int = 1):
+        return next(e for e in self.plane.envoys if e.node_id == f"{region}-envoy{n}")
+
     def sentinel_url(self, near: str | None = None) -> str:
         """Every region's sentinel (``near``'s first): the URL the services take with ``sentinels``."""
         regions = sorted(self.spec.regions, key=lambda r: r != near)
