@@ -18,6 +18,8 @@ Root only (``ip netns``).
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from pathlib import Path
 from harness import lab_runs
 from harness.regions import Lab, LabSpec
 
-from .common import save
+from .common import RESULTS, save
 
 PARTS = ("intents", "dns", "register", "cut", "leader", "primary")
 
@@ -55,24 +57,32 @@ def part(name: str, args) -> dict:
                   new=("03dddddddddddd", "fdaa:0:3::ddd"), watch="syd")
 
 
+def previous() -> dict:
+    try:
+        return json.loads(RESULTS.read_text()).get("regions", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=10, help="samples per latency figure")
     p.add_argument("--cut", type=float, default=60.0, help="seconds syd stays cut off")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
     args = p.parse_args(argv)
-    results = {}
+    results = previous()  # a run of some --parts keeps the figures of the others
     for name in [x for x in args.parts.split(",") if x]:
         if name not in PARTS:
             p.error(f"--parts: {name!r} is not one of {', '.join(PARTS)}")
         started = time.monotonic()
         results[name] = part(name, args)
+        results.setdefault("measured", {})[name] = {"at": time.strftime("%Y-%m-%d %H:%M"),
+                                                   "command": "python -m bench.bench_regions " + " ".join(argv or [])}
         print(f"{name} ({time.monotonic() - started:.0f}s): {results[name]}", flush=True)
-    results["command"] = "python -m bench.bench_regions " + " ".join(argv or [])
     results["rtt_ms"] = {"ord-ams": 90, "ord-syd": 180, "ams-syd": 250}
     save("regions", results)
     return results
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -186,7 +186,7 @@ def primary_lost(lab: Lab, new: tuple[str, str], watch: str) -> dict:
     for region in lab.spec.regions[1:]:
         lab.wan.cut(primary, region)
     lab.set_dns({**lab.builders, watch: [*lab.builders[watch], new]})
-    wait_until(lambda: lab.master_address(watch) != lab.address(primary), 30, interval=0.05, what="a promotion")
+    wait_until(lambda: lab.master_address(watch) != lab.address(primary), 60, interval=0.05, what="a promotion")
     promoted = time.monotonic() - lost_at
     wait_until(lambda: routed(envoy, new[0]), 30, interval=0.05, what="the new builder routed")
     first_route = time.monotonic() - lost_at
@@ -208,9 +208,11 @@ def intent_latency(lab: Lab, region: str, n: int = 10) -> dict:
         try:
             for k in range(n):
                 bid = f"6{k:013x}"
-                sent = time.monotonic()
-                await store.append_intent({"op": "register", "id": bid, "address": f"fdaa:0:3::{k + 1:x}",
-                                           "app": "builder", "region": region})
+                sent = time.monotonic()  # the XADD runs while we watch: its reply comes a round trip later
+                add = asyncio.ensure_future(store.append_intent(
+                    {"op": "register", "id": bid, "address": f"fdaa:0:3::{k + 1:x}", "app": "builder",
+                     "region": region}))
+                await asyncio.sleep(0.001)  # the command is on the wire
                 pending = {r: lab.envoy(r) for r in lab.spec.regions}
                 while pending:
                     for r, envoy in list(pending.items()):
@@ -220,6 +222,7 @@ def intent_latency(lab: Lab, region: str, n: int = 10) -> dict:
                     if time.monotonic() - sent > 10:
                         raise TimeoutError(f"intent {bid} not routed in {sorted(pending)}")
                     await asyncio.sleep(0.002)
+                await add
                 await asyncio.sleep(random.uniform(0.05, 0.15))
         finally:
             await aclose(client)
