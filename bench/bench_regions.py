@@ -53,8 +53,7 @@ def part(name: str, args) -> dict:
         return in_lab(LabSpec(), lab_runs.cut_off, "syd", args.cut, new=("01ffffffffffff", "fdaa:0:1::fff"))
     if name == "leader":
         return in_lab(LabSpec(leader="syd"), lab_runs.leader_cut, new=("01eeeeeeeeeeee", "fdaa:0:1::eee"))
-    return in_lab(LabSpec(regions=("ord", "ams", "syd"), sentinels=True, builders=1), lab_runs.primary_lost,
-                  new=("03dddddddddddd", "fdaa:0:3::ddd"), watch="syd")
+    return in_lab(lab_runs.PRIMARY_LOST, lab_runs.primary_lost, new=("03dddddddddddd", "fdaa:0:3::ddd"), watch="syd")
 
 
 def previous() -> dict:
@@ -79,8 +78,8 @@ def main(argv=None) -> dict:
         results.setdefault("measured", {})[name] = {"at": time.strftime("%Y-%m-%d %H:%M"),
                                                    "command": "python -m bench.bench_regions " + " ".join(argv or [])}
         print(f"{name} ({time.monotonic() - started:.0f}s): {results[name]}", flush=True)
-    results["rtt_ms"] = {"ord-ams": 90, "ord-syd": 180, "ams-syd": 250}
-    save("regions", results)
+        results["rtt_ms"] = {"ord-ams": 90, "ord-syd": 180, "ams-syd": 250}
+        save("regions", results)  # after each part: a later part that fails keeps these
     return results
 
 

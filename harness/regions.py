@@ -55,6 +55,8 @@ class LabSpec:
     down_after_ms: int = 1000
     failover_timeout_ms: int = 3000
     leader: str | None = None  # this region's discoverer starts first and leads; None: any may
+    discoverers: tuple[str, ...] | None = None  # the regions that run a discoverer (None: all)
+    replica_priority: tuple[tuple[str, int], ...] = ()  # (region, Redis replica-priority): lower is promoted first
     replica_args: tuple[str, ...] = ()
     discoverer_args: tuple[str, ...] = ()
 
@@ -166,7 +168,9 @@ class Lab:
 
     def _announce(self, region: str) -> list[str]:
         """Through the relay a replica's connection comes from the master's own region: say where it is."""
-        return ["--replica-announce-ip", self.address(region), "--replica-announce-port", str(REDIS_PORT)]
+        priority = dict(self.spec.replica_priority).get(region)
+        return (["--replica-announce-ip", self.address(region), "--replica-announce-port", str(REDIS_PORT)]
+                + (["--replica-priority", str(priority)] if priority is not None else []))
 
     def _start_sentinels(self) -> None:
         for region in self.spec.regions:
@@ -206,16 +210,20 @@ class Lab:
         dns.start()
         self.plane.start_builders({sni(bid): (addr, BUILDER_PORT) for bid, addr in self.builders[region]},
                                   label=f"builders-{region}", region=region)
+        if self.spec.discoverers is None or region in self.spec.discoverers:
+            self._start_discoverer(region, dns)
+        read = [] if region == self.primary_region else ["--redis-read-url", self.redis_url(region)]
+        self.replicas[region] = self.plane.start_replica(
+            "--replica-id", f"{region}-xds1", "--metrics-listen", host.hostport(METRICS_PORT), *read,
+            *self._replica_url(region), *self.spec.replica_args, label=f"{region}-xds1", region=region, wait=True)
+
+    def _start_discoverer(self, region: str, dns: DnsProcess) -> None:
         fly = ["--source", "fly", "--dns-server", dns.addr, "--app", APP, "--builder-port", str(BUILDER_PORT)]
         if self.spec.sentinels:  # the Plane's URL names every sentinel; this one asks its own first
             fly += ["--redis-url", self.sentinel_url(region)]
         self.discoverers[region] = self.plane.start_discoverer(
             *fly, "--id", f"{region}-d1", "--poll-interval", str(self.spec.poll_interval), "--lease-ttl",
             str(self.spec.lease_ttl), *self.spec.discoverer_args, label=f"{region}-discoverer", region=region)
-        read = [] if region == self.primary_region else ["--redis-read-url", self.redis_url(region)]
-        self.replicas[region] = self.plane.start_replica(
-            "--replica-id", f"{region}-xds1", "--metrics-listen", host.hostport(METRICS_PORT), *read,
-            *self._replica_url(region), *self.spec.replica_args, label=f"{region}-xds1", region=region, wait=True)
 
     def _replica_url(self, region: str) -> list[str]:
         return ["--redis-url", self.sentinel_url(region)] if self.spec.sentinels else []

@@ -2,7 +2,8 @@
 region's replica; discoverers and xds-servers follow through ``redis+sentinel://``.
 
 The lab: ord (the primary, the leader), ams and syd (replicas), a sentinel in each region
-(quorum 2, down-after 1 s). ord is cut from both others (held: the region is gone); a builder
+(quorum 2, down-after 1 s), discoverers in ord and ams (``lab_runs.PRIMARY_LOST`` says why).
+ord is cut from both others (held: the region is gone); a builder
 appears in DNS (``harness.lab_runs.primary_lost``). The first route for it at syd's Envoy
 comes within 2 s of the promotion (Sentinel's down-after + its failover), plus the lease TTL
 when the promotion was quicker than the lease (replicated to the promoted replica) ran out;
@@ -12,15 +13,13 @@ from __future__ import annotations
 
 import pytest
 
-from harness.lab_runs import primary_lost
-from harness.regions import LabSpec
+from harness.lab_runs import PRIMARY_LOST, primary_lost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-SPEC = LabSpec(regions=("ord", "ams", "syd"), sentinels=True, builders=1, envoys=1)
 
 
 def test_sentinels_promote_another_region_and_routes_follow(lab_of):
-    got = primary_lost(lab_of(SPEC), new=("03dddddddddddd", "fdaa:0:3::ddd"), watch="syd")
+    got = primary_lost(lab_of(PRIMARY_LOST), new=("03dddddddddddd", "fdaa:0:3::ddd"), watch="syd")
     print(got)
     assert got["master_before_was_primary"] and not got["routed_before"]
     assert got["new_master_region"] != "ord"
