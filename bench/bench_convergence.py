@@ -54,11 +54,11 @@ from pathlib import Path
 
 import redis as redis_sync
 
+from discoverer.sources.fly import FlySource
 from harness.envoy import DOWN, REFUSED, TIMED_OUT, EnvoyProc, tls_reach
 from harness.host import free_port
 from harness.plane import Plane
 from harness.wait import wait_until
-from discoverer.sources.fly import FlySource
 from tools.flyzone import INSTANCES, FlyBuilder, build_zone, write_json_atomic
 
 from .common import cpu_seconds, pct, save, table

@@ -24,6 +24,7 @@ from harness.procs import REPO, Proc, ProcGroup
 from harness.wait import seconds_until
 from harness.writer import Writer as FencedWriter
 from shared.model import Builder, make_builder, parse_networks
+from shared.resources import version_number as set_version  # noqa: F401 - the builder-set version a response carries
 
 ALLOWED = parse_networks(["127.0.0.0/8", "::1/128", "fdaa::/16"])
 RESULTS = REPO / "bench" / "results.json"
@@ -172,14 +173,6 @@ def replica_under_load(tmp: Path, *, builders: int, routing: str = "sni_cluster"
         if loaders is not None:
             loaders.kill()
         plane.close()
-
-
-def set_version(version: str) -> int:
-    """The builder-set version a response carries ('' or unparsable: 0)."""
-    try:
-        return int(version.split("-")[0])
-    except ValueError:
-        return 0
 
 
 def pct(values: list[float], q: float) -> float:

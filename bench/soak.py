@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.plane import Plane
 from harness.procs import Proc
 from harness.wait import wait_until
+from shared import resources as rs
 from tools.flyzone import FlyBuilder
 
 from .common import Loaders, rss_mb
@@ -131,7 +132,7 @@ class Soak:
         for loaders in self.loaders:
             for _, data in loaders.stop():
                 for recs in data["records"]:
-                    cds = [int(v.split("-")[0]) for t, v, _ in recs if t == "cds"]
+                    cds = [rs.version_number(v) for t, v, _ in recs if t == "cds"]
                     behind += not cds or cds[-1] != final
         print(f"final version {final}; streams not on it: {behind}")
         ok &= behind == 0

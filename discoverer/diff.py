@@ -58,6 +58,7 @@ class Validated:
     rejected: list[RecordError] = field(default_factory=list)
     uncertain: set[str] = field(default_factory=set)  # ids we cannot decide on; keep as they are
     ignored: int = 0  # valid records of other apps
+    others: list[RecordError] = field(default_factory=list)  # those records, why (for discoverer.rejections)
 
 
 _MISSING = object()
@@ -103,11 +104,12 @@ def validate(records: list[dict], rules: Rules, now: float, cache: dict | None =
             continue
         if not rules.wants(b):
             out.ignored += 1  # _instances.internal lists every machine of the org, not only builders
+            out.others.append(_unwanted(b, rules))
             continue
         prev = by_id.get(b.id)
         if prev is not None and prev != b:
             conflicted.add(b.id)
-            out.rejected.append(RecordError("duplicate_id", f"{b.id}: {prev.endpoint} vs {b.endpoint}"))
+            out.rejected.append(RecordError("duplicate_id", f"{b.id}: {prev.endpoint} vs {b.endpoint}", subject=b.id))
         by_id.setdefault(b.id, b)
     for bid in conflicted:
         del by_id[bid]
@@ -117,10 +119,18 @@ def validate(records: list[dict], rules: Rules, now: float, cache: dict | None =
         b = by_id[bid]
         owner = by_sni.setdefault(b.sni, bid)
         if owner != bid:
-            out.rejected.append(RecordError("duplicate_sni", f"{b.sni}: {owner} and {bid}"))
+            out.rejected.append(RecordError("duplicate_sni", f"{b.sni}: {owner} and {bid}", subject=bid))
             continue
         out.builders[bid] = b
     return out
+
+
+def _unwanted(b: Builder, rules: Rules) -> RecordError:
+    if not rules.wants_app(b.app):
+        wanted = sorted(rules.apps) + [p.pattern for p in rules.app_patterns]
+        return RecordError("other_app", f"app {b.app!r}; this discoverer routes {', '.join(wanted)}", subject=b.id)
+    return RecordError("other_region", f"region {b.region!r}; this discoverer routes {', '.join(sorted(rules.regions))}",
+                       subject=b.id)
 
 
 REGISTER, DEREGISTER = "register", "deregister"  # Intent.op

@@ -22,6 +22,7 @@ import re
 from dataclasses import replace
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import RecordError, StoreMisuse, StoreUnavailable
 from shared.logs import LogOnce
 from shared.model import ID_RE, SOURCE_INTENT, Builder
@@ -29,7 +30,6 @@ from shared.store import IntentEntry, Store, stream_id
 
 from . import metrics
 from .diff import DEREGISTER, REGISTER, Intent, Rules, validate
-from .election import bounded
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import Fenced, SourceError, StoreMisuse, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
@@ -23,8 +24,9 @@ from shared.store import IntentWrite, Lease, SetSnapshot, Store, stream_id
 
 from . import metrics
 from .diff import Plan, Planner, Rules, Validated, validate
-from .election import Election, bounded
+from .election import Election
 from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
+from .rejections import Rejections
 from .sources import Answer, Source
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,11 @@ def _some(ids, shown: int = 5) -> str:
     return (", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")) or "none"
 
 
-class Discoverer:
+class PollLoop:
     def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing,
-                 intents: IntentReader | None = None):
+                 intents: IntentReader | None = None, rejections: Rejections | None = None):
         self.store = store
+        self.rejections = rejections  # None: rejections stay in the log and metrics only
         self.intents = intents  # None: this discoverer takes no intents (tests, tools)
         self.source = source
         self.election = election
@@ -162,6 +165,8 @@ class Discoverer:
         for err in (*answer.rejected, *seen.rejected):
             metrics.REJECTED.labels(err.reason).inc()
             self._log_once.warning(f"{err.reason}:{err.detail}", "record skipped: %s", err)
+        if self.rejections is not None:
+            self.rejections.note_answer(answer, seen)
         self._dns = seen
         wrote = await self._step(seen)
         if wrote is None:
@@ -382,6 +387,8 @@ class Discoverer:
         for it, out in plan.outcomes:
             metrics.INTENTS.labels(it.op if it.op in OPS else "unknown", out["status"]).inc()
             metrics.INTENT_SECONDS.observe(max(0.0, now - stream_id(it.entry_id)[0] / 1000))
+            if self.rejections is not None:
+                self.rejections.note_intent(it, out)
             if it.error is not None:
                 self._log_once.warning(f"intent:{it.error.reason}:{it.error.detail}",
                                        "intent %s rejected: %s; outcome at %s", it.entry_id, it.error,

@@ -9,16 +9,16 @@ never passed by an Envoy that was only slow to answer.
 """
 from __future__ import annotations
 
-import enum
 import os
 import select
-import socket
 import ssl
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Sequence
+
+from xdsctl.probe import DOWN, REFUSED, TIMED_OUT, WRONG, NotRouted, connect  # noqa: F401 - DOWN re-exported
 
 from .host import LOOPBACK, Host, hostport
 from .procs import Proc, script
@@ -85,31 +85,12 @@ class EnvoyProc:
         return 0
 
 
-class NotRouted(str, enum.Enum):
-    """What a connection through Envoy got instead of a builder's greeting. Each is falsy, so
-    ``if tls_reach(...)`` still reads "routed"; a test that means refused asks for REFUSED."""
-
-    REFUSED = "refused"  # Envoy closed or reset the connection: no route for that name
-    TIMED_OUT = "timed out"  # no answer within the timeout: a slow Envoy, or one holding the connection
-    DOWN = "down"  # nothing listens on the port
-    WRONG = "wrong"  # a TLS server answered, but not a builder with that name (certificate or greeting)
-
-    def __bool__(self) -> bool:
-        return False
-
-
-REFUSED, TIMED_OUT, DOWN, WRONG = NotRouted.REFUSED, NotRouted.TIMED_OUT, NotRouted.DOWN, NotRouted.WRONG
-
-
 def tls_reach(port: int, sni: str | None, ctx: ssl.SSLContext, *, host: str = "127.0.0.1",
               timeout: float = 2.0) -> str | NotRouted:
     """Connect through Envoy with ``sni``: the builder's name from its greeting, or why not."""
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except TimeoutError:
-        return TIMED_OUT
-    except OSError:
-        return DOWN
+    raw = connect(host, port, timeout)
+    if isinstance(raw, NotRouted):
+        return raw
     try:
         with ctx.wrap_socket(raw, server_hostname=sni) as tls:
             line = tls.makefile("rb").readline(200)

@@ -24,6 +24,9 @@ class RedisServer:
     runs SAVE first so the new process loads the dump.
     """
 
+    binary: str | os.PathLike = "redis-server"  # a console script next to the interpreter, or a path
+    start_timeout = START_TIMEOUT
+
     def __init__(self, directory: str | os.PathLike, port: int | None = None, *, host: Host = LOOPBACK,
                  new_session: bool = False, args: Sequence[str] = ()):
         self.dir = Path(directory)
@@ -46,18 +49,22 @@ class RedisServer:
         """A synchronous client with short timeouts, for checks from tests."""
         return redis.Redis(host=self.host.address, port=self.port, socket_timeout=2, socket_connect_timeout=1, **kwargs)
 
-    def start(self) -> None:
-        """Start on self.port (a new free port after a failed bind when none was asked for)."""
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        argv = [str(script("redis-server")), "--port", str(self.port), "--bind", self.host.address,
+    def argv(self) -> list[str]:
+        binary = self.binary if os.path.isabs(self.binary) else script(str(self.binary))
+        return [str(binary), "--port", str(self.port), "--bind", self.host.address,
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir), "--dbfilename", "dump.rdb",
                 "--logfile", str(self.log_path), "--daemonize", "no", "--protected-mode", "no", *self.args]
+
+    def start(self) -> None:
+        """Start on self.port; returns once it answers PING."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
         with open(self.dir / "redis.stdout", "ab") as out:
-            self.proc = subprocess.Popen(self.host.argv(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=_die_with_parent, start_new_session=self.new_session)
+            self.proc = subprocess.Popen(self.host.argv(self.argv()), stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=_die_with_parent,
+                                         start_new_session=self.new_session)
         try:
-            wait_until(self._ready, START_TIMEOUT, interval=0.01, what=f"redis-server on port {self.port}")
+            wait_until(self._ready, self.start_timeout, interval=0.01, what=f"redis-server on port {self.port}")
         except TimeoutError:
             self.stop()
             raise

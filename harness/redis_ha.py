@@ -19,54 +19,38 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from .procs import _die_with_parent, free_port, wait_until
+from .host import free_port
+from .redis import RedisServer
+from .wait import wait_until
 
 REDIS7 = Path("/usr/bin/redis-server")
 REDIS_CLI = Path("/usr/bin/redis-cli")
 HAVE_REDIS7 = REDIS7.exists() and REDIS_CLI.exists()
 SKIP_REASON = "needs Debian's redis-server 7 and redis-cli at /usr/bin (.ci/run installs them)"
-COMMON = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no",
-          "--daemonize", "no", "--repl-diskless-sync-delay", "0", "--repl-diskless-sync", "yes"]
+REPLICATION = ["--repl-diskless-sync-delay", "0", "--repl-diskless-sync", "yes"]
 
 
-class Node:
-    """One redis-server 7 process on a fixed port, restartable."""
+class Node(RedisServer):
+    """One redis-server 7 process on a fixed port, restartable (``extra``: its own flags)."""
+
+    binary = REDIS7
+    start_timeout = 10.0
 
     def __init__(self, directory: Path, name: str, extra: list[str] | None = None, port: int | None = None):
-        self.dir = Path(directory) / name
-        self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(Path(directory) / name, port)
         self.name = name
-        self.port = port or free_port()
         self.extra = list(extra or [])
-        self.proc: subprocess.Popen | None = None
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "redis.log"
-
     def argv(self) -> list[str]:
-        return [str(REDIS7), "--port", str(self.port), *COMMON, "--dir", str(self.dir),
-                "--logfile", str(self.log_path), *self.extra]
+        return [*super().argv(), *REPLICATION, *self.extra]
 
     def start(self) -> "Node":
-        with open(self.dir / "stdout", "ab") as out:
-            self.proc = subprocess.Popen(self.argv(), stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, cwd=self.dir)
-        wait_until(self._ready, 10, interval=0.02, what=f"{self.name} on {self.port}")
+        super().start()
         return self
-
-    def _ready(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited: {self.tail()}")
-        with self.client() as c:
-            return bool(c.ping())
-
-    def client(self, **kw) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1, **kw)
 
     def info(self, section: str = "replication") -> dict:
         with self.client() as c:
@@ -81,14 +65,6 @@ class Node:
             os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(5)
-
-    def pause(self) -> None:
-        if self.alive:
-            os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.alive:
-            os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

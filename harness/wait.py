@@ -10,53 +10,57 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 NOT_YET = (Exception,)
 
 
-def _timeout(predicate, timeout: float, what: str | None, last: BaseException | None) -> TimeoutError:
-    label = what or getattr(predicate, "__name__", "condition")
-    exc = TimeoutError(f"{label} not true after {timeout:.1f}s")
-    exc.__cause__ = last
-    return exc
+class _Poll:
+    """The deadline and the last "not yet" exception of one wait, shared by the sync and async loops."""
+
+    def __init__(self, predicate, timeout: float, what: str | None, ignore):
+        self.label = what or getattr(predicate, "__name__", "condition")
+        self.timeout, self.ignore = timeout, ignore
+        self.deadline = time.monotonic() + timeout
+        self.last: BaseException | None = None
+
+    @contextmanager
+    def attempt(self):
+        """Around one call of the predicate: an ignored exception is kept as the last one."""
+        try:
+            yield
+            self.last = None
+        except self.ignore as exc:
+            self.last = exc
+
+    def check_deadline(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise TimeoutError(f"{self.label} not true after {self.timeout:.1f}s") from self.last
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02,
                what: str | None = None, *, ignore: tuple[type[BaseException], ...] = NOT_YET):
     """Poll ``predicate`` every ``interval`` seconds until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
+    poll = _Poll(predicate, timeout, what, ignore)
     while True:
-        try:
-            value = predicate()
-            if value:
+        with poll.attempt():
+            if value := predicate():
                 return value
-            last = None
-        except ignore as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise _timeout(predicate, timeout, what, last)
+        poll.check_deadline()
         time.sleep(interval)
 
 
 async def async_wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02,
                            what: str | None = None, *, ignore: tuple[type[BaseException], ...] = NOT_YET):
     """``wait_until`` in a coroutine: ``predicate`` may return a value or an awaitable of one."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
+    poll = _Poll(predicate, timeout, what, ignore)
     while True:
-        try:
+        with poll.attempt():
             value = predicate()
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
+            if value := (await value if inspect.isawaitable(value) else value):
                 return value
-            last = None
-        except ignore as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise _timeout(predicate, timeout, what, last)
+        poll.check_deadline()
         await asyncio.sleep(interval)
 
 

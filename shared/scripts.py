@@ -77,12 +77,12 @@ if not v then return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a stri
 if v ~= tonumber(ARGV[3]) then return {'conflict', tostring(v)} end
 -- Redis does not roll a script back: every key's type is checked before the first write, so a
 -- key of the wrong type (written by hand) refuses the whole step, and says which key it is.
-local kinds = {[3] = 'hash', [4] = 'hash', [6] = 'stream'}
-if #KEYS >= 9 then kinds[8], kinds[9] = 'hash', 'stream' end  -- the intents bookkeeping (SET overwrites the rest)
-for i, kind in pairs(kinds) do
+local types = {[3] = 'hash', [4] = 'hash', [6] = 'stream'}
+if #KEYS >= 9 then types[8], types[9] = 'hash', 'stream' end  -- the intents bookkeeping (SET overwrites the rest)
+for i, want in pairs(types) do
   local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= kind then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. kind)
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. want)
   end
 end
 local p = cjson.decode(ARGV[5])

@@ -142,7 +142,7 @@ class Store:
         """Ask Redis the TYPE of each key the failed call touched; name the first one that is not ours.
         Best effort and bounded: the refusal is reported either way."""
         for key in (exc.key,) if exc.key else exc.keys:
-            expected = self.keys.kind_of(key)
+            expected = self.keys.redis_type_of(key)
             try:
                 async with asyncio.timeout(within):
                     actual = await self.client.type(key)
@@ -279,6 +279,17 @@ class Store:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CorruptState(f"outcome of {request!r} is unreadable") from exc
+
+    async def recent_intents(self, count: int) -> list[IntentEntry]:
+        """The newest ``count`` entries of the intents stream, newest first."""
+        async with self._translating("reading the intents stream", self.keys.intents):
+            reply = await self.client.xrevrange(self.keys.intents, count=count)
+        return [IntentEntry(sid.decode(), fields) for sid, fields in reply]
+
+    async def field(self, key: str, name: str) -> bytes | None:
+        """One field of one of our hashes (a builder, a route, a rejection...), or None."""
+        async with self._translating("reading one entry", key):
+            return await self.client.hget(key, name)
 
     async def recent_changes(self, count: int) -> list[Change]:
         """The newest ``count`` entries of the changes stream, oldest first."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from discoverer.config import from_args
-from shared.errors import ConfigError
 from harness.procs import Proc
+from shared.errors import ConfigError
 
 
 def test_defaults():

@@ -15,8 +15,8 @@ import urllib.request
 import orjson
 import pytest
 
-from shared.keys import Keys
 from harness.procs import free_port, script, wait_until
+from shared.keys import Keys
 
 from .test_processes import LEASE_TTL, Env, env, fleet, sni  # noqa: F401 - env is the fixture
 

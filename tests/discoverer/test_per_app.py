@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from discoverer.config import from_args
 from discoverer.diff import Rules, validate
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import parse_vms
+from harness.wait import async_wait_until
 from shared.errors import ConfigError, RecordError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 
@@ -91,14 +93,12 @@ def wants_bk(app: str) -> bool:
 
 async def poll_until_apps(source: FlySource, apps: set[str], timeout: float = 3.0) -> float:
     """Fetch like the loop does (every 50 ms) until the answer covers ``apps``; seconds it took."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while loop.time() - started < timeout:
-        answer = await source.fetch()
-        if {r["app"] for r in answer.records} == apps:
-            return loop.time() - started
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"apps {sorted(apps)} not polled within {timeout}s")
+    async def covered() -> bool:
+        return {r["app"] for r in (await source.fetch()).records} == apps
+
+    started = time.monotonic()
+    await async_wait_until(covered, timeout, interval=0.05, what=f"apps {sorted(apps)} polled", ignore=())
+    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("mode", ["explicit", "automatic"])

@@ -12,8 +12,8 @@ import time
 import orjson
 import pytest
 
-from shared.keys import Keys
 from harness.procs import Proc, wait_until
+from shared.keys import Keys
 
 KEYS = Keys()
 LEASE_TTL = 2.0

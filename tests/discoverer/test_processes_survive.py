@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from shared.keys import Keys
 from harness.metrics import sample
 from harness.procs import free_port, wait_until
+from shared.keys import Keys
 
 pytestmark = [pytest.mark.timeout(90)]
 KEYS = Keys()

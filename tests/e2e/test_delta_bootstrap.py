@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from shared import resources as rs
 from harness.procs import wait_until
+from shared import resources as rs
 
 from .fleet import Fleet, bid, eventually, sni
 

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from shared import resources as rs
 from harness.envoy import REFUSED, EnvoyProc, insecure_context, raw_reach, tls_reach
 from harness.procs import script, wait_until
+from shared import resources as rs
 
 from .fleet import N_BACKENDS, ON_DEMAND_WAIT, Fleet, bid, eventually, sni
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from shared import resources as rs
 from harness.procs import wait_until
+from shared import resources as rs
 
 from .cluster import Churn, Cluster, Traffic, VersionWatch, sni
 

@@ -41,7 +41,7 @@ def live(tmp_path, redis_server, procs):
                                "--metrics-listen", f"127.0.0.1:{m_disc}"])
     xds = procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{ads}", "--metrics-listen",
                                      f"127.0.0.1:{m_xds}", "--log-format", "json", "--replica-id", "xds-1",
-                                     "--test-nack-builder", "d0000000000004"])
+                                     "--poison", "d0000000000004"])
     envoy = EnvoyProc(tmp_path / "envoy", node_id="edge-1", ads=f"127.0.0.1:{ads}", region="ord")
     procs.procs.append(envoy.start().proc)
     ctx = client_context(certs)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.keys import Keys
 from harness.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
 from harness.procs import REPO, free_port, script, wait_until
+from shared.keys import Keys
 from tools.tls_backend import client_context, ensure_certs
 
 REDIS7 = Path("/usr/bin/redis-server")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from harness.wait import async_wait_until
+from harness.writer import Writer as FencedWriter
 from shared.config import RedisSettings
 from shared.model import Builder, make_builder, parse_networks
 from shared.store import Store
-from harness.wait import async_wait_until
-from harness.writer import Writer as FencedWriter
 from xds_server.config import XdsConfig
 from xds_server.replica import Replica
 

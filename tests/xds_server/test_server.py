@@ -7,8 +7,8 @@ import grpc
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared.keys import Keys
 from harness.procs import free_port
+from shared.keys import Keys
 
 from .harness import builder, eventually, sni
 from .test_sotw import sync
