@@ -14,7 +14,6 @@ the routes its Envoy holds. Type a command and Enter:
 """
 from __future__ import annotations
 
-import argparse
 import select
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 
 from harness.lab_runs import xdsctl_status
 from harness.regions import Lab, LabSpec
+from shared.config import Parser, seconds
+from shared.errors import ConfigError
 
 
 def describe(lab: Lab) -> str:
@@ -76,11 +77,11 @@ def command(lab: Lab, line: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="The regions lab, live (root).")
+    p = Parser(description="The regions lab, live (root).")
     p.add_argument("--regions", default="ord,syd", help="comma-separated; the first holds the Redis primary")
     p.add_argument("--sentinels", action="store_true", help="a sentinel per region (needs three regions)")
-    p.add_argument("--every", type=float, default=2.0, help="seconds between status lines")
-    p.add_argument("--duration", type=float, default=3600.0, help="stop after this many seconds")
+    p.add_argument("--every", type=seconds, default=2.0, help="seconds between status lines")
+    p.add_argument("--duration", type=seconds, default=3600.0, help="stop after this many seconds")
     args = p.parse_args(argv)
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     if len(regions) < 2 or (args.sentinels and len(regions) < 3):
@@ -104,5 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         raise SystemExit(main())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
     except KeyboardInterrupt:
         raise SystemExit(130)
