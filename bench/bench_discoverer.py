@@ -31,10 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from discoverer.diff import Planner, Rules, validate  # noqa: E402
 from discoverer.election import Election, LeaseTimes  # noqa: E402
 from discoverer.loop import PollLoop, Timing  # noqa: E402
+from discoverer.plan import Planner  # noqa: E402
+from discoverer.rules import Rules  # noqa: E402
 from discoverer.sources.fly import FlySource, join_txt, parse_instances  # noqa: E402
+from discoverer.validate import validate  # noqa: E402
 from harness.dns import DnsProcess  # noqa: E402
 from harness.redis import start_redis  # noqa: E402
 from shared.connect import aclose, connect  # noqa: E402

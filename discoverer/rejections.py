@@ -23,6 +23,7 @@ import time
 from shared import supervise
 from shared.errors import RecordError, StoreError
 from shared.model import MAX_SNI
+from shared.outcomes import REJECTED
 from shared.store import Store
 
 from . import metrics
@@ -73,7 +74,7 @@ class Rejections:
 
     def note_intent(self, intent, outcome: dict) -> None:
         """An intent's outcome; only a rejection is kept."""
-        if outcome.get("status") != "rejected":
+        if outcome.get("status") != REJECTED:
             return
         err = RecordError(outcome.get("reason", ""), outcome.get("detail", ""), subject=intent.id)
         subject = _subject(err)

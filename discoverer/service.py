@@ -35,7 +35,13 @@ def make_source(cfg: DiscovererConfig) -> Source:
         return FileSource(cfg.file)
     return FlySource(cfg.dns_server, timeout=cfg.dns_timeout, per_app=cfg.per_app, apps=cfg.rules.apps,
                      app_wanted=cfg.rules.wants_app, learn=bool(cfg.rules.app_patterns) or not cfg.rules.apps,
-                     apps_refresh=cfg.apps_refresh)
+                     apps_refresh=cfg.apps_refresh, address_kinds=address_kinds(cfg.rules), check_others=True)
+
+
+def address_kinds(rules) -> tuple[str, ...]:
+    """The DNS types a builder address may have, by the allow-list: what to read of other apps' machines."""
+    versions = {net.version for net in rules.allowed}
+    return tuple(kind for kind, version in (("AAAA", 6), ("A", 4)) if version in versions)
 
 
 def describe_builders(cfg: DiscovererConfig) -> str:

@@ -151,20 +151,23 @@ class Plane:
         """TLS stand-ins, name -> (address, port); ready once each listens."""
         return start_backends(self.procs, self.certs, dict(backends), label=label, host=self.host(region))
 
-    def start_discoverer(self, *flags: str, label: str | None = None, region: str | None = None) -> Proc:
+    def start_discoverer(self, *flags: str, label: str | None = None, region: str | None = None,
+                         redis_url: str | None = None) -> Proc:
+        """``discoverer --redis-url URL`` (the plane's Redis unless ``redis_url``) with ``flags``."""
         label = label or f"discoverer{len(self.discoverers) + 1}"
-        proc = self.procs.start("discoverer", ["--redis-url", self.redis_url, *flags], label=label,
+        proc = self.procs.start("discoverer", ["--redis-url", redis_url or self.redis_url, *flags], label=label,
                                 host=self.host(region))
         self.discoverers.append(proc)
         return proc
 
     def start_replica(self, *flags: str, label: str | None = None, region: str | None = None, port: int = 0,
-                      wait: bool = False, timeout: float = 60) -> Replica:
-        """``xds-server --listen HOST:PORT``; ``wait``: until its gRPC health says SERVING (bounded by ``timeout``)."""
+                      wait: bool = False, timeout: float = 60, redis_url: str | None = None) -> Replica:
+        """``xds-server --listen HOST:PORT`` on the plane's Redis (or ``redis_url``: e.g. a region's
+        replica); ``wait``: until its gRPC health says SERVING (bounded by ``timeout``)."""
         host = self.host(region)
         target = host.hostport(port or host.free_port())
         label = label or f"xds{len(self.replicas) + 1}"
-        proc = self.procs.start("xds-server", ["--redis-url", self.redis_url, "--listen", target, *flags],
+        proc = self.procs.start("xds-server", ["--redis-url", redis_url or self.redis_url, "--listen", target, *flags],
                                 label=label, host=host)
         replica = Replica(proc, target, self.region(region))
         self.replicas.append(replica)

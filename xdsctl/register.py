@@ -33,6 +33,7 @@ import orjson
 from shared import resources as rs
 from shared.config import RedisSettings, ip_address, non_empty, port, redis_url, seconds
 from shared.connect import redis_client
+from shared.outcomes import APPLIED, REJECTED
 from shared.status import EnvoyStatus, ReplicaStatus, read
 from shared.store import Store
 
@@ -98,7 +99,7 @@ async def run(store: Store, args: argparse.Namespace, reader: Store | None = Non
         result.update(status="timeout", waiting=[], reason="no outcome recorded: is a discoverer leading?")
         return _done(args, result, EXIT_TIMEOUT)
     result.update(status=outcome["status"], version=outcome.get("version"), outcome=outcome)
-    if outcome["status"] != "applied":
+    if outcome["status"] != APPLIED:
         return _done(args, result, EXIT_REJECTED)
     acked, waiting = await wait_for_envoys(reader, outcome, args.command == "register", deadline)
     result.update(wait_ms=round((time.monotonic() - t0) * 1000, 1), envoys=acked, waiting=waiting)
@@ -179,7 +180,7 @@ def _print(r: dict) -> None:
     status = r["status"]
     if status == "appended":
         print(f"{what}: intent {r['entry']} appended")
-    elif status == "applied":
+    elif status == APPLIED:
         print(f"{what}: applied at version {r['version']}; {len(r['envoys'])} Envoys ACKed in {r['wait_ms']:.0f} ms")
     elif status == "timeout" and "outcome" not in r:
         print(f"{what}: intent {r['entry']}: {r['reason']}", file=sys.stderr)
@@ -191,5 +192,5 @@ def _print(r: dict) -> None:
               f"had not ACKed it: {names}", file=sys.stderr)
     else:
         o = r["outcome"]
-        why = f"{o.get('reason')}: {o.get('detail')}" if status == "rejected" else "a later intent undid it"
+        why = f"{o.get('reason')}: {o.get('detail')}" if status == REJECTED else "a later intent undid it"
         print(f"{what}: {status} ({why})", file=sys.stderr)

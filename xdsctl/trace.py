@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from shared import resources as rs
 from shared.model import Builder, SOURCE_INTENT
+from shared.outcomes import APPLIED
 from shared.status import EnvoyStatus, ReplicaStatus
 from shared.store import Change
 
@@ -23,7 +24,18 @@ FIXES = {
     "other_region": "the discoverer routes only its --region regions: run the builder there, or add the region",
     "duplicate_id": "two records give this id different addresses: the source must list one",
     "duplicate_sni": "another builder renders the same SNI (see --sni-template): ids must differ",
-    "dns_conflict": "DNS lists it at another address and DNS wins: register the address DNS lists",
+    "dns_conflict": "DNS lists it with another app or region: register what DNS lists",
+    "id_at_other_address": "DNS lists it at another address and DNS wins: register the address DNS lists",
+    "address_of_other_id": "DNS lists that address under another id: register the machine's own id",
+    "address_of_other_app": "DNS lists that address as a machine of an app that is not a builder app: never routed "
+                            "(a wrong address, or a leaked provisioner credential: see docs/security.md)",
+    "id_of_other_app": "DNS lists that id as a machine of an app that is not a builder app: never routed",
+    "too_many_unconfirmed": "--max-unconfirmed registrations DNS does not list yet are routed: wait for DNS, or "
+                            "raise the cap",
+    "unconfirmed_too_long": "DNS did not list it within --confirm-grace of its first registration: DNS adds it "
+                            "once it lists it",
+    "mass_deregistration": "more than --mass-deregistration-share of the builders DNS lists were deregistered "
+                           "within --confirm-grace: held; DNS removes a machine that really stops",
 }
 MALFORMED = "the record itself is malformed: fix what lists it (the machine's metadata, or the intent's fields)"
 
@@ -75,7 +87,7 @@ def source(f: Facts, now: float) -> Stage:
         return Stage(1, "source", False, f"deregistered ({_entry(f, 'deregister')}): DNS may not bring it back "
                      f"until {clock(f.deregistered_until)}",
                      "register it again (xdsctl register --id ...) to route it before then")
-    if any(i["op"] == "register" and (i["outcome"] or {}).get("status") == "applied" for i in f.intents):
+    if any(i["op"] == "register" and (i["outcome"] or {}).get("status") == APPLIED for i in f.intents):
         return Stage(1, "source", False, f"registered ({_entry(f)}), since removed: DNS never listed it",
                      "a registration DNS does not list within --confirm-grace is removed: check the machine's "
                      "app, region and address in DNS (_instances.internal)")

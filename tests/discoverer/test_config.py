@@ -35,6 +35,16 @@ def test_flags_and_environment(monkeypatch):
     assert from_args(["--app", "web"]).rules.apps == frozenset({"web"})
 
 
+def test_the_intent_caps_come_from_flags_or_the_environment(monkeypatch):
+    rules = from_args(["--app", "web"]).rules
+    assert (rules.max_unconfirmed, rules.mass_deregistration_share) == (64, 0.25)
+    monkeypatch.setenv("XDS_MAX_UNCONFIRMED", "5")
+    monkeypatch.setenv("XDS_MASS_DEREGISTRATION_SHARE", "0.5")
+    rules = from_args(["--app", "web"]).rules
+    assert (rules.max_unconfirmed, rules.mass_deregistration_share) == (5, 0.5)
+    assert from_args(["--app", "web", "--max-unconfirmed", "7"]).rules.max_unconfirmed == 7
+
+
 @pytest.mark.parametrize("argv", [
     ["--source", "file"],
     ["--dns-server", "dns.internal:53", "--app", "builders"],

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from discoverer import status
-from discoverer.diff import Rules
 from discoverer.intents import IntentReader
+from discoverer.rules import Rules
 from harness.wait import async_wait_until
 from shared.connect import aclose, connect
 from shared.keys import Keys

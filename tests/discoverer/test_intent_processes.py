@@ -154,7 +154,7 @@ def test_dns_at_another_address_wins_over_a_registration(env):
     assert builders(env)[NEW]["source"] == "dns"
     a.wait_for_log("DNS wins", 2)
     again = outcome(env, register_new(env, "fdaa:0:1::abc"))
-    assert (again["status"], again["reason"]) == ("rejected", "dns_conflict")
+    assert (again["status"], again["reason"]) == ("rejected", "id_at_other_address")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         metrics = resp.read().decode()
     assert "discoverer_intent_conflicts_total 2.0" in metrics

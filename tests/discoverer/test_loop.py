@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from discoverer.config import DiscovererConfig
-from discoverer.diff import Rules
 from discoverer.election import LeaseTimes
 from discoverer.loop import Timing
+from discoverer.rules import Rules
 from discoverer.service import DiscovererService
 from discoverer.sources import Answer
 from harness.wait import async_wait_until

@@ -6,9 +6,10 @@ import asyncio
 
 import orjson
 
-from discoverer.diff import Intent, Validated
+from discoverer.intents import Intent
 from discoverer.rejections import Rejections
 from discoverer.sources import Answer
+from discoverer.validate import Validated
 from shared.errors import RecordError
 
 

@@ -24,16 +24,18 @@ class FlyPlane(Plane):
 
 
 def start_fly_plane(tmp: Path, procs: ProcGroup, redis_url: str, dns_server, machines: Sequence[FlyBuilder], *,
-                    app: str, discoverer_args: Sequence[str] = ()) -> FlyPlane:
-    """Every machine listens on one port and answers its own SNI; DNS lists them all. The
-    fixtures' ``procs``, Redis and DNS stop it all at teardown."""
+                    app: str, discoverer_args: Sequence[str] = (), unlisted: Sequence[FlyBuilder] = (),
+                    xds_redis_url: str | None = None) -> FlyPlane:
+    """Every machine listens on one port and answers its own SNI; DNS lists them all but ``unlisted``
+    (machines DNS does not know yet). ``xds_redis_url``: the replica's own (default ``redis_url``).
+    The fixtures' ``procs``, Redis and DNS stop it all at teardown."""
     plane = FlyPlane(tmp, procs=procs, redis_url=redis_url)
     port = free_port("127.0.0.2")
-    plane.start_builders({sni(m): (m.ip, port) for m in machines})
+    plane.start_builders({sni(m): (m.ip, port) for m in (*machines, *unlisted)})
     dns_server.set_builders(machines)
     plane.discoverer = plane.start_discoverer("--source", "fly", "--app", app, "--dns-server", dns_server.addr,
                                               "--builder-port", str(port), *discoverer_args, label="discoverer")
-    replica = plane.start_replica("--routing", "sni_cluster", label="xds")
+    replica = plane.start_replica("--routing", "sni_cluster", label="xds", redis_url=xds_redis_url)
     plane.envoy = plane.start_envoy("edge-1", ads=replica.target, routing="sni_cluster", directory=tmp / "envoy")
     plane.ctx = plane.client_context()
     return plane
