@@ -176,12 +176,10 @@ def leader_cut(lab: Lab, new: tuple[str, str]) -> dict:
 
 
 # --- the primary's region lost (item 5) ---------------------------------------------------------
-# Discoverers in ord and ams only, ams' replica promoted first: a discoverer 250 ms from the new
-# master (syd's, to ams) never completes a lease call within its 1 s bound (a new connection is
-# 4 round trips), yet each attempt it gives up on runs in Redis and re-takes the lease for it:
-# it starves every other standby (docs/regions.md, "Known limits").
-PRIMARY_LOST = LabSpec(regions=("ord", "ams", "syd"), sentinels=True, builders=1, discoverers=("ord", "ams"),
-                       replica_priority=(("ams", 10), ("syd", 100)))
+# syd's replica promoted first: ams' discoverer is then 250 ms from the new master, where a new
+# connection costs its whole 1 s lease-call bound (discoverer/election.py ``_connect``).
+PRIMARY_LOST = LabSpec(regions=("ord", "ams", "syd"), sentinels=True, builders=1,
+                       replica_priority=(("syd", 10), ("ams", 100)))
 
 
 def primary_lost(lab: Lab, new: tuple[str, str], watch: str) -> dict:
