@@ -126,22 +126,25 @@ class _Stream:
                                               f"expected {rs.SHORT[type_url]}: {self.describe(resp)}"
         return resp
 
-    async def expect_silence(self, within: float = 0.4) -> None:
+    async def expect_silence(self, within: float = 0.4, *, caught_up: bool = True) -> None:
         """Fail when any response arrives within ``within`` seconds (after ``settled()`` when the server is known)."""
         if self.client is not None and self.client.server is not None:
-            await self.settled()
+            await self.settled(caught_up=caught_up)
         try:
             resp = await self.recv_any(within)
         except TimeoutError:
             return
         raise AssertionError(f"unexpected response: {self.describe(resp)}")
 
-    async def settled(self, timeout: float = RECV_TIMEOUT) -> None:
+    async def settled(self, timeout: float = RECV_TIMEOUT, *, caught_up: bool = True) -> None:
         """Wait until the server has handled every request this node's open streams of this kind sent,
-        releases no held version, and all it queued for them has arrived."""
+        serves the version its Redis holds (unless not ``caught_up``: a test that holds it back), releases
+        no held version, and all it queued for them has arrived."""
         server, node_id = self.client.server, self.node.id or "unknown"
 
         async def quiet():
+            if caught_up and server.cache.version != await server.follower.store.version():
+                return False
             peers = [p for p in server.registry.peers if p.node_id == node_id and p.kind == self.kind]
             mine = [s for s in self.client.streams if s.kind == self.kind and s.sent and s.end is None]
             counts = (len(peers), sum(p.handled for p in peers), sum(p.queued for p in peers))
