@@ -152,8 +152,9 @@ def run_failover(plane: Plane, master: Node, replica: Node, promoted, *, cluster
         replica.pause()
         with master.client() as c:  # the link is cut: from here the master acknowledges writes no replica gets
             c.client_kill_filter(_type="replica")
-        time.sleep(0.8)
-        written = version_on(master, cluster=False)
+        cut = version_on(master, cluster=False)
+        written = wait_until(lambda: (v := version_on(master, cluster=False)) >= cut + 2 and v, 10,
+                             what="writes the replica does not get")
         master.kill()
         killed = time.monotonic()
         replica.resume()
@@ -162,7 +163,8 @@ def run_failover(plane: Plane, master: Node, replica: Node, promoted, *, cluster
         promoted_after = time.monotonic() - killed
         wait_until(lambda: plane.redis_version() > written, 15, interval=0.1, what="the leader writing again")
         writing_after = time.monotonic() - killed
-        time.sleep(1.5)  # more churn on the new master
+        again = plane.redis_version()
+        wait_until(lambda: plane.redis_version() >= again + 3, 15, interval=0.1, what="more churn on the new master")
     finally:
         churn.stop()
     final = wait_until(lambda: plane.converged(watch), 15, interval=0.1, what="Envoy and Redis on the DNS set")
@@ -232,10 +234,10 @@ def test_a_lagging_read_replica_never_makes_the_served_version_go_back(tmp_path,
         # 1. the read replica stops (SIGSTOP): the served version stays, the lag shows in xdsctl
         read.pause()
         v2 = add(1)
-        time.sleep(1.0)
-        assert watch.current() == v1
+        # the server knows the primary is ahead (its lag) and still serves v1: it could have moved, did not
         lagging = wait_until(lambda: (r := replica_status())["lag"] > 0 and r, 5, what="lag in xdsctl status")
         assert lagging["version"] == v1 and lagging["reads"] == "replica"
+        assert watch.current() == v1
         read.resume()
         wait_until(lambda: watch.current() == v2, 10, what="Envoy on v2 after the replica resumed")
         wait_until(lambda: replica_status()["lag"] == 0, 5, what="no lag")
@@ -248,9 +250,10 @@ def test_a_lagging_read_replica_never_makes_the_served_version_go_back(tmp_path,
         wait_until(lambda: watch.current() == v4, 10, what="Envoy on v4")
         with read.client() as c:
             c.replicaof("127.0.0.1", frozen.port)
-        wait_until(lambda: replica_status()["source_version"] == v2, 10,
-                   what="the read replica back at v2 and the xds-server reading it")
-        time.sleep(1.0)
+        seen = wait_until(lambda: (r := replica_status())["source_version"] == v2 and r, 10,
+                          what="the read replica back at v2 and the xds-server reading it")
+        wait_until(lambda: replica_status()["heartbeat"] > seen["heartbeat"], 5, what="a status round after")
+        assert seen["version"] == v4
         assert watch.current() == v4 and replica_status()["version"] == v4
         assert plane.reach(envoy, plane.pool[3].id), "a builder of v4 is still routed"
         # 3. the read replica follows the primary again: the server moves on from v4, never below
