@@ -10,13 +10,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import urllib.request
 
 import orjson
 import pytest
 
 from shared.keys import Keys
-from tests.support.procs import free_port, script, wait_until
+from tests.support.procs import free_port, scrape, script, wait_until
 
 from .test_processes import LEASE_TTL, Env, env, fleet, sni  # noqa: F401 - env is the fixture
 
@@ -157,7 +156,6 @@ def test_dns_at_another_address_wins_over_a_registration(env):
     a.wait_for_log("DNS wins", 2)
     again = outcome(env, register_new(env, "fdaa:0:1::abc"))
     assert (again["status"], again["reason"]) == ("rejected", "dns_conflict")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        metrics = resp.read().decode()
-    assert "discoverer_intent_conflicts_total 2.0" in metrics
-    assert 'discoverer_intents_total{op="register",status="rejected"} 1.0' in metrics
+    # the outcome is written before the counters move (loop._report): wait for them, then compare
+    want = {"discoverer_intent_conflicts_total": 2.0, 'discoverer_intents_total{op="register",status="rejected"}': 1.0}
+    wait_until(lambda: {k: scrape(port).get(k) for k in want} == want, 5, what=f"metrics {want}")
