@@ -168,6 +168,7 @@ def run_failover(plane: Plane, master: Node, replica: Node, promoted, *, cluster
     finally:
         churn.stop()
     final = wait_until(lambda: plane.converged(watch), 15, interval=0.1, what="Envoy and Redis on the DNS set")
+    wait_until(lambda: traffic.ok > 50, 30, interval=0.1, what="over 50 TLS connections")  # a count, not a time
     traffic.stop()
     watch.stop()
     status = wait_until(lambda: (s := plane.status())["replicas"].get("r1", {}).get("version") == final and s,
