@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench soak venv clean
+.PHONY: demo test test-fast bench soak venv clean dashboard
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"
+
+## regenerate deploy/grafana/flyxds.json from deploy/grafana/dashboard.py
+dashboard: $(STAMP)
+	$(BIN)/python -m deploy.grafana
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

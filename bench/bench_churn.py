@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -29,8 +28,7 @@ from pathlib import Path
 
 from xds_server.config import XdsConfig
 
-from .common import (REPO, Writer, builder, cpu_seconds, pct, rss_mb, save, seed, set_version, start_redis, start_xds,
-                     table, wait_ready)
+from .common import Writer, builder, cpu_seconds, pct, replica_under_load, rss_mb, save, set_version, table
 
 PER_LOADER = 100
 DEFAULT_PUSH_INTERVAL = XdsConfig.__dataclass_fields__["push_interval"].default
@@ -78,6 +76,31 @@ def lags(records: list, written: list[tuple[int, float]], type_short: str = "cds
     return out
 
 
+def profile(pid: int, directory: Path | None) -> subprocess.Popen | None:
+    """A py-spy flame graph of ``pid`` into ``directory`` until SIGINT (--profile)."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--rate", "200",
+                             "--idle", "--format", "flamegraph", "-o", str(directory / "profile-churn-xds-server.svg"),
+                             "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def aggregate(outputs: list[tuple[str, dict]], written: list[tuple[int, float]], final: int) -> dict[str, dict]:
+    """Per kind: streams, how many ended on ``final``, every lag, CDS responses and bytes received."""
+    per_kind: dict[str, dict] = {}
+    for kind, data in outputs:
+        agg = per_kind.setdefault(kind, {"streams": 0, "on_final": 0, "lags": [], "responses": 0, "bytes": 0})
+        for recs in data["records"]:
+            agg["streams"] += 1
+            cds = [set_version(v) for typ, v, _ in recs if typ == "cds"]
+            agg["on_final"] += bool(cds) and cds[-1] == final
+            agg["lags"] += lags(recs, written)
+            agg["responses"] += sum(1 for typ, v, _ in recs if typ == "cds" and set_version(v) > written[0][0] - 1)
+        agg["bytes"] += data["bytes"]
+    return per_kind
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=50, help="builder changes per second")
@@ -92,81 +115,31 @@ def main(argv=None) -> dict:
     p.add_argument("--no-save", action="store_true", help="do not write bench/results.json")
     args = p.parse_args(argv)
     kinds = args.kinds.split(",")
-    with tempfile.TemporaryDirectory(prefix="bench-churn-") as d:
-        tmp = Path(d)
-        redis = start_redis(tmp / "redis")
-        xds = None
-        loaders: list[tuple[subprocess.Popen, str, Path, Path]] = []
-        try:
-            seed(redis.url, args.builders)
-            extra = ["--push-interval", str(args.push_interval)] if args.push_interval is not None else []
-            xds, target = start_xds(redis.url, tmp / "xds.log", routing=args.routing, extra=extra)
-            wait_ready(target)
-            plan = []
-            for k, kind in enumerate(kinds):
-                share = args.streams // len(kinds) + (1 if k < args.streams % len(kinds) else 0)
-                while share > 0:
-                    plan.append((kind, min(PER_LOADER, share)))
-                    share -= PER_LOADER
-            for i, (kind, n) in enumerate(plan):
-                out, ready = tmp / f"load{i}.json", tmp / f"ready{i}"
-                loaders.append((subprocess.Popen(
-                    [sys.executable, "-m", "bench.loadclient", "--target", target, "--streams", str(n),
-                     "--kind", kind, "--duration", str(args.duration + 120), "--ready-file", str(ready),
-                     "--out", str(out), "--id-prefix", f"churn{i}"], cwd=REPO), kind, out, ready))
-            deadline = time.monotonic() + 60
-            while not all(r.exists() for *_, r in loaders):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("loaders did not all connect")
-                time.sleep(0.1)
-            time.sleep(0.5)
-            pids = {"xds-server": xds.pid, "redis-server": redis.proc.pid,
-                    **{f"loader{i}-{kind}": lp.pid for i, (lp, kind, _, _) in enumerate(loaders)}}
-            rss0 = rss_mb(xds.pid)
-            spy = None
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
-                                        "--rate", "200", "--idle", "--format", "flamegraph",
-                                        "-o", str(args.profile / "profile-churn-xds-server.svg"),
-                                        "--pid", str(xds.pid)], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-            cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
-            t0 = time.monotonic()
-            written, achieved = asyncio.run(churn(redis.url, args.builders, args.rate, args.duration))
-            elapsed = time.monotonic() - t0
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
-                spy.wait(30)
-            cpu = {k: round((cpu_seconds(pid) - cpu0[k]) / elapsed * 100, 1) for k, pid in pids.items()}
-            rss1 = rss_mb(xds.pid)
-            final = written[-1][0]
-            time.sleep(3.0)  # let the last version reach every stream
-            for lp, *_ in loaders:
-                lp.send_signal(signal.SIGTERM)
-            for lp, *_ in loaders:
-                lp.wait(60)
-            per_kind: dict[str, dict] = {}
-            for lp, kind, out, _ in loaders:
-                data = json.loads(out.read_text())
-                agg = per_kind.setdefault(kind, {"streams": 0, "on_final": 0, "lags": [], "responses": 0,
-                                                 "bytes": 0})
-                for recs in data["records"]:
-                    agg["streams"] += 1
-                    cds = [set_version(v) for typ, v, _ in recs if typ == "cds"]
-                    agg["on_final"] += bool(cds) and cds[-1] == final
-                    agg["lags"] += lags(recs, written)
-                    agg["responses"] += sum(1 for typ, v, _ in recs if typ == "cds" and set_version(v) > written[0][0] - 1)
-                agg["bytes"] += data["bytes"]
-        finally:
-            for lp, *_ in loaders:
-                if lp.poll() is None:
-                    lp.kill()
-                    lp.wait(10)
-            if xds is not None and xds.poll() is None:
-                xds.terminate()
-                xds.wait(10)
-            redis.stop()
+    extra = ["--push-interval", str(args.push_interval)] if args.push_interval is not None else []
+    with tempfile.TemporaryDirectory(prefix="bench-churn-") as d, \
+            replica_under_load(Path(d), builders=args.builders, routing=args.routing, extra=extra,
+                               per_loader=PER_LOADER, duration=args.duration + 120) as run:
+        for k, kind in enumerate(kinds):
+            run.loaders.start(kind, args.streams // len(kinds) + (1 if k < args.streams % len(kinds) else 0),
+                              prefix=f"churn{k}-")
+        run.loaders.wait_served(60)
+        time.sleep(0.5)
+        xds = run.replica
+        pids = {"xds-server": xds.pid, "redis-server": run.plane.redis.proc.pid, **run.loaders.pids}
+        rss0 = rss_mb(xds.pid)
+        spy = profile(xds.pid, args.profile)
+        cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        t0 = time.monotonic()
+        written, achieved = asyncio.run(churn(run.url, args.builders, args.rate, args.duration))
+        elapsed = time.monotonic() - t0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
+            spy.wait(30)
+        cpu = {k: round((cpu_seconds(pid) - cpu0[k]) / elapsed * 100, 1) for k, pid in pids.items()}
+        rss1 = rss_mb(xds.pid)
+        final = written[-1][0]
+        time.sleep(3.0)  # let the last version reach every stream
+        per_kind = aggregate(run.loaders.stop(), written, final)
     kinds_out = {}
     for kind, agg in per_kind.items():
         ms = [x * 1000 for x in agg["lags"]]

@@ -54,13 +54,14 @@ from pathlib import Path
 
 import redis as redis_sync
 
-from tests.support.envoy import DOWN, REFUSED, TIMED_OUT, EnvoyProc, start_backends, tls_reach
-from tests.support.procs import ProcGroup, free_port, wait_until
 from discoverer.sources.fly import FlySource
+from harness.envoy import DOWN, REFUSED, TIMED_OUT, EnvoyProc, tls_reach
+from harness.host import free_port
+from harness.plane import Plane
+from harness.wait import wait_until
 from tools.flyzone import INSTANCES, FlyBuilder, build_zone, write_json_atomic
-from tools.tls_backend import client_context
 
-from .common import cpu_seconds, pct, save, start_redis, table
+from .common import cpu_seconds, pct, save, table
 
 DOMAIN = "builders.internal"
 POLL = 0.1
@@ -222,34 +223,31 @@ def fcds_chain_updates(stack: "Stack", envoy: EnvoyProc) -> dict[str, float]:
 
 
 class Stack:
-    """redis, the DNS server, one discoverer and the TLS stand-ins; xds-server + Envoy per mode."""
+    """A plane of redis, the DNS server, one discoverer and the TLS stand-ins; xds-server + Envoy per mode."""
 
     def __init__(self, tmp: Path, routed: int, backends: int, poll: float = POLL, certs: Path | None = None):
         self.tmp = tmp
         self.poll = poll
-        self.procs = ProcGroup(tmp / "logs")
+        self.plane = Plane(tmp)
         self.routed = [routed_builder(n) for n in range(routed)]
         self.backends = backends
-        self.zone = tmp / "zone.json"
-        self.certs = certs or tmp / "certs"
-        self.redis = start_redis(tmp / "redis")
+        self.plane.certs = certs or self.plane.certs
+        self.redis = self.plane.start_redis()
         self.r = redis_sync.Redis(host="127.0.0.1", port=self.redis.port, socket_timeout=5)
         self.port = free_port("127.0.3.1")
-        start_backends(self.procs, self.certs,
-                       {sni(b.id): (b.ip, self.port) for b in (sample_builder(n, backends) for n in range(backends))})
-        self.ctx = client_context(self.certs)
+        self.plane.start_builders(
+            {sni(b.id): (b.ip, self.port) for b in (sample_builder(n, backends) for n in range(backends))})
+        self.ctx = self.plane.client_context()
         self.per_app = len(self.routed) + 1 >= PER_APP_FROM
+        dns = self.plane.start_dns(args=["--log-level", "warning"])
+        self.zone = dns.zone_path
         self.write([])
-        port_file = tmp / "dns.port"
-        self.procs.start_python(["tools/dns_server.py", "--listen", "127.0.0.1:0", "--zone", str(self.zone),
-                                 "--port-file", str(port_file), "--log-level", "warning"], label="dns")
-        dns_port = int(wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 10, what="DNS up"))
-        self.discoverer = self.procs.start("discoverer", [
-            "--redis-url", self.redis.url, "--source", "fly", "--dns-server", f"127.0.0.1:{dns_port}",
+        self.discoverer = self.plane.start_discoverer(
+            "--source", "fly", "--dns-server", dns.addr,
             "--poll-interval", str(poll), "--builder-port", str(self.port), "--removal-grace", "0",
             "--mass-removal-share", "1.0", "--id", "bench-discoverer", "--log-level", "warning",
             *(arg for app in sorted({"builder", *(app_of(n) for n in range(routed))}) for arg in ("--app", app)),
-            *(["--per-app"] if self.per_app else [])])
+            *(["--per-app"] if self.per_app else []), label="discoverer")
         wait_until(lambda: self.r.hlen("{xds}:routes") == len(self.routed), 30, what="routed builders in Redis")
         self.xds = None
         self.envoy: EnvoyProc | None = None
@@ -287,14 +285,11 @@ class Stack:
 
     def start_mode(self, mode: str) -> EnvoyProc:
         routing, delta, flags = MODES[mode]
-        ads_port = free_port()
-        self.xds = self.procs.start("xds-server", [
-            "--redis-url", self.redis.url, "--listen", f"127.0.0.1:{ads_port}", "--routing", routing, *flags,
-            "--log-level", "warning", "--replica-id", f"bench-{mode}"], label=f"xds-{mode}")
-        self.envoy = EnvoyProc(self.tmp / f"envoy-{mode}", node_id=f"bench-{mode}", ads=f"127.0.0.1:{ads_port}",
-                               region="ord", routing=routing, delta=delta, extra_bootstrap=flags)
-        self.envoy.start(log_level="warning")
-        self.procs.procs.append(self.envoy.proc)
+        self.xds = self.plane.start_replica("--routing", routing, *flags, "--log-level", "warning",
+                                            "--replica-id", f"bench-{mode}", label=f"xds-{mode}")
+        self.envoy = self.plane.start_envoy(f"bench-{mode}", ads=self.xds.target, region="ord", routing=routing,
+                                            delta=delta, extra_bootstrap=flags, directory=self.tmp / f"envoy-{mode}",
+                                            log_level="warning")
         want = {"listener_manager.total_listeners_active": "1"}  # FCDS: active once all its chains arrived
         if routing != "on_demand":  # every builder's cluster, plus the static xDS cluster
             want["cluster_manager.active_clusters"] = str(len(self.routed) + 1)
@@ -304,16 +299,14 @@ class Stack:
         return self.envoy
 
     def stop_mode(self) -> None:
-        for p in (self.envoy.proc if self.envoy else None, self.xds):
-            if p is not None:
-                p.stop()
-                self.procs.procs.remove(p)
+        for part in (self.envoy, self.xds):
+            if part is not None:
+                self.plane.stop(part)
         self.xds = self.envoy = None
 
     def close(self) -> None:
-        self.procs.stop_all()
+        self.plane.close()
         self.r.close()
-        self.redis.stop()
 
 
 # ---------------------------------------------------------------- one mode

@@ -36,8 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (REPO, RESULTS, Loaders, Writer, builder, cleanup, free_port, proc_cpu, save, seed, set_version,
-                     start_redis, start_xds, table, thread_cpu, wait_ready)
+from .common import RESULTS, Writer, builder, proc_cpu, replica_under_load, save, set_version, table, thread_cpu
 
 IDLE_S = 5.0  # covers one full status publish (every 5 s)
 
@@ -71,23 +70,9 @@ def signal_changes(pid: int, changes: int, interval: float) -> list[int]:
     return list(range(2, changes + 2))
 
 
-def start_server(args, url: str, tmp: Path, kind: str) -> tuple[subprocess.Popen, str]:
-    if args.floor:
-        target = f"127.0.0.1:{free_port()}"
-        proc = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--listen", target], cwd=REPO)
-        return proc, target
-    seed(url, args.builders)
-    xds, target = start_xds(url, tmp / f"xds-{kind}.log")
-    wait_ready(target)
-    return xds, target
-
-
 def run_one(kind: str, args, tmp: Path) -> dict:
-    redis = start_redis(tmp / f"redis-{kind}")
-    xds = loaders = None
-    try:
-        xds, target = start_server(args, redis.url, tmp, kind)
-        loaders = Loaders(target, tmp, duration=600)
+    with replica_under_load(tmp / kind, builders=args.builders, floor=args.floor, duration=600) as run:
+        xds, loaders = run.replica, run.loaders
         loaders.start(kind, args.streams)
         connect_s = loaders.wait_served()
         time.sleep(1.0)  # the first ACKs and status writes settle
@@ -99,7 +84,7 @@ def run_one(kind: str, args, tmp: Path) -> dict:
         if args.floor:
             versions = signal_changes(xds.pid, args.changes, args.interval)
         else:
-            versions = asyncio.run(write_changes(redis.url, args.builders, args.changes, args.interval))
+            versions = asyncio.run(write_changes(run.url, args.builders, args.changes, args.interval))
         time.sleep(args.interval)  # the last change reaches every stream
         c2, t2, threads1 = proc_cpu(xds.pid), time.monotonic(), thread_cpu(xds.pid)
         if spy is not None:
@@ -109,16 +94,14 @@ def run_one(kind: str, args, tmp: Path) -> dict:
         written = set(versions)
         responses = sum(1 for _, data in loaders.stop() for recs in data["records"]
                         for typ, v, _ in recs if typ == "cds" and set_version(v) in written)
-        return {"kind": kind, "label": args.label, "streams": args.streams, "builders": args.builders,
-                "changes": args.changes, "interval_s": args.interval, "server": "grpc_floor" if args.floor else "xds-server",
-                "connect_s": round(connect_s, 2), "idle_cpu_pct": round(idle_rate * 100, 1),
-                "cpu_s": round(cpu, 3), "responses": responses,
-                "us_per_stream_per_change": round(cpu / (args.changes * args.streams) * 1e6, 1),
-                "us_per_response": round(cpu / max(1, responses) * 1e6, 1),
-                "threads_cpu_s": {k: round(threads1.get(k, 0) - v, 2) for k, v in threads0.items()
-                                  if threads1.get(k, 0) - v >= 0.01}}
-    finally:
-        cleanup(loaders, xds, redis)
+    return {"kind": kind, "label": args.label, "streams": args.streams, "builders": args.builders,
+            "changes": args.changes, "interval_s": args.interval, "server": "grpc_floor" if args.floor else "xds-server",
+            "connect_s": round(connect_s, 2), "idle_cpu_pct": round(idle_rate * 100, 1),
+            "cpu_s": round(cpu, 3), "responses": responses,
+            "us_per_stream_per_change": round(cpu / (args.changes * args.streams) * 1e6, 1),
+            "us_per_response": round(cpu / max(1, responses) * 1e6, 1),
+            "threads_cpu_s": {k: round(threads1.get(k, 0) - v, 2) for k, v in threads0.items()
+                              if threads1.get(k, 0) - v >= 0.01}}
 
 
 def main(argv=None) -> list[dict]:

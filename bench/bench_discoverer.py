@@ -10,7 +10,7 @@ the discoverer itself spends:
 - cold parse+validate+plan: join, parse and validate every record of an
   answer none of which was seen before, then diff against the set (the worst
   case, e.g. the first poll of a new leader).
-- poll, no change: ``Discoverer.poll_once`` as leader, fetching the answer from
+- poll, no change: ``PollLoop.poll_once`` as leader, fetching the answer from
   tools/dns_server.py (over TCP: the answer does not fit a datagram) and
   finding nothing to write. Target: under 5 ms for 500 records.
 - poll, 10 changes: the same, when 10 builders moved address since the last
@@ -31,17 +31,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from discoverer.diff import Planner, Rules, validate  # noqa: E402
 from discoverer.election import Election, LeaseTimes  # noqa: E402
-from discoverer.loop import Discoverer, Timing  # noqa: E402
+from discoverer.loop import PollLoop, Timing  # noqa: E402
+from discoverer.plan import Planner  # noqa: E402
+from discoverer.rules import Rules  # noqa: E402
 from discoverer.sources.fly import FlySource, join_txt, parse_instances  # noqa: E402
+from discoverer.validate import validate  # noqa: E402
+from harness.dns import DnsProcess  # noqa: E402
+from harness.redis import start_redis  # noqa: E402
 from shared.connect import aclose, connect  # noqa: E402
 from shared.errors import RecordError  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks  # noqa: E402
 from shared.store import Store  # noqa: E402
-from tests.support.dns import DnsProcess  # noqa: E402
-from tests.support.redis import start_redis  # noqa: E402
 
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
               grace=0.5, mass_share=0.5, mass_hold=5.0)
@@ -100,9 +102,9 @@ async def run(records: int, runs: int, workdir: Path) -> list[tuple]:
         dns.start()
         store = Store(client, Keys())
         election = Election(store, "bench", LeaseTimes(ttl=600))
-        await election._tick()
+        await election.campaign()
         source = FlySource(dns.addr, timeout=2)
-        disc = Discoverer(store=store, source=source, election=election, rules=RULES, timing=Timing())
+        disc = PollLoop(store=store, source=source, election=election, rules=RULES, timing=Timing())
         assert await disc.poll_once() and len(disc.mirror.builders) == records
         for _ in range(20):  # warm-up
             await disc.poll_once()

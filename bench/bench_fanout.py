@@ -28,28 +28,24 @@ import redis as redis_lib
 
 from shared.keys import Keys
 
-from .common import (Loaders, Writer, builder, cleanup, median, pct, save, seed, set_version, start_redis, start_xds,
-                     table, wait_ready, wait_until)
+from harness.wait import wait_until
+
+from .common import Writer, builder, median, pct, replica_under_load, save, set_version, table
 
 PER_LOADER = 500
 
 
 def run_one(streams: int, kind: str, routing: str, builders: int, tmp: Path, workers: int = 1) -> dict:
-    redis = start_redis(tmp / f"redis-{kind}-{streams}-{workers}")
-    xds = loaders = None
-    try:
-        seed(redis.url, builders)
-        extra = ["--workers", str(workers)] if workers > 1 else []
-        xds, target = start_xds(redis.url, tmp / "xds.log", routing=routing, extra=extra)
-        wait_ready(target)
-        wait_workers(redis.url, workers)
-        loaders = Loaders(target, tmp, per_loader=PER_LOADER)
-        loaders.start(kind, streams)
-        connect_s = loaders.wait_served()
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    with replica_under_load(tmp / f"{kind}-{streams}-{workers}", builders=builders, routing=routing, extra=extra,
+                            per_loader=PER_LOADER) as run:
+        wait_workers(run.url, workers)
+        run.loaders.start(kind, streams)
+        connect_s = run.loaders.wait_served()
         time.sleep(0.5)
 
         async def change():
-            async with Writer(redis.url) as w:
+            async with Writer(run.url) as w:
                 t0 = time.time()
                 version = await w.apply([builder(builders + 1)])
                 return t0, version
@@ -57,7 +53,7 @@ def run_one(streams: int, kind: str, routing: str, builders: int, tmp: Path, wor
         t0, version = asyncio.run(change())
         time.sleep(2.0 + streams / 1000)
         latencies, missing, refused = [], 0, 0
-        for _, data in loaders.stop():
+        for _, data in run.loaders.stop():
             refused += sum(data.get("errors", {}).values())
             for recs in data["records"]:
                 times = {}
@@ -68,12 +64,10 @@ def run_one(streams: int, kind: str, routing: str, builders: int, tmp: Path, wor
                     missing += 1
                 else:
                     latencies.append(max(times.values()) - t0)
-        return {"streams": streams, "kind": kind, "routing": routing, "builders": builders, "workers": workers,
-                "p50_ms": round(pct(latencies, 50) * 1000, 1), "p99_ms": round(pct(latencies, 99) * 1000, 1),
-                "max_ms": round(max(latencies, default=float("nan")) * 1000, 1), "missing": missing,
-                "connect_s": round(connect_s, 2), "refused_opens": refused}
-    finally:
-        cleanup(loaders, xds, redis)
+    return {"streams": streams, "kind": kind, "routing": routing, "builders": builders, "workers": workers,
+            "p50_ms": round(pct(latencies, 50) * 1000, 1), "p99_ms": round(pct(latencies, 99) * 1000, 1),
+            "max_ms": round(max(latencies, default=float("nan")) * 1000, 1), "missing": missing,
+            "connect_s": round(connect_s, 2), "refused_opens": refused}
 
 
 def wait_workers(url: str, workers: int, timeout: float = 30) -> None:

@@ -33,8 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.envoy import start_backends
-from tests.support.procs import script, wait_until
+from harness.procs import script, wait_until
 
 from .bench_convergence import Probe, Stack, attempt, run_probes, sample_builder, sni
 from .common import pct, save, table
@@ -54,8 +53,8 @@ class IntentStack(Stack):
     def __init__(self, tmp: Path, routed: int, backends: int):
         super().__init__(tmp, routed, backends)
         self.intent_backends = {intent_id(n): f"{INTENT_NET}.{n + 1}" for n in range(backends)}
-        start_backends(self.procs, self.certs, {sni(b): (ip, self.port) for b, ip in self.intent_backends.items()},
-                       label="intent-builders")
+        self.plane.start_builders({sni(b): (ip, self.port) for b, ip in self.intent_backends.items()},
+                                  label="intent-builders")
 
     def register(self, bid: str) -> tuple[float, str]:
         t0 = time.monotonic()

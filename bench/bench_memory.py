@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (Loaders, Writer, builder, cleanup, rss_mb, save, seed, start_redis, start_xds, table,
-                     wait_ready)
+from .common import Writer, builder, replica_under_load, rss_mb, save, table
 
 TARGET_MB = 300
 
@@ -38,28 +37,21 @@ async def changes(url: str, count: int) -> None:
 
 
 def run_one(kind: str, args, tmp: Path) -> dict:
-    redis = start_redis(tmp / f"redis-{kind}")
-    xds = loaders = None
-    try:
-        seed(redis.url, args.builders)
-        xds, target = start_xds(redis.url, tmp / f"xds-{kind}.log")
-        wait_ready(target, 60)
+    with replica_under_load(tmp / kind, builders=args.builders, duration=600) as run:
+        xds = run.replica
         time.sleep(0.5)
         ready = rss_mb(xds.pid)
-        loaders = Loaders(target, tmp, duration=600)
-        loaders.start(kind, args.streams)
-        connect_s = loaders.wait_served(180)
+        run.loaders.start(kind, args.streams)
+        connect_s = run.loaders.wait_served(180)
         time.sleep(1.0)
         served = rss_mb(xds.pid)
-        asyncio.run(changes(redis.url, 10))
+        asyncio.run(changes(run.url, 10))
         time.sleep(1.0)
         after = rss_mb(xds.pid)
         return {"kind": kind, "builders": args.builders, "streams": args.streams, "rss_ready_mb": round(ready, 1),
                 "rss_served_mb": round(served, 1), "rss_after_changes_mb": round(after, 1),
                 "rss_peak_mb": round(peak_mb(xds.pid), 1), "connect_s": round(connect_s, 2),
                 "target_mb": TARGET_MB}
-    finally:
-        cleanup(loaders, xds, redis)
 
 
 def main(argv=None) -> list[dict]:

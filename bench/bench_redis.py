@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 
 from bench.common import builder, cpu_seconds, machine, pct, save, table  # noqa: E402
-from tests.support.lease import acquire
+from harness.redis_ha import HAVE_REDIS7, SKIP_REASON, ClusterProcs, Node, SentinelProcs  # noqa: E402
+from harness.writer import acquire
 from shared.connect import aclose, connect  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.store import Store  # noqa: E402
-from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, ClusterProcs, Node, SentinelProcs  # noqa: E402
 
 KEYS = Keys()
 

@@ -10,54 +10,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .common import (REPO, Writer, builder, cpu_seconds, rss_mb, save, seed, set_version, start_redis, start_xds,
-                     table, wait_ready)
+from .common import Writer, builder, cpu_seconds, replica_under_load, rss_mb, save, set_version, table
 
 CHANGES = 100
 STREAMS = 10
 
 
-def loader(target: str, kind: str, out: Path, ready: Path, duration: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.loadclient", "--target", target, "--streams", str(STREAMS),
-                             "--kind", kind, "--duration", str(duration), "--ready-file", str(ready),
-                             "--out", str(out)], cwd=REPO)
-
-
-
-
-def wait_file(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} not written")
-        time.sleep(0.005)
-
-
 def run_one(size: int, routing: str, kind: str, tmp: Path) -> dict:
-    redis = start_redis(tmp / f"redis-{size}-{kind}")
-    xds = load = None
-    try:
-        version = seed(redis.url, size)
-        out, ready = tmp / f"load-{size}.json", tmp / f"ready-{size}"
-        t0 = time.monotonic()
-        xds, target = start_xds(redis.url, tmp / f"xds-{size}.log", routing=routing)
-        wait_ready(target)
-        ready_s = time.monotonic() - t0  # from process start, Python's imports included
-        load = loader(target, kind, out, ready, 60)
-        wait_file(ready, 60)
-        served_s = time.monotonic() - t0
+    with replica_under_load(tmp / f"{size}-{kind}", builders=size, routing=routing, per_loader=STREAMS,
+                            duration=60) as run:
+        xds, version = run.replica, run.version
+        run.loaders.start(kind, STREAMS, prefix="load")
+        served_s = run.ready_s + run.loaders.wait_served(60)
         time.sleep(0.5)
 
         async def churn():
-            async with Writer(redis.url) as w:
+            async with Writer(run.url) as w:
                 for i in range(CHANGES):
                     n = i % 50
                     await w.apply([builder(n, port=1000 + i)])  # an update of one builder
@@ -69,34 +41,27 @@ def run_one(size: int, routing: str, kind: str, tmp: Path) -> dict:
         time.sleep(1.0)
         cpu = cpu_seconds(xds.pid) - cpu0
         rss = rss_mb(xds.pid)
-        load.send_signal(signal.SIGTERM)
-        load.wait(30)
-        data = json.loads(out.read_text())
-        finals = 0
-        for recs in data["records"]:
-            finals += any(v.split("-")[0] == str(final) for _, v, _ in recs)
-        total_bytes = data["bytes"]
-        # bytes of the initial full responses are excluded: only responses carrying a later version count
-        initial = [r for recs in data["records"] for r in recs if r[1].split("-")[0] == str(version)]
-        change_bytes = change_responses = 0
-        for recs, sizes in zip(data["records"], data.get("sizes") or [[] for _ in data["records"]]):
-            for (_, ver, _), nbytes in zip(recs, sizes):
-                if set_version(ver) > version:
-                    change_bytes += nbytes
-                    change_responses += 1
-        return {"builders": size, "routing": routing, "kind": kind, "ready_s": round(ready_s, 3),
-                "served_s": round(served_s, 3), "cpu_ms_per_change": round(cpu / CHANGES * 1000, 2),
-                "bytes_total": total_bytes, "rss_mb": round(rss, 1), "streams_on_final": finals,
-                "initial_responses": len(initial),
-                # what one Envoy receives per builder change (SotW: fewer, larger responses when changes coalesce)
-                "bytes_per_change_per_envoy": round(change_bytes / CHANGES / STREAMS),
-                "responses_per_change_per_envoy": round(change_responses / CHANGES / STREAMS, 2)}
-    finally:
-        for p in (load, xds):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                p.wait(10)
-        redis.stop()
+        [(_, data)] = run.loaders.stop()
+    return {"builders": size, "routing": routing, "kind": kind, "ready_s": round(run.ready_s, 3),
+            "served_s": round(served_s, 3), "cpu_ms_per_change": round(cpu / CHANGES * 1000, 2), **volume(data, version, final),
+            "rss_mb": round(rss, 1)}
+
+
+def volume(data: dict, version: int, final: int) -> dict:
+    """What the streams received: on the final version, the initial responses, bytes and responses per change."""
+    finals = sum(any(v.split("-")[0] == str(final) for _, v, _ in recs) for recs in data["records"])
+    # bytes of the initial full responses are excluded: only responses carrying a later version count
+    initial = [r for recs in data["records"] for r in recs if r[1].split("-")[0] == str(version)]
+    change_bytes = change_responses = 0
+    for recs, sizes in zip(data["records"], data.get("sizes") or [[] for _ in data["records"]]):
+        for (_, ver, _), nbytes in zip(recs, sizes):
+            if set_version(ver) > version:
+                change_bytes += nbytes
+                change_responses += 1
+    return {"bytes_total": data["bytes"], "streams_on_final": finals, "initial_responses": len(initial),
+            # what one Envoy receives per builder change (SotW: fewer, larger responses when changes coalesce)
+            "bytes_per_change_per_envoy": round(change_bytes / CHANGES / STREAMS),
+            "responses_per_change_per_envoy": round(change_responses / CHANGES / STREAMS, 2)}
 
 
 def main(argv=None) -> list[dict]:

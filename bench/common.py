@@ -1,4 +1,9 @@
-"""What every benchmark needs: real servers, a seeded builder set, process stats, percentiles."""
+"""What every benchmark needs: a seeded replica under simulated Envoys, process stats, percentiles.
+
+The parts come from the harness (``harness.plane``); ``replica_under_load`` is the one skeleton
+of the replica benchmarks (cpu, memory, fan-out, scale, churn): redis-server seeded with a
+builder set, one xds-server serving, loaders to attach, everything stopped at the end.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,18 +12,19 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from tests.support.lease import acquire
-from shared.connect import aclose, connect
-from shared.keys import Keys
+from harness.plane import Plane, Replica
+from harness.procs import REPO, Proc, ProcGroup
+from harness.wait import seconds_until
+from harness.writer import Writer as FencedWriter
 from shared.model import Builder, make_builder, parse_networks
-from shared.store import Lease, Store
-from tests.support.procs import BIN, REPO, free_port, wait_until
-from tests.support.redis import RedisServer, start_redis
+from shared.resources import version_number as set_version  # noqa: F401 - the builder-set version a response carries
 
 ALLOWED = parse_networks(["127.0.0.0/8", "::1/128", "fdaa::/16"])
 RESULTS = REPO / "bench" / "results.json"
@@ -30,25 +36,9 @@ def builder(n: int, region: str | None = None, port: int = 443) -> Builder:
                          "ip": ip, "port": port}, sni_template="{id}.builders.internal", port=port, allowed=ALLOWED)
 
 
-class Writer:
-    """Writes the builder set the way the discoverer leader does (one fenced call per change)."""
-
-    def __init__(self, url: str):
-        self.store = Store(connect(url, name="bench"), Keys())
-        self.lease: Lease | None = None
-        self.version = 0
-
-    async def __aenter__(self) -> "Writer":
-        self.lease = await acquire(self.store, "bench-writer", 600_000)
-        self.version = self.lease.version
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await aclose(self.store.client)
-
-    async def apply(self, upsert=(), remove=()) -> int:
-        self.version = await self.store.apply(self.lease, self.version, list(upsert), list(remove))
-        return self.version
+def Writer(url: str) -> FencedWriter:
+    """The harness's fenced writer on ``url``, as the benches' own lease holder."""
+    return FencedWriter.connect(url, holder="bench-writer", name="bench")
 
 
 def seed(url: str, count: int) -> int:
@@ -59,31 +49,6 @@ def seed(url: str, count: int) -> int:
             return w.version
 
     return asyncio.run(go())
-
-
-def start_xds(url: str, log: Path, *, routing: str = "sni_cluster", extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    out = open(log, "ab")
-    proc = subprocess.Popen([str(BIN / "xds-server"), "--redis-url", url, "--listen", f"127.0.0.1:{port}",
-                             "--routing", routing, "--log-level", "warning", *extra],
-                            stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    return proc, f"127.0.0.1:{port}"
-
-
-def wait_ready(target: str, timeout: float = 30) -> float:
-    """Seconds until the gRPC health service answers SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    t0 = time.monotonic()
-
-    def serving():
-        with grpc.insecure_channel(target) as ch:
-            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-            return resp.status == health_pb2.HealthCheckResponse.SERVING
-
-    wait_until(serving, timeout, interval=0.01, what="xds-server ready")
-    return time.monotonic() - t0
 
 
 def rss_mb(pid: int) -> float:
@@ -133,63 +98,81 @@ class Loaders:
 
     def __init__(self, target: str, tmp: Path, *, per_loader: int = 500, duration: float = 120):
         self.target, self.tmp, self.per_loader, self.duration = target, Path(tmp), per_loader, duration
-        self.procs: list[tuple[subprocess.Popen, str, Path, Path]] = []  # (process, kind, out, ready)
+        self.group = ProcGroup(self.tmp / "loaders")
+        self.procs: list[tuple[Proc, str, Path, Path]] = []  # (process, kind, out, ready)
 
-    def start(self, kind: str, streams: int, *, region: str = "ord") -> None:
+    def start(self, kind: str, streams: int, *, region: str = "ord", prefix: str = "l") -> None:
         while streams > 0:
             n, i = min(self.per_loader, streams), len(self.procs)
             out, ready = self.tmp / f"load{i}.json", self.tmp / f"ready{i}"
             ready.unlink(missing_ok=True)
-            self.procs.append((subprocess.Popen(
-                [sys.executable, "-m", "bench.loadclient", "--target", self.target, "--streams", str(n),
-                 "--kind", kind, "--duration", str(self.duration), "--ready-file", str(ready), "--out", str(out),
-                 "--id-prefix", f"l{i}", "--region", region], cwd=REPO), kind, out, ready))
+            self.procs.append((self.group.start_python(
+                ["-m", "bench.loadclient", "--target", self.target, "--streams", str(n), "--kind", kind,
+                 "--duration", str(self.duration), "--ready-file", str(ready), "--out", str(out),
+                 "--id-prefix", f"{prefix}{i}", "--region", region], label=f"loader{i}"), kind, out, ready))
             streams -= n
 
     def wait_served(self, timeout: float = 90) -> float:
         """Seconds until every stream of every loader had its first CDS and LDS."""
-        t0 = time.monotonic()
-        while not all(ready.exists() for *_, ready in self.procs):
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError("loaders did not all connect")
-            time.sleep(0.05)
-        return time.monotonic() - t0
+        return seconds_until(lambda: all(ready.exists() for *_, ready in self.procs), timeout, interval=0.005,
+                             what="every loader's streams served")
 
     @property
     def pids(self) -> dict[str, int]:
         return {f"loader{i}-{kind}": p.pid for i, (p, kind, _, _) in enumerate(self.procs)}
 
     def stop(self) -> list[tuple[str, dict]]:
-        """SIGTERM every loader; (kind, its JSON output) per loader."""
+        """SIGTERM every loader and wait for its output; (kind, its JSON output) per loader."""
         for p, *_ in self.procs:
-            p.send_signal(signal.SIGTERM)
+            p.kill(signal.SIGTERM)
         for p, *_ in self.procs:
             p.wait(60)
         return [(kind, json.loads(out.read_text())) for _, kind, out, _ in self.procs]
 
     def kill(self) -> None:
         for p, *_ in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+            p.kill()
+        self.group.stop_all()
 
 
-def cleanup(loaders: Loaders | None, server: subprocess.Popen | None, redis: RedisServer) -> None:
-    """A benchmark's ``finally``: kill the loaders, stop the server gracefully, stop Redis."""
-    if loaders is not None:
-        loaders.kill()
-    if server is not None and server.poll() is None:
-        server.terminate()
-        server.wait(15)
-    redis.stop()
+@dataclass
+class Run:
+    """One replica benchmark's system: the plane, its replica, the seeded version, the loaders."""
+
+    plane: Plane
+    replica: Replica
+    version: int  # the version of the seeded set
+    ready_s: float  # from starting the server to gRPC health SERVING, Python's imports included
+    loaders: Loaders
+
+    @property
+    def url(self) -> str:
+        return self.plane.redis_url
 
 
-def set_version(version: str) -> int:
-    """The builder-set version a response carries ('' or unparsable: 0)."""
+@contextmanager
+def replica_under_load(tmp: Path, *, builders: int, routing: str = "sni_cluster", extra=(), floor: bool = False,
+                       per_loader: int = 500, duration: float = 120) -> Iterator[Run]:
+    """redis-server with ``builders`` seeded, one xds-server serving (``floor``: bench/grpc_floor.py
+    instead, not waited on: the loaders retry); loaders to start on it; all stopped after, loaders first."""
+    plane = Plane(tmp)
+    loaders = None
     try:
-        return int(version.split("-")[0])
-    except ValueError:
-        return 0
+        plane.start_redis()
+        version = 0 if floor else seed(plane.redis_url, builders)
+        t0 = time.monotonic()
+        if floor:
+            target = plane.host().hostport(plane.host().free_port())
+            replica = Replica(plane.procs.start_python(["-m", "bench.grpc_floor", "--listen", target],
+                                                       label="grpc_floor"), target, plane.region(None))
+        else:
+            replica = plane.start_replica("--routing", routing, "--log-level", "warning", *extra, wait=True)
+        loaders = Loaders(replica.target, tmp, per_loader=per_loader, duration=duration)
+        yield Run(plane, replica, version, time.monotonic() - t0, loaders)
+    finally:
+        if loaders is not None:
+            loaders.kill()
+        plane.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -229,5 +212,3 @@ def table(title: str, header: list[str], rows: list[list], left: int = 0) -> str
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
-
-__all__ = ["RedisServer", "start_redis", "free_port", "wait_until", "REPO", "BIN"]

@@ -13,20 +13,18 @@ less than 10% after the first minute. Exits 1 when a check fails.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.support.procs import BIN, REPO, free_port, wait_until
-from tests.support.redis import start_redis
-from tools.flyzone import FlyBuilder, write_zone
+from harness.plane import Plane
+from harness.procs import Proc
+from harness.wait import wait_until
+from shared import resources as rs
+from tools.flyzone import FlyBuilder
 
-from .common import rss_mb, wait_ready
+from .common import Loaders, rss_mb
 
 
 def main(argv=None) -> int:
@@ -43,66 +41,49 @@ def main(argv=None) -> int:
 class Soak:
     def __init__(self, tmp: Path, args):
         self.tmp, self.args = tmp, args
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.plane = Plane(tmp)
+        self.named: dict[str, Proc] = {}  # d1, d2, xds1, xds2
         self.pool = [FlyBuilder(f"{0x50a4 << 40 | n:014x}", "builder", f"fdaa:0:1::{n + 1:x}", "ord")
                      for n in range(100)]
         self.present = set(range(50))
         self.holders: dict[str, str] = {}  # lease holder id -> process name
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        return self.procs[name]
-
     def write_zone(self) -> None:
-        write_zone(self.zone, [self.pool[i] for i in sorted(self.present)])
+        self.plane.dns.set_builders([self.pool[i] for i in sorted(self.present)])
 
     def discoverer(self, n: int) -> None:
         """Discoverer ``n``; each start gets a new holder id, like a new process (host:pid) would."""
         self.starts = getattr(self, "starts", 0) + 1
         holder = f"d{n}.{self.starts}"
         self.holders[holder] = f"d{n}"
-        self.spawn(f"d{n}", [str(BIN / "discoverer"), "--redis-url", self.redis.url, "--app", "builder",
-                             "--dns-server", f"127.0.0.1:{self.dns_port}", "--id", holder, "--log-level", "warning"])
+        self.named[f"d{n}"] = self.plane.start_discoverer(
+            "--app", "builder", "--dns-server", self.plane.dns.addr, "--id", holder, "--log-level", "warning",
+            label=f"d{n}.{self.starts}")
 
     def run(self) -> int:
         a = self.args
-        self.redis = start_redis(self.tmp / "redis")
-        self.zone, self.dns_port = self.tmp / "zone.json", free_port()
-        self.write_zone()
-        self.spawn("dns", [sys.executable, "tools/dns_server.py", "--listen", f"127.0.0.1:{self.dns_port}",
-                           "--zone", str(self.zone)])
-        for n in (1, 2):
-            self.discoverer(n)
-        targets = []
-        for n in (1, 2):
-            port = free_port()
-            self.spawn(f"xds{n}", [str(BIN / "xds-server"), "--redis-url", self.redis.url, "--listen",
-                                   f"127.0.0.1:{port}", "--routing", "sni_cluster", "--log-level", "warning"])
-            targets.append(f"127.0.0.1:{port}")
-        for t in targets:
-            wait_ready(t)
-        outs = []
-        for n, t in enumerate(targets):
-            out = self.tmp / f"load{n}.json"
-            outs.append(out)
-            self.spawn(f"load{n}", [sys.executable, "-m", "bench.loadclient", "--target", t, "--streams",
-                                    str(a.streams // 2), "--kind", "delta", "--duration", str(a.duration + 60),
-                                    "--out", str(out), "--id-prefix", f"soak{n}"])
         try:
+            self.plane.start_redis()
+            self.plane.start_dns()
+            self.write_zone()
+            for n in (1, 2):
+                self.discoverer(n)
+            self.loaders = []
+            for n in (1, 2):
+                replica = self.plane.start_replica("--routing", "sni_cluster", "--log-level", "warning",
+                                                   label=f"xds{n}", wait=True)
+                self.named[f"xds{n}"] = replica.proc
+                self.loaders.append(Loaders(replica.target, self.tmp / f"load{n}", duration=a.duration + 60,
+                                            per_loader=max(1, a.streams // 2)))
+            for loaders in self.loaders:
+                loaders.start("delta", a.streams // 2, prefix="soak")
             rss = self.churn()
             time.sleep(3)
-            return self.check(rss, outs)
+            return self.check(rss)
         finally:
-            for proc in self.procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in self.procs.values():
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            self.redis.stop()
+            for loaders in getattr(self, "loaders", []):
+                loaders.kill()
+            self.plane.close()
 
     def churn(self) -> dict[str, list[float]]:
         a = self.args
@@ -116,39 +97,43 @@ class Soak:
             self.write_zone()
             changes += 1
             if now >= next_kill:
-                with self.redis.client() as c:
-                    holder = (c.get("{xds}:leader") or b"").decode()
-                name = self.holders.get(holder)
-                if name is not None:
-                    self.procs[name].kill()
-                    self.procs[name].wait(10)
-                    self.discoverer(int(name[1:]))
-                    kills += 1
-                    print(f"{now - start:6.0f}s killed leader {holder}", flush=True)
+                kills += self.kill_leader(now - start)
                 next_kill += a.kill_every
             if now >= next_sample:
                 for name in rss:
-                    rss[name].append(rss_mb(self.procs[name].pid))
+                    rss[name].append(rss_mb(self.named[name].pid))
                 next_sample += 10
             time.sleep(max(0.0, 1 / a.rate - (time.monotonic() - now)))
         print(f"{changes} DNS changes, {kills} leader kills", flush=True)
         return rss
 
-    def check(self, rss: dict[str, list[float]], outs: list[Path]) -> int:
+    def kill_leader(self, at: float) -> int:
+        """SIGKILL the leading discoverer and start it again; 1 when there was one to kill."""
+        with self.plane.redis.client() as c:
+            holder = (c.get("{xds}:leader") or b"").decode()
+        name = self.holders.get(holder)
+        if name is None:
+            return 0
+        self.named[name].kill()
+        self.named[name].wait(10)
+        self.plane.stop(self.named[name])
+        self.discoverer(int(name[1:]))
+        print(f"{at:6.0f}s killed leader {holder}", flush=True)
+        return 1
+
+    def check(self, rss: dict[str, list[float]]) -> int:
         want = {f"{self.pool[i].id}.builders.internal" for i in self.present}
         ok = True
         wait_until(lambda: self.routes() == want, 10, what="routes equal the last DNS answer")
-        with self.redis.client() as c:
+        with self.plane.redis.client() as c:
             final = int(c.get("{xds}:version"))
         time.sleep(2)
-        for name in ("load0", "load1"):
-            self.procs[name].send_signal(signal.SIGTERM)
-            self.procs[name].wait(60)
         behind = 0
-        for out in outs:
-            for recs in json.loads(out.read_text())["records"]:
-                cds = [int(v.split("-")[0]) for t, v, _ in recs if t == "cds"]
-                behind += not cds or cds[-1] != final
+        for loaders in self.loaders:
+            for _, data in loaders.stop():
+                for recs in data["records"]:
+                    cds = [rs.version_number(v) for t, v, _ in recs if t == "cds"]
+                    behind += not cds or cds[-1] != final
         print(f"final version {final}; streams not on it: {behind}")
         ok &= behind == 0
         for name, samples in rss.items():
@@ -160,7 +145,7 @@ class Soak:
         return 0 if ok else 1
 
     def routes(self) -> set[str]:
-        with self.redis.client() as c:
+        with self.plane.redis.client() as c:
             return {k.decode() for k in c.hkeys("{xds}:routes")}
 
 

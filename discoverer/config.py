@@ -12,12 +12,14 @@ from shared.config import (Parser, RedisSettings, add_common, checker, env, exis
 from shared.errors import ConfigError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, DEFAULT_SNI_TEMPLATE, Network, parse_networks
 
-from .diff import Rules
+from shared.store import DEFAULT_STREAM_MAXLEN
 
-APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 from .election import LeaseTimes
 from .loop import Timing
+from .rules import Rules
 from .sources.fly import APPS_REFRESH, parse_server
+
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +33,7 @@ class DiscovererConfig:
     timing: Timing = field(default_factory=Timing)
     lease: LeaseTimes = field(default_factory=LeaseTimes)
     holder: str
-    stream_maxlen: int = 10_000
+    stream_maxlen: int = DEFAULT_STREAM_MAXLEN
     log_format: str = "text"
     log_level: str = "info"
     metrics_listen: str | None = None
@@ -49,18 +51,18 @@ def parser() -> argparse.ArgumentParser:
     add_source_and_builders(p)
     add_polling(p.add_argument_group("polling and writing"))
     e = p.add_argument_group("leader election")
-    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=2.0, type=lease_ttl, help="seconds of the leader lease")
+    flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=LeaseTimes.ttl, type=lease_ttl, help="seconds of the leader lease")
     flag(e, "--id", env="XDS_DISCOVERER_ID", type=non_empty, shown="HOST:PID", help="holder id")
     return p
 
 
 def add_source_and_builders(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("source")
-    flag(s, "--source", env="XDS_SOURCE", default="fly", choices=("fly", "file"),
+    flag(s, "--source", env="XDS_SOURCE", default=DiscovererConfig.source, choices=("fly", "file"),
          help="fly: TXT _instances.internal; file: a JSON list of {id, app, region, ip}")
     flag(s, "--dns-server", env="XDS_DNS_SERVER", type=dns_server, shown="the system resolver",
          help="IP[:PORT] of the DNS server (on Fly: [fdaa::3]:53)")
-    flag(s, "--dns-timeout", env="XDS_DNS_TIMEOUT", default=0.5, type=seconds, help="seconds per DNS query")
+    flag(s, "--dns-timeout", env="XDS_DNS_TIMEOUT", default=DiscovererConfig.dns_timeout, type=seconds, help="seconds per DNS query")
     flag(s, "--file", env="XDS_FILE", type=existing_file, help="path of the JSON file for --source file")
     b = p.add_argument_group("builders")
     flag(b, "--sni-template", env="XDS_SNI_TEMPLATE", default=DEFAULT_SNI_TEMPLATE, type=sni_template,
@@ -85,20 +87,32 @@ def add_source_and_builders(p: argparse.ArgumentParser) -> None:
 
 
 def add_polling(w) -> None:
-    flag(w, "--poll-interval", env="XDS_POLL_INTERVAL", default=0.1, type=seconds, help="seconds between polls")
-    flag(w, "--error-backoff", env="XDS_ERROR_BACKOFF", default=1.0, type=seconds,
+    flag(w, "--poll-interval", env="XDS_POLL_INTERVAL", default=Timing.interval, type=seconds,
+         help="seconds between polls")
+    flag(w, "--error-backoff", env="XDS_ERROR_BACKOFF", default=Timing.backoff, type=seconds,
          help="seconds to wait after a failed poll (with jitter)")
-    flag(w, "--removal-grace", env="XDS_REMOVAL_GRACE", default=0.5, type=seconds_or_zero,
+    flag(w, "--removal-grace", env="XDS_REMOVAL_GRACE", default=Rules.grace, type=seconds_or_zero,
          help="seconds a builder must be missing before its route is removed")
-    flag(w, "--mass-removal-share", env="XDS_MASS_REMOVAL_SHARE", default=0.5, type=share,
+    flag(w, "--mass-removal-share", env="XDS_MASS_REMOVAL_SHARE", default=Rules.mass_share, type=share,
          help="a poll removing more than this share of the set is held")
-    flag(w, "--mass-removal-hold", env="XDS_MASS_REMOVAL_HOLD", default=5.0, type=seconds_or_zero,
+    flag(w, "--mass-removal-hold", env="XDS_MASS_REMOVAL_HOLD", default=Rules.mass_hold, type=seconds_or_zero,
          help="seconds a mass removal must persist before it is applied")
-    flag(w, "--stream-maxlen", env="XDS_STREAM_MAXLEN", default=10_000, type=positive_int,
+    flag(w, "--stream-maxlen", env="XDS_STREAM_MAXLEN", default=DEFAULT_STREAM_MAXLEN, type=positive_int,
          help="approximate length of the changes stream")
-    flag(w, "--confirm-grace", env="XDS_CONFIRM_GRACE", default=30.0, type=seconds_or_zero,
-         help="seconds a builder registered by an intent may go unlisted by DNS before it is removed; "
-         "also how long DNS may not bring back a deregistered builder")
+    add_intent_caps(w)
+
+
+def add_intent_caps(w) -> None:
+    flag(w, "--confirm-grace", env="XDS_CONFIRM_GRACE", default=Rules.confirm_grace, type=seconds_or_zero,
+         help="seconds a builder registered by an intent may go unlisted by DNS before it is removed (from its "
+         "first registration: registering again does not extend it); also how long DNS may not bring back a "
+         "deregistered builder")
+    flag(w, "--max-unconfirmed", env="XDS_MAX_UNCONFIRMED", default=Rules.max_unconfirmed, type=positive_int,
+         help="registrations DNS does not list yet routed at once; intents past it are rejected")
+    flag(w, "--mass-deregistration-share", env="XDS_MASS_DEREGISTRATION_SHARE",
+         default=Rules.mass_deregistration_share, type=share,
+         help="deregistering more than this share of the builders DNS lists within --confirm-grace is held "
+         "(those intents are rejected; always at least one is allowed)")
 
 
 @checker("IP, IP:PORT or [IPv6]:PORT with a port 1-65535", "IP[:PORT]")
@@ -137,7 +151,8 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
         raise ConfigError("--per-app needs --app (names or patterns)")
     rules = Rules(sni_template=a.sni_template, port=a.builder_port, allowed=allowed_networks(a.allow_cidr),
                   grace=a.removal_grace, mass_share=a.mass_removal_share, mass_hold=a.mass_removal_hold,
-                  apps=exact, app_patterns=patterns, regions=frozenset(regions), confirm_grace=a.confirm_grace)
+                  apps=exact, app_patterns=patterns, regions=frozenset(regions), confirm_grace=a.confirm_grace,
+                  max_unconfirmed=a.max_unconfirmed, mass_deregistration_share=a.mass_deregistration_share)
     return DiscovererConfig(
         redis=RedisSettings.from_args(a), source=a.source, dns_server=a.dns_server, dns_timeout=a.dns_timeout,
         file=a.file, rules=rules, timing=Timing(interval=a.poll_interval, backoff=a.error_backoff),

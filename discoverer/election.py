@@ -12,17 +12,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, TypeVar
 
 from shared import supervise
-from shared.connect import where
-from shared.errors import StoreError, StoreMisuse, StoreUnavailable
+from shared.connect import bounded, where
+from shared.errors import StoreError, StoreMisuse
 from shared.store import Lease, Store
 
 from . import metrics
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 MISUSE_BACKOFF = 1.0  # seconds between attempts while Redis refuses us for a reason an operator must fix
 
 
@@ -43,21 +41,6 @@ class LeaseTimes:
     def command_timeout(self) -> float:
         """No Redis call may take longer: a hung Redis must not freeze the election."""
         return min(1.0, self.ttl / 4)
-
-
-async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
-    """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
-
-    A timeout around the call rather than the client's socket_timeout: with
-    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
-    task's cancellation, and a discoverer told to stop would then never stop.
-    Redis' refusals are translated by the store (``shared.connect.translating``).
-    """
-    try:
-        async with asyncio.timeout(seconds):
-            return await aw
-    except TimeoutError as exc:
-        raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
 
 
 class Reachability:
@@ -92,7 +75,7 @@ class Reachability:
 class Election:
     def __init__(self, store: Store, holder: str, times: LeaseTimes):
         self.store = store
-        self.redis = Reachability(where(store.client))
+        self.reachability = Reachability(where(store.client))
         self.holder = holder
         self.times = times
         self._lease: Lease | None = None
@@ -132,12 +115,12 @@ class Election:
         """One election call (take or renew the lease), then the wait until the next."""
         delay = self.times.retry
         try:
-            await self._tick()
-            self.redis.up()
+            await self.campaign()
+            self.reachability.up()
         except StoreError as exc:  # StoreUnavailable, StoreMisuse (Fenced and conflicts are not raised here)
             if self._lease is not None and self.lease() is None:
                 self.step_down(f"could not renew before the lease ran out ({exc})")
-            self.redis.down(exc, self._next_step())
+            self.reachability.down(exc, self._next_step())
             if isinstance(exc, StoreMisuse):
                 supervise.report_misuse(exc, metrics.OPERATOR_ERRORS, self._next_step(), log)
                 delay = max(self.times.retry, MISUSE_BACKOFF)
@@ -153,7 +136,9 @@ class Election:
                     f"retrying every {self.times.renew_every:.1f}s")
         return f"retrying every {self.times.retry:g}s as a standby"
 
-    async def _tick(self) -> None:
+    async def campaign(self) -> None:
+        """One election call: take the lease if free, or renew ours (``step`` supervises and paces it;
+        tests drive it step by step). Raises StoreError when Redis cannot answer."""
         sent = time.monotonic()
         if self._lease is None:
             lease, version = await bounded(

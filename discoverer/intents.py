@@ -7,7 +7,7 @@ deregister id ID``). The leader reads the stream on a connection of its own
 (``IntentReader``: XREAD BLOCK after the cursor kept in Redis), checks each
 entry with the validator DNS records go through (``parse_intent``), and the
 poll loop applies the batch in its next fenced write together with whatever
-the last DNS answer says (``discoverer.diff.Planner``). The cursor and each
+the last DNS answer says (``discoverer.plan.Planner``). The cursor and each
 intent's outcome (``{xds}:outcome:<request>``) are written by that same script
 call, so an intent is applied exactly once across leader failovers.
 
@@ -19,25 +19,39 @@ import asyncio
 import contextlib
 import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import RecordError, StoreMisuse, StoreUnavailable
 from shared.logs import LogOnce
 from shared.model import ID_RE, SOURCE_INTENT, Builder
 from shared.store import IntentEntry, Store, stream_id
 
 from . import metrics
-from .diff import DEREGISTER, REGISTER, Intent, Rules, validate
-from .election import bounded
+from .rules import Rules
+from .validate import validate
 
 log = logging.getLogger(__name__)
 
+REGISTER, DEREGISTER = "register", "deregister"  # Intent.op
 OPS = (REGISTER, DEREGISTER)
 FIELDS = ("op", "id", "address", "app", "region", "port", "request")
 MAX_VALUE = 256  # bytes per field value; anything longer is rejected whole
 REQUEST_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 OUTCOME_TTL = 600  # seconds an outcome can be read
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One entry of the intents stream, checked (``parse_intent``). ``error`` set: rejected, with why."""
+
+    entry_id: str
+    request: str  # where its outcome goes: the caller's ``request``, else the entry id
+    op: str = ""
+    id: str = ""
+    builder: Builder | None = None  # register: the validated record (source "intent")
+    error: RecordError | None = None
 
 
 def parse_intent(entry: IntentEntry, rules: Rules, wall: float) -> Intent:

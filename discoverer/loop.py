@@ -16,16 +16,21 @@ import time
 from dataclasses import dataclass
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import Fenced, SourceError, StoreMisuse, StoreUnavailable, VersionConflict
 from shared.logs import LogOnce
 from shared.model import Builder
+from shared.outcomes import REJECTED
 from shared.store import IntentWrite, Lease, SetSnapshot, Store, stream_id
 
 from . import metrics
-from .diff import Plan, Planner, Rules, Validated, validate
-from .election import Election, bounded
+from .election import Election
 from .intents import OPS, OUTCOME_TTL, IntentReader, parse_intent
+from .plan import Plan, Planner
+from .rejections import Rejections
+from .rules import Rules
 from .sources import Answer, Source
+from .validate import Validated, validate
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,8 @@ class Mirror:
     def took(self, intents: IntentWrite) -> None:
         """The intents bookkeeping a write made: the cursor and the deregistered ids."""
         self.cursor = intents.cursor
-        self.deregistered.update(intents.suppress)
-        for bid in intents.unsuppress:
+        self.deregistered.update(intents.deregistered)
+        for bid in intents.deregistration_ended:
             self.deregistered.pop(bid, None)
 
 
@@ -67,10 +72,11 @@ def _some(ids, shown: int = 5) -> str:
     return (", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")) or "none"
 
 
-class Discoverer:
+class PollLoop:
     def __init__(self, *, store: Store, source: Source, election: Election, rules: Rules, timing: Timing,
-                 intents: IntentReader | None = None):
+                 intents: IntentReader | None = None, rejections: Rejections | None = None):
         self.store = store
+        self.rejections = rejections  # None: rejections stay in the log and metrics only
         self.intents = intents  # None: this discoverer takes no intents (tests, tools)
         self.source = source
         self.election = election
@@ -162,6 +168,8 @@ class Discoverer:
         for err in (*answer.rejected, *seen.rejected):
             metrics.REJECTED.labels(err.reason).inc()
             self._log_once.warning(f"{err.reason}:{err.detail}", "record skipped: %s", err)
+        if self.rejections is not None:
+            self.rejections.note_answer(answer, seen)
         self._dns = seen
         wrote = await self._step(seen)
         if wrote is None:
@@ -197,6 +205,7 @@ class Discoverer:
         if len(self._validated) > 2 * len(answer.records) + 1024:
             self._validated.clear()
         seen = validate(answer.records, self.rules, time.time(), cache=self._validated)
+        seen.other_apps = answer.other_apps
         self._last_answer, self._last_seen = answer, seen
         return seen
 
@@ -266,7 +275,7 @@ class Discoverer:
         wall = time.time()
         batch = [parse_intent(e, self.rules, wall) for e in self.intents.pending] if self.intents else []
         plan = self.planner.plan(self.mirror.builders, seen, time.monotonic(), wall=wall, intents=batch,
-                                 deregistered=self.mirror.deregistered, reconcile=reconcile)
+                                 deregistered=self.mirror.deregistered, reconcile=reconcile, known=self._last_seen)
         metrics.HELD_REMOVALS.set(plan.held)
         if self._corrupt:  # not in the mirror, so the planner cannot see them
             listed = seen.builders.keys() if seen is not None else set()
@@ -350,12 +359,13 @@ class Discoverer:
             return now
 
     def _intent_write(self, plan: Plan) -> IntentWrite | None:
-        if not (plan.cursor or plan.suppress or plan.unsuppress):
+        if not (plan.cursor or plan.deregistered or plan.deregistration_ended):
             return None
         cursor = plan.cursor or self.mirror.cursor
         kept_ms = stream_id(cursor)[0] - int(self.timing.intents_kept * 1000)
         return IntentWrite(cursor=cursor, outcomes=[(it.request, out) for it, out in plan.outcomes],
-                           suppress=plan.suppress, unsuppress=plan.unsuppress, ttl=OUTCOME_TTL,
+                           deregistered=plan.deregistered, deregistration_ended=plan.deregistration_ended,
+                           ttl=OUTCOME_TTL,
                            trim_before=f"{kept_ms}-0" if plan.cursor and kept_ms > 0 else None)
 
     def _written(self, plan: Plan, version: int, intents: IntentWrite | None) -> None:
@@ -382,15 +392,23 @@ class Discoverer:
         for it, out in plan.outcomes:
             metrics.INTENTS.labels(it.op if it.op in OPS else "unknown", out["status"]).inc()
             metrics.INTENT_SECONDS.observe(max(0.0, now - stream_id(it.entry_id)[0] / 1000))
+            if out["status"] == REJECTED:
+                metrics.INTENTS_REJECTED.labels(out["reason"]).inc()
+            if self.rejections is not None:
+                self.rejections.note_intent(it, out)
             if it.error is not None:
                 self._log_once.warning(f"intent:{it.error.reason}:{it.error.detail}",
                                        "intent %s rejected: %s; outcome at %s", it.entry_id, it.error,
                                        self.store.keys.outcome(it.request))
-            elif out["status"] == "rejected":
-                log.warning("intent %s (%s %s) rejected: %s: %s", it.entry_id, it.op, it.id, out["reason"],
-                            out["detail"])
+            elif out["status"] == REJECTED:
+                log.warning("intent %s (request %s: %s %s) rejected: %s: %s", it.entry_id, it.request, it.op, it.id,
+                            out["reason"], out["detail"])
             else:
                 log.info("intent %s: %s %s %s at version %d", it.entry_id, it.op, it.id, out["status"], version)
+        for bid in plan.deregistered_listed:
+            metrics.LISTED_DEREGISTRATIONS.inc()
+            log.warning("deregistered %s, which DNS still lists: its route is gone for %.0fs (a machine being "
+                        "stopped; see --mass-deregistration-share)", bid, self.rules.confirm_grace)
         for line in plan.conflicts:
             metrics.INTENT_CONFLICTS.inc()
             log.warning("%s", line)

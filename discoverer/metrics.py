@@ -27,3 +27,13 @@ INTENT_CONFLICTS = Counter("discoverer_intent_conflicts_total",
                            "DNS listed a builder at another address than its registration said (DNS won)")
 UNCONFIRMED_EXPIRED = Counter("discoverer_unconfirmed_expired_total",
                               "Registrations removed because DNS did not list them within --confirm-grace")
+INTENTS_REJECTED = Counter("discoverer_intents_rejected_total",
+                           "Intents rejected, by reason (address_of_other_app, too_many_unconfirmed, ...)", ["reason"])
+# the reasons the alerts watch (deploy/prometheus/flyxds.rules.yml), exported at 0 from the start so that
+# increase() sees the first one
+MISUSE_REASONS = ("address_of_other_app", "id_of_other_app", "address_of_other_id")
+CAP_REASONS = ("too_many_unconfirmed", "unconfirmed_too_long", "mass_deregistration")
+for _reason in (*MISUSE_REASONS, *CAP_REASONS):
+    INTENTS_REJECTED.labels(_reason)
+LISTED_DEREGISTRATIONS = Counter("discoverer_listed_deregistrations_total",
+                                 "Deregistrations applied to builders DNS still listed")

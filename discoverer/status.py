@@ -16,13 +16,14 @@ import os
 import time
 
 from shared import supervise
+from shared.connect import bounded
 from shared.errors import StoreError, StoreMisuse
-from shared.keys import STALE_AFTER, stale as is_stale
+from shared.status import LEADER, STALE_AFTER, STANDBY, DiscovererStatus, read
 from shared.store import Store
 
 from . import metrics
-from .election import Election, bounded
-from .loop import Discoverer
+from .election import Election
+from .loop import PollLoop
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +31,22 @@ EVERY = 1.0
 GAP = 0.05  # the least time between two writes of our entry, however often the role or the set changes
 
 
-def snapshot(election: Election, disc: Discoverer) -> dict:
+def snapshot(election: Election, disc: PollLoop) -> DiscovererStatus:
     lease = election.lease()
     mirror = disc.mirror if lease is not None else None
-    return {
-        "role": "leader" if lease is not None else "standby",
-        "epoch": lease.epoch if lease is not None else None,
-        "version": mirror.version if mirror is not None else None,
-        "builders": len(mirror.builders) if mirror is not None else None,
-        "last_poll_at": disc.last_poll_at,
-        "last_error": disc.last_error,
-        "pid": os.getpid(),
-        "updated_at": round(time.time(), 3),
-    }
+    return DiscovererStatus(
+        role=LEADER if lease is not None else STANDBY,
+        epoch=lease.epoch if lease is not None else None,
+        version=mirror.version if mirror is not None else None,
+        builders=len(mirror.builders) if mirror is not None else None,
+        last_poll_at=disc.last_poll_at,
+        last_error=disc.last_error,
+        pid=os.getpid(),
+        updated_at=round(time.time(), 3),
+    )
 
 
-async def publish(election: Election, disc: Discoverer, every: float = EVERY) -> None:
+async def publish(election: Election, disc: PollLoop, every: float = EVERY) -> None:
     """Refresh our entry every ``every`` seconds and whenever ``election.status_due`` is set (won, lost,
     released, written), and prune dead ones now and then, until cancelled; nothing that goes wrong ends it."""
     pruned = [0.0]  # monotonic time of the last prune
@@ -53,11 +54,11 @@ async def publish(election: Election, disc: Discoverer, every: float = EVERY) ->
                             crashes=metrics.LOOP_CRASHES, backoff=every, keeping="status not written")
 
 
-async def _publish_once(election: Election, disc: Discoverer, every: float, pruned: list[float]) -> None:
+async def _publish_once(election: Election, disc: PollLoop, every: float, pruned: list[float]) -> None:
     store, holder = election.store, election.holder
     election.status_due.clear()  # before reading the state: a change while we write is published next round
     try:
-        await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc)}),
+        await bounded(store.put_status(store.keys.discoverers, {holder: snapshot(election, disc).to_json()}),
                       election.times.command_timeout, "writing status")
         if time.monotonic() - pruned[0] >= STALE_AFTER / 3:
             await bounded(prune(store), election.times.command_timeout, "pruning status")
@@ -75,8 +76,8 @@ async def _publish_once(election: Election, disc: Discoverer, every: float, prun
 async def prune(store: Store, now: float | None = None) -> list[str]:
     """Remove the entries of discoverers that stopped refreshing them (killed, not stopped)."""
     now = time.time() if now is None else now
-    entries = await store.get_status(store.keys.discoverers)
-    stale = [k for k, v in entries.items() if is_stale(v, now, stamp="updated_at")]
+    entries = read(await store.get_status(store.keys.discoverers), DiscovererStatus)
+    stale = [k for k, v in entries.items() if v.stale(now)]
     if stale:
         await store.put_status(store.keys.discoverers, {}, stale=stale)
         log.info("removed the status of %d discoverer(s) silent for over %.0fs: %s", len(stale), STALE_AFTER,

@@ -6,20 +6,19 @@ Each service turns its parsed flags into one frozen dataclass in one place
 Every flag is checked when the command starts: a bad value is a ConfigError
 whose text is one line, ``--flag: wants WHAT (got 'VALUE')``, which the
 commands print as ``error: ...`` with exit code 2 (``Parser`` turns argparse's
-own errors into the same form). ``parse_hostport`` is the one parser of
-``HOST:PORT`` in the project.
+own errors into the same form). ``HOST:PORT`` is parsed in ``shared.addr``.
 """
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
+from .addr import parse_hostport, parse_port, require_ip
 from .connect import parse_url, redact
 from .errors import ConfigError, RecordError
 from .keys import DEFAULT_PREFIX, Keys
@@ -27,75 +26,15 @@ from .model import domain_of
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 
 def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-# --- HOST:PORT ------------------------------------------------------------------------------
-
-def parse_hostport(value: str, *, default_port: int | None = None, default_host: str | None = None,
-                   ip_only: bool = False, any_port: bool = False) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT``; ``HOST`` alone with a ``default_port``; ``PORT`` or ``:PORT``
-    alone with a ``default_host``. ValueError says what is wrong; the port is 1-65535 (``any_port``:
-    0 too, a bind to a port the kernel picks)."""
-    value = value.strip()
-    if value.startswith("["):
-        host, close, rest = value[1:].partition("]")
-        if not close or (rest and not rest.startswith(":")):
-            raise ValueError("an IPv6 address in brackets, e.g. [::1]:PORT")
-        port = rest[1:] if rest else None
-        _ip(host)
-    elif value.count(":") > 1:
-        raise ValueError(f"an IPv6 address in brackets, e.g. [{value}]" + (f":{default_port}" if default_port else ""))
-    elif ":" in value:
-        host, _, port = value.partition(":")
-    elif default_host is not None and value.isdigit():
-        host, port = "", value
-    else:
-        host, port = value, None
-    host = host or (default_host or "")
-    if not host:
-        raise ValueError("a host before the port")
-    if ip_only:
-        _ip(host)
-    elif not HOSTNAME.fullmatch(host) and not is_ip(host):
-        raise ValueError(f"a host name or IP address, not {host!r}")
-    if port is None:
-        if default_port is None:
-            raise ValueError("HOST:PORT (a port is missing)")
-        return host, default_port
-    return host, 0 if any_port and port.strip() == "0" else parse_port(port)
-
-
-def join_hostport(host: str, port: int) -> str:
-    """The inverse of parse_hostport: IPv6 in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_port(value: str | int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"a port 1-65535, not {value!r}") from None
-    if not 0 < number < 65536:
-        raise ValueError(f"a port 1-65535, not {number}")
-    return number
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
-def _ip(host: str) -> None:
-    if not is_ip(host):
-        raise ValueError(f"an IP address, not {host!r}")
+def defaults(config: type) -> SimpleNamespace:
+    """A config dataclass's field defaults by name, for its flags: each default is written once."""
+    return SimpleNamespace(**{f.name: f.default for f in fields(config) if f.default is not MISSING})
 
 
 # --- argparse types: each checks a value and says what it wants ------------------------------
@@ -117,21 +56,21 @@ def checker(wants: str | None, metavar: str | None = None) -> Callable[[Callable
     return wrap
 
 
-def number(kind: type, *, above: float | None = None, at_least: float | None = None,
+def number(cast: type, *, above: float | None = None, at_least: float | None = None,
            at_most: float | None = None, unit: str = "", metavar: str = "N") -> Callable[[str], object]:
     """A number type: ``above`` (exclusive), ``at_least`` / ``at_most`` (inclusive)."""
     bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
               f"<= {at_most:g}" if at_most is not None else ""]
-    noun = "an integer" if kind is int else "a number"
+    noun = "an integer" if cast is int else "a number"
     wants = " ".join(x for x in (unit or noun, " and ".join(b for b in bounds if b)) if x)
 
     def parse(value: str):
-        n = kind(value)
+        n = cast(value)
         if not math.isfinite(n) or (above is not None and n <= above) or (at_least is not None and n < at_least) \
                 or (at_most is not None and n > at_most):
             raise ValueError(value)
         return n
-    parse.__name__ = kind.__name__
+    parse.__name__ = cast.__name__
     return checker(wants, metavar)(parse)
 
 
@@ -167,7 +106,7 @@ def hostports(value: str) -> str:
 
 @checker("an IP address", "IP")
 def ip_address(value: str) -> str:
-    _ip(value)
+    require_ip(value)
     return value
 
 

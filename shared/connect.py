@@ -22,18 +22,22 @@ required), ``ssl_check_hostname`` (true/false).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Awaitable, TypeVar, Union
 
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
 import redis.exceptions as rex
 
+from .addr import parse_hostport
 from .errors import ConfigError, StoreMisuse, StoreUnavailable
+
+T = TypeVar("T")
 
 Client = Union[aioredis.Redis, aiocluster.RedisCluster]
 
@@ -73,7 +77,7 @@ def redact(url: str) -> str:
 class RedisUrl:
     """A parsed URL: what ``connect`` builds a client from."""
 
-    kind: str  # "single" | "sentinel" | "cluster"
+    topology: str  # "single" | "sentinel" | "cluster"
     tls: bool = False
     hosts: tuple[tuple[str, int], ...] = ()
     username: str | None = None
@@ -89,8 +93,6 @@ class RedisUrl:
 
 
 def _hosts(netloc: str, default_port: int, url: str) -> tuple[tuple[str, int], ...]:
-    from .config import parse_hostport  # config imports this module
-
     out = []
     for item in netloc.rpartition("@")[2].split(","):
         item = item.strip()
@@ -142,11 +144,11 @@ def parse_url(url: str) -> RedisUrl:
         role = query.get("role", "master")
         if role not in ("master", "replica"):
             raise ConfigError(f"role={role!r} in {redact(url)}: expected master or replica")
-        kind, master, hosts = "sentinel", unquote(segments[0]), _hosts(parts.netloc, 26379, url)
+        topology, master, hosts = "sentinel", unquote(segments[0]), _hosts(parts.netloc, 26379, url)
     else:
         if parts.path not in ("", "/", "/0"):
             raise ConfigError(f"{redact(url)}: Redis Cluster has only database 0")
-        kind, master, db, role, hosts = "cluster", "", 0, "master", _hosts(parts.netloc, 6379, url)
+        topology, master, db, role, hosts = "cluster", "", 0, "master", _hosts(parts.netloc, 6379, url)
     unknown = sorted(set(query) - allowed)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {redact(url)}")
@@ -159,7 +161,7 @@ def parse_url(url: str) -> RedisUrl:
     for name in ("sentinel_username", "sentinel_password"):
         if name in query:
             options[name] = query[name]
-    return RedisUrl(kind, tls=tls, hosts=hosts, username=username, password=password, db=db,
+    return RedisUrl(topology, tls=tls, hosts=hosts, username=username, password=password, db=db,
                     master=master, role=role, options=options)
 
 
@@ -183,14 +185,14 @@ def where(client: Client) -> str:
 
 def _connect(url: str, spec: RedisUrl, timeout: float, name: str | None) -> Client:
     common = dict(socket_timeout=None, socket_connect_timeout=timeout, health_check_interval=0, client_name=name)
-    if spec.kind == "single":
+    if spec.topology == "single":
         try:
             return aioredis.Redis.from_url(url, **common)
         except ValueError as exc:
             raise ConfigError(f"bad Redis URL {redact(url)}: {exc}") from exc
     tls = {"ssl": True, **{k: v for k, v in spec.options.items() if k in TLS_OPTIONS}} if spec.tls else {}
     auth = dict(username=spec.username, password=spec.password)
-    if spec.kind == "cluster":
+    if spec.topology == "cluster":
         nodes = [aiocluster.ClusterNode(host, port) for host, port in spec.hosts]
         return aiocluster.RedisCluster(startup_nodes=nodes, **auth, **common, **tls)
     sentinel_kwargs = dict(socket_timeout=timeout, socket_connect_timeout=timeout, **tls,
@@ -221,7 +223,7 @@ def transient(exc: BaseException) -> bool:
 MISUSE = (
     ("WRONGTYPE", (), ("WRONGTYPE",), ""),  # the hint names the key: see wrong_type_hint
     ("NOPERM", (rex.NoPermissionError,), ("NOPERM", "no permissions"),
-     "the ACL user of the Redis URL lacks a permission: grant what deploy/redis-acl.conf lists"),
+     "the ACL user of the Redis URL lacks a permission: grant what deploy/redis.acl lists"),
     ("AUTH", (rex.AuthenticationError, rex.AuthorizationError), ("WRONGPASS", "NOAUTH"),
      "Redis refused the credentials of the Redis URL: fix its user and password"),
     ("OOM", (rex.OutOfMemoryError,), ("OOM ", "maxmemory"),
@@ -283,6 +285,21 @@ def translating(what: str, keys: tuple[str, ...] = ()):
         if not transient(exc):
             raise misuse(exc, what, keys) from exc
         raise StoreUnavailable(f"{what}: Redis refused: {exc.__class__.__name__}: {exc}") from exc
+
+
+async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
+    """Await a Redis call for at most ``seconds``; a hang becomes StoreUnavailable.
+
+    A timeout around the call rather than the client's socket_timeout: with
+    Python 3.11, redis-py's socket timeouts (asyncio.wait_for) can swallow a
+    task's cancellation, and a discoverer told to stop would then never stop.
+    Redis' refusals are translated by ``translating``, below.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"{what}: no answer from Redis within {seconds:.1f}s") from exc
 
 
 async def aclose(client: Client) -> None:

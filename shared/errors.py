@@ -34,12 +34,14 @@ class ConfigError(XdsError):
 
 
 class RecordError(XdsError):
-    """A builder record is invalid. ``reason`` is a short, stable metric label."""
+    """A builder record is invalid. ``reason`` is a short, stable metric label; ``subject`` the
+    record's id when it has one (what ``xdsctl explain`` looks rejections up by)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, subject: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.subject = subject
 
 
 class SourceError(XdsError):

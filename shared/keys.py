@@ -12,23 +12,9 @@ from .errors import ConfigError
 
 DEFAULT_PREFIX = "{xds}"
 # The Redis type of each key (Keys attribute -> what `redis-cli TYPE` says), to name the culprit of a WRONGTYPE.
-KINDS = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
+REDIS_TYPES = {"builders": "hash", "routes": "hash", "version": "string", "changes": "stream", "leader": "string",
          "epoch": "string", "replicas": "hash", "envoys": "hash", "discoverers": "hash", "intents": "stream",
-         "intents_cursor": "string", "deregistered": "hash"}
-# Entries of the status hashes (replicas, envoys, discoverers) carry a heartbeat, since hash fields
-# cannot expire on Redis 6.2: one older than this belongs to a process that is gone. Readers hide
-# such entries; their writers prune them.
-STALE_AFTER = 15.0
-
-
-def stale(entry: dict, now: float, *, stamp: str = "heartbeat", after: float = STALE_AFTER) -> bool:
-    """A status entry whose ``stamp`` (wall-clock seconds) is older than ``after``; one without a
-    readable stamp (written by hand, corrupt) counts as stale."""
-    try:
-        return now - float(entry.get(stamp)) > after
-    except (TypeError, ValueError):
-        return True
-
+         "intents_cursor": "string", "deregistered": "hash", "rejections": "hash"}
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -77,17 +63,17 @@ class Keys:
 
     @property
     def replicas(self) -> str:
-        """hash: ADS replica id -> JSON status."""
+        """hash: ADS replica id -> JSON status (shared.status.ReplicaStatus)."""
         return self._key("replicas")
 
     @property
     def envoys(self) -> str:
-        """hash: Envoy node id -> JSON status."""
+        """hash: Envoy node id -> JSON status (shared.status.EnvoyStatus)."""
         return self._key("envoys")
 
     @property
     def discoverers(self) -> str:
-        """hash: discoverer id -> JSON status."""
+        """hash: discoverer id -> JSON status (shared.status.DiscovererStatus)."""
         return self._key("discoverers")
 
     @property
@@ -99,11 +85,11 @@ class Keys:
         """string (JSON, with a TTL): the outcome of one intent."""
         return self._key(f"outcome:{request}")
 
-    def kind_of(self, key: str) -> str | None:
+    def redis_type_of(self, key: str) -> str | None:
         """The Redis type flyxds keeps at ``key`` ('hash', 'string', 'stream'); None for a key not ours."""
-        for name, kind in KINDS.items():
+        for name, redis_type in REDIS_TYPES.items():
             if getattr(self, name) == key:
-                return kind
+                return redis_type
         return None
 
     def fenced_write_keys(self) -> list[str]:
@@ -118,6 +104,12 @@ class Keys:
     def deregistered(self) -> str:
         """hash: builder id -> wall-clock second until which DNS may not bring it back."""
         return self._key("deregistered")
+
+    @property
+    def rejections(self) -> str:
+        """hash: record id -> JSON {reason, detail, source, at}: the leader's recent rejections
+        (bounded, best effort; discoverer.rejections writes it, ``xdsctl explain`` reads it)."""
+        return self._key("rejections")
 
     def intent_write_keys(self, requests: list[str] = ()) -> list[str]:
         """The fenced write keys, then what applying intents touches (see shared/scripts.py APPLY)."""

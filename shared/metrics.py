@@ -5,7 +5,7 @@ import logging
 
 from prometheus_client import start_http_server
 
-from .config import join_hostport, parse_hostport
+from .addr import join_hostport, parse_hostport
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -154,7 +154,19 @@ def make_builder(
     allowed: tuple[Network, ...],
     now: float = 0.0,
 ) -> Builder:
-    """Validate one raw record from any source; raises RecordError."""
+    """Validate one raw record from any source; raises RecordError, whose ``subject`` is the
+    record's id when it has one."""
+    try:
+        return _checked(fields, sni_template=sni_template, port=port, allowed=allowed, now=now)
+    except RecordError as err:
+        rid = fields.get("id")
+        if isinstance(rid, str) and not err.subject:
+            err.subject = rid.strip()[:MAX_SNI]
+        raise
+
+
+def _checked(fields: dict[str, Any], *, sni_template: str, port: int, allowed: tuple[Network, ...],
+             now: float) -> Builder:
     try:
         raw = {"id": fields["id"], "app": fields.get("app", ""), "region": fields.get("region", ""),
                "ip": fields["ip"]}

@@ -31,6 +31,19 @@ ROUTING_MODES = (FILTER_CHAINS, SNI_CLUSTERS, ON_DEMAND)
 FCDS_MODES = (FILTER_CHAINS,)
 FILTER_CHAINS_FCDS = "filter_chains+fcds"
 
+
+def routing_name(mode: str, fcds: bool) -> str:
+    """The routing a bootstrap asks for in META_ROUTING, and a replica serves: its mode, or FILTER_CHAINS_FCDS."""
+    return FILTER_CHAINS_FCDS if fcds else mode
+
+# Region scopes (the xds-server's --region-scope): every builder to every Envoy, or to each Envoy those of its region.
+SCOPE_ALL = "all"
+SCOPE_LOCAL = "local"
+REGION_SCOPES = (SCOPE_ALL, SCOPE_LOCAL)
+
+# Where the ADS replicas listen (xds-server --listen) and Envoys find them (xdsctl bootstrap --ads), by default.
+DEFAULT_ADS = "127.0.0.1:18000"
+
 # The builder listener's default port, when an Envoy's bootstrap does not choose one.
 DEFAULT_LISTENER_PORT = 10443
 DEFAULT_LISTENER_ADDRESS = "0.0.0.0"
@@ -40,6 +53,20 @@ META_LISTENER_PORT = "listener_port"
 META_LISTENER_ADDRESS = "listener_address"
 META_REGION = "region"
 META_ROUTING = "routing"
+
+
+# A transitional snapshot's version_info is the set version and a label: "12-bridge" (xds_server/sotw.py).
+BRIDGE = "bridge"
+
+
+def version_info(version: int, label: str = "") -> str:
+    """What an xDS response carries as version_info: "12", or "12-bridge" with a label."""
+    return f"{version}-{label}" if label else str(version)
+
+
+def version_label(version_info: str | int | None) -> str:
+    """The label of a version_info ("bridge" in "12-bridge"); "" for a plain version."""
+    return str(version_info).partition("-")[2]
 
 
 def version_number(version_info: str | int | None) -> int:

@@ -4,6 +4,7 @@ Key order is fixed by ``Keys.fenced_write_keys()``:
 KEYS[1] leader, KEYS[2] epoch, KEYS[3] builders, KEYS[4] routes,
 KEYS[5] version, KEYS[6] changes.
 """
+from .outcomes import REJECTED
 
 # ARGV: holder, ttl_ms, version floor[, epoch floor]. Returns {epoch, version}; epoch 0 when the
 # lease is another's (the version still tells a standby how far the set has got: its floor).
@@ -64,10 +65,10 @@ return 1
 # Intents (KEYS from Keys.intent_write_keys: KEYS[7] intents cursor, KEYS[8] deregistered,
 # KEYS[9] intents stream, KEYS[10..] one outcome key per outcome, in order):
 #   {"cursor": entry id, "ttl": seconds, "outcomes": [{...}, ...],
-#    "suppress": [[id, until], ...], "unsuppress": [id, ...], "trim_before": entry id or absent}
+#    "deregistered": [[id, until], ...], "deregistration_ended": [id, ...], "trim_before": entry id or absent}
 # are written in the same call as the diff, even when the diff is empty: a leader killed
 # mid-way either applied a batch of intents (cursor moved, outcomes written) or did not.
-# An outcome whose status is not 'rejected' gets the version the call leaves Redis at.
+# An outcome whose status is not REJECTED gets the version the call leaves Redis at.
 # Returns {'fenced', why} | {'conflict', version} | {'noop', version} | {'ok', version}.
 APPLY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'fenced', 'lease'} end
@@ -77,12 +78,12 @@ if not v then return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a stri
 if v ~= tonumber(ARGV[3]) then return {'conflict', tostring(v)} end
 -- Redis does not roll a script back: every key's type is checked before the first write, so a
 -- key of the wrong type (written by hand) refuses the whole step, and says which key it is.
-local kinds = {[3] = 'hash', [4] = 'hash', [6] = 'stream'}
-if #KEYS >= 9 then kinds[8], kinds[9] = 'hash', 'stream' end  -- the intents bookkeeping (SET overwrites the rest)
-for i, kind in pairs(kinds) do
+local types = {[3] = 'hash', [4] = 'hash', [6] = 'stream'}
+if #KEYS >= 9 then types[8], types[9] = 'hash', 'stream' end  -- the intents bookkeeping (SET overwrites the rest)
+for i, want in pairs(types) do
   local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= kind then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. kind)
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a ' .. want)
   end
 end
 local p = cjson.decode(ARGV[5])
@@ -148,10 +149,10 @@ end
 local it = p.intents
 if it then
   redis.call('SET', KEYS[7], it.cursor)
-  for _, s in ipairs(it.suppress) do redis.call('HSET', KEYS[8], s[1], s[2]) end
-  for _, id in ipairs(it.unsuppress) do redis.call('HDEL', KEYS[8], id) end
+  for _, d in ipairs(it.deregistered) do redis.call('HSET', KEYS[8], d[1], d[2]) end
+  for _, id in ipairs(it.deregistration_ended) do redis.call('HDEL', KEYS[8], id) end
   for i, o in ipairs(it.outcomes) do
-    if o.status ~= 'rejected' then o.version = v end
+    if o.status ~= '""" + REJECTED + """' then o.version = v end
     redis.call('SET', KEYS[9 + i], cjson.encode(o), 'EX', it.ttl)
   end
   if it.trim_before then redis.call('XTRIM', KEYS[9], 'MINID', '~', it.trim_before) end

@@ -45,7 +45,7 @@ class SetSnapshot:
     last_change_id: str  # stream id to follow from ("0-0" when the stream is empty)
     corrupt: tuple[str, ...] = ()  # ids whose JSON could not be parsed
     intents_cursor: str = "0-0"  # with load(intents=True): the last intent entry applied
-    deregistered: dict[str, float] = field(default_factory=dict)  # with intents=True: id -> suppressed until
+    deregistered: dict[str, float] = field(default_factory=dict)  # with intents=True: id -> until DNS may re-add it
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +53,19 @@ class IntentWrite:
     """What applying a batch of intents writes, in the same script call as the diff.
 
     ``outcomes`` are (request, outcome) pairs; an outcome whose status is not
-    "rejected" gets the version the write leaves Redis at."""
+    ``shared.outcomes.REJECTED`` gets the version the write leaves Redis at."""
 
     cursor: str
     outcomes: list[tuple[str, dict]] = field(default_factory=list)
-    suppress: dict[str, float] = field(default_factory=dict)  # id -> wall clock until DNS may not re-add it
-    unsuppress: list[str] = field(default_factory=list)
+    deregistered: dict[str, float] = field(default_factory=dict)  # id -> wall clock until DNS may re-add it
+    deregistration_ended: list[str] = field(default_factory=list)  # ids DNS may add again
     trim_before: str | None = None  # entries of the intents stream older than this id may go
     ttl: int = 600  # seconds an outcome is kept
 
     def payload(self) -> dict:
         out = {"cursor": self.cursor, "ttl": self.ttl, "outcomes": [o for _, o in self.outcomes],
-               "suppress": [[k, v] for k, v in self.suppress.items()], "unsuppress": list(self.unsuppress)}
+               "deregistered": [[k, v] for k, v in self.deregistered.items()],
+               "deregistration_ended": list(self.deregistration_ended)}
         if self.trim_before:
             out["trim_before"] = self.trim_before
         return out
@@ -142,7 +143,7 @@ class Store:
         """Ask Redis the TYPE of each key the failed call touched; name the first one that is not ours.
         Best effort and bounded: the refusal is reported either way."""
         for key in (exc.key,) if exc.key else exc.keys:
-            expected = self.keys.kind_of(key)
+            expected = self.keys.redis_type_of(key)
             try:
                 async with asyncio.timeout(within):
                     actual = await self.client.type(key)
@@ -279,6 +280,17 @@ class Store:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CorruptState(f"outcome of {request!r} is unreadable") from exc
+
+    async def recent_intents(self, count: int) -> list[IntentEntry]:
+        """The newest ``count`` entries of the intents stream, newest first."""
+        async with self._translating("reading the intents stream", self.keys.intents):
+            reply = await self.client.xrevrange(self.keys.intents, count=count)
+        return [IntentEntry(sid.decode(), fields) for sid, fields in reply]
+
+    async def field(self, key: str, name: str) -> bytes | None:
+        """One field of one of our hashes (a builder, a route, a rejection...), or None."""
+        async with self._translating("reading one entry", key):
+            return await self.client.hget(key, name)
 
     async def recent_changes(self, count: int) -> list[Change]:
         """The newest ``count`` entries of the changes stream, oldest first."""

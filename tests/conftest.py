@@ -1,4 +1,4 @@
-"""Fixtures that start real servers on loopback, each bounded in time.
+"""Fixtures that start real servers on loopback (from ``harness/``), each bounded in time.
 
 - ``redis_server``: a fresh redis-server (persistence off) on a free port,
   with ``.url``, ``.port``, ``.client()``, ``.restart(keep_data=...)``,
@@ -9,7 +9,8 @@
 - ``procs``: a ProcGroup to start our console scripts; all stopped at
   teardown, their logs printed when the test failed.
 
-Helpers to import: ``from tests.support.procs import free_port, wait_until, Proc``.
+Helpers to import: ``from harness.wait import wait_until``, ``from harness.procs import Proc``,
+``from harness.plane import Plane`` (a whole system).
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import pytest
 
+from harness.dns import DnsProcess
+from harness.procs import ProcGroup, free_port, wait_until  # noqa: F401 - re-exported for tests
+from harness.redis import start_redis
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.store import Store
-from tests.support.dns import DnsProcess
-from tests.support.procs import ProcGroup, free_port, wait_until  # noqa: F401 - re-exported for tests
-from tests.support.redis import start_redis
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

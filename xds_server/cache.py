@@ -104,7 +104,7 @@ class _Series:
 class Cache:
     """The rendered state of the builder set for every view in use."""
 
-    def __init__(self, renderer: Renderer, *, region_scope: str = "all", push_interval: float = 0.0):
+    def __init__(self, renderer: Renderer, *, region_scope: str = rs.SCOPE_ALL, push_interval: float = 0.0):
         self.renderer = renderer
         self.region_scope = region_scope
         self.push_interval = push_interval
@@ -128,7 +128,7 @@ class Cache:
         return self._timer is not None
 
     def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
-        return ViewKey(region if self.region_scope == "local" else None, listener)
+        return ViewKey(region if self.region_scope == rs.SCOPE_LOCAL else None, listener)
 
     def drop_view(self, view: ViewKey) -> None:
         """Forget a view no stream uses any more (it is rebuilt on demand)."""

@@ -76,7 +76,7 @@ class DeltaState:
 
 
 class DeltaStream(Stream):
-    kind = "delta"
+    transport = "delta"
     incremental = True
 
     def __init__(self, *args, ordered: bool = True, wait: float = 5.0, **kwargs):

@@ -63,7 +63,9 @@ class Spread:
         yield family
 
 
-STREAMS = Gauge("xds_streams", "Open xDS streams", ["kind"])
+STREAMS = Gauge("xds_streams", "Open xDS streams", ["kind"])  # label "kind": the transport, sotw or delta
+ROUTING_MISMATCHES = Counter("xds_routing_mismatches_total",
+                             "Streams refused: the node's bootstrap asks for another routing than this replica serves")
 STREAMS_REFUSED = Counter("xds_streams_refused_total", "Streams refused: over --max-streams, a node identity not in its certificate, SotW on FCDS")
 PUSHES = Tally("xds_pushes", "Responses sent", ["type", "kind"])
 PUSH_BYTES = Tally("xds_push_bytes", "Bytes of responses sent", ["type", "kind"])
@@ -86,8 +88,8 @@ OPERATOR_ERRORS = Counter("xds_redis_operator_errors_total",
 _SHORT = {t: (s,) for t, s in rs.SHORT.items()}
 
 
-def count_push(type_url: str, kind: str, size: int) -> None:
-    key = (rs.SHORT.get(type_url, "?"), kind)
+def count_push(type_url: str, transport: str, size: int) -> None:
+    key = (rs.SHORT.get(type_url, "?"), transport)
     PUSHES.add(key)
     PUSH_BYTES.add(key, size)
 

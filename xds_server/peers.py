@@ -15,7 +15,9 @@ from envoy.config.core.v3 import base_pb2
 
 from shared import resources as rs
 from shared.errors import StreamRefused
+from shared.status import EnvoyStatus
 
+from . import metrics
 from .cache import Cache, ViewKey
 from .render import ListenerSpec
 
@@ -27,10 +29,10 @@ def _meta(node: base_pb2.Node, key: str) -> str | None:
     value = node.metadata.fields.get(key)
     if value is None:
         return None
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
+    which = value.WhichOneof("kind")  # protobuf's name for Value's oneof
+    if which == "string_value":
         return value.string_value
-    if kind == "number_value":
+    if which == "number_value":
         return str(int(value.number_value))
     return None
 
@@ -57,7 +59,7 @@ class Peer:
     node_id: str
     region: str | None
     view: ViewKey
-    kind: str  # the transport: "sotw" or "delta"
+    transport: str  # "sotw" or "delta"
     connected_since: float = field(default_factory=time.time)
     acked: dict[str, str] = field(default_factory=dict)  # short type -> version_info
     last_nack: dict | None = None
@@ -80,10 +82,10 @@ class Peer:
         if self.notify is not None:
             self.notify()
 
-    def status(self, replica: str) -> dict:
-        return {"node": self.node_id, "replica": replica, "region": self.region, "kind": self.kind,
-                "acked": self.acked, "last_nack": self.last_nack,
-                "connected_since": round(self.connected_since, 3), "heartbeat": round(time.time(), 3)}
+    def status(self, replica: str) -> EnvoyStatus:
+        return EnvoyStatus(node=self.node_id, replica=replica, region=self.region, transport=self.transport,
+                           acked=self.acked, last_nack=self.last_nack,
+                           connected_since=round(self.connected_since, 3), heartbeat=round(time.time(), 3))
 
 
 class Registry:
@@ -104,7 +106,7 @@ class Registry:
         self._views: collections.Counter[ViewKey] = collections.Counter()
         self._keys: dict[ViewKey, ViewKey] = {}
 
-    def join(self, node: base_pb2.Node, kind: str, identities: frozenset[str] | None = None, *,
+    def join(self, node: base_pb2.Node, transport: str, identities: frozenset[str] | None = None, *,
              incremental: bool = True) -> Peer:
         """Register a stream's node; raises StreamRefused for a node it may not be, a view too many, or
         state-of-the-world xDS from a replica whose resources only delta xDS can carry (FCDS)."""
@@ -114,12 +116,13 @@ class Registry:
                                                      f"({', '.join(sorted(identities)) or 'no names'})")
         region = node_region(node)
         if not incremental and self.cache.delta_only:
-            raise self._refuse(node_id, region, kind, (
+            raise self._refuse(node_id, region, transport, (
                 f"node {node_id!r} asked for state-of-the-world xDS, but this replica serves filter chains "
                 "over FCDS, which needs delta ADS (xdsctl bootstrap --routing filter_chains --fcds); "
                 "refusing the stream, the node gets no routes from this replica until it uses delta"))
+        self._check_routing(node, node_id, region, transport)
         self.refused.pop(node_id, None)
-        if region is None and self.cache.region_scope == "local":
+        if region is None and self.cache.region_scope == rs.SCOPE_LOCAL:
             log.warning("node %s has no region while --region-scope is local: it sees no builders", node_id)
             region = ""
         view = self.cache.view_for(region, node_listener(node, self.defaults))
@@ -127,30 +130,42 @@ class Registry:
             raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
                                                       "distinct views (region, listener address and port)")
         view = self._keys.setdefault(view, view)  # one object per view: lookups by it compare by identity
-        peer = Peer(node_id, region, view, kind, notify=self.changed.set)
+        peer = Peer(node_id, region, view, transport, notify=self.changed.set)
         self.peers.add(peer)
         self._nodes[node_id] += 1
         self._views[view] += 1
         self.gone.discard(node_id)
         return peer
 
-    def _refuse(self, node_id: str, region: str | None, kind: str, detail: str) -> StreamRefused:
+    def _check_routing(self, node: base_pb2.Node, node_id: str, region: str | None, transport: str) -> None:
+        """Refuse a node whose bootstrap asks for another routing than this replica serves: its Envoy
+        would get resources it cannot route with (a node without the metadata is served as it is)."""
+        asked, served = _meta(node, rs.META_ROUTING), self.cache.renderer.routing
+        if asked is None or asked == served:
+            return
+        metrics.ROUTING_MISMATCHES.inc()
+        raise self._refuse(node_id, region, transport, (
+            f"node {node_id!r} has a bootstrap for routing {asked!r}, but this replica serves {served!r}; "
+            f"refusing the stream, the node gets no routes from this replica until its bootstrap and the "
+            f"replica agree (xdsctl bootstrap --routing, xds-server --routing and --fcds)"))
+
+    def _refuse(self, node_id: str, region: str | None, transport: str, detail: str) -> StreamRefused:
         if node_id not in self._nodes:  # a node connected otherwise keeps its own status
-            self.refused[node_id] = {"region": region, "kind": kind, "detail": detail[:500],
+            self.refused[node_id] = {"region": region, "transport": transport, "detail": detail[:500],
                                      "at": round(time.time(), 3)}
             self.refused_dirty = True
             self.changed.set()  # published soon, like an ACK
         return StreamRefused("FAILED_PRECONDITION", detail)
 
-    def refused_status(self, replica: str, now: float) -> dict[str, dict]:
+    def refused_status(self, replica: str, now: float) -> dict[str, EnvoyStatus]:
         """{xds}:envoys entries of the refused nodes; one not seen for REFUSED_KEEP seconds is gone."""
         for node_id in [n for n, r in self.refused.items() if now - r["at"] > REFUSED_KEEP]:
             del self.refused[node_id]
             self.gone.add(node_id)
         self.refused_dirty = False
-        return {n: {"node": n, "replica": replica, "region": r["region"], "kind": r["kind"], "acked": {},
-                    "last_nack": None, "refused": {"detail": r["detail"], "at": r["at"]},
-                    "connected_since": r["at"], "heartbeat": round(now, 3)} for n, r in self.refused.items()}
+        return {n: EnvoyStatus(node=n, replica=replica, region=r["region"], transport=r["transport"],
+                               refused={"detail": r["detail"], "at": r["at"]}, connected_since=r["at"],
+                               heartbeat=round(now, 3)) for n, r in self.refused.items()}
 
     def leave(self, peer: Peer) -> None:
         if peer not in self.peers:

@@ -157,6 +157,11 @@ class Renderer:
         return True
 
     @property
+    def routing(self) -> str:
+        """What this renderer serves, as a bootstrap names it in its node metadata (rs.META_ROUTING)."""
+        return rs.routing_name(self.mode, self.fcds)
+
+    @property
     def delta_only(self) -> bool:
         """FCDS: Envoy subscribes to chains by name, which only delta xDS can carry."""
         return self.fcds
@@ -285,7 +290,8 @@ class Renderer:
         """head + the stub chain + fcds_config + the matcher, whose map is a join of cached entries.
 
         The stub is an inline chain the matcher never names: without one, Envoy 1.40 replaces the
-        listener whole on every update, draining every connection (FIELD-NOTES, "FCDS").
+        listener whole on every update, draining every connection (docs/routing.md, "How each mode
+        works in Envoy 1.40").
         """
         head = self._listener_head(spec)
         head.fcds_config.CopyFrom(listener_pb2.Listener.FcdsConfig(

@@ -15,8 +15,10 @@ import logging
 import socket
 
 from shared.connect import redact, redis_client
-from shared.config import join_hostport, parse_hostport
+from shared.addr import join_hostport, parse_hostport
+from shared.runner import InTask
 from shared.store import Store
+from shared.status import READS_PRIMARY, READS_REPLICA
 
 from . import server
 from .cache import Cache
@@ -29,11 +31,14 @@ from .status import StatusPublisher
 log = logging.getLogger("xds_server")
 
 
-class Replica:
+class Replica(InTask):
+    """``run(stop)`` for ``main``; ``start()``/``stop()`` or ``async with`` for tests and tools."""
+
     def __init__(self, cfg: XdsConfig):
         self.cfg = cfg
+        self.name = f"replica {cfg.replica_id}"
         renderer = Renderer(cfg.routing, cfg.domain, fcds=cfg.fcds, connect_timeout=cfg.connect_timeout,
-                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.test_nack_builders,
+                            on_demand_timeout=cfg.on_demand_wait, poison=cfg.poison,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
         self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
         self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
@@ -41,8 +46,6 @@ class Replica:
         self.publisher: StatusPublisher | None = None
         self.port = 0
         self.started = asyncio.Event()  # the port is bound and Redis clients exist
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -89,12 +92,14 @@ class Replica:
                                  backoff=cfg.follow_backoff, accept_reset_after=cfg.accept_reset_after)
         self.publisher = StatusPublisher(store, self.cache, self.registry, replica=cfg.replica_id,
                                          address=self.address, follower=self.follower, every=cfg.status_every,
-                                         reads="replica" if cfg.redis_read_url else "primary", tags=self._tags())
+                                         reads=READS_REPLICA if cfg.redis_read_url else READS_PRIMARY, tags=self._tags())
         stack.push_async_callback(self.publisher.withdraw)  # runs before the clients close
 
     def _tags(self) -> dict:
         """Where this replica runs: the host, and the supervisor whose port it shares (--workers)."""
         tags = {"host": socket.gethostname()}
+        if self.cfg.region:
+            tags["region"] = self.cfg.region
         if self.cfg.worker_of:
             tags.update(workers=self.cfg.worker_of, worker=self.cfg.worker_index)
         return tags
@@ -104,26 +109,3 @@ class Replica:
         await server.set_health(health, True)
         log.info("ready: version %d", self.cache.version)
 
-    # --- in a task, for tests and tools ------------------------------------------
-    async def start(self, timeout: float = 5.0) -> "Replica":
-        self._task = asyncio.get_running_loop().create_task(self.run(self._stop))
-        started = asyncio.ensure_future(self.started.wait())
-        await asyncio.wait((started, self._task), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not self.started.is_set():
-            started.cancel()
-            await self.stop()
-            raise RuntimeError(f"replica {self.cfg.replica_id} did not start within {timeout:.0f}s")
-        return self
-
-    async def stop(self) -> None:
-        """Stop gracefully; safe to call twice."""
-        self._stop.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            await task
-
-    async def __aenter__(self) -> "Replica":
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()

@@ -22,6 +22,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, Protocol
 
+from shared import resources as rs
+
 from . import wire
 from .render import Rendered
 
@@ -37,7 +39,7 @@ class TypeSnapshot:
     version: int
     resources: Mapping[str, Rendered]
     uses: frozenset[str] = frozenset()  # names of resources of cache.depends_on(type_url) these route to
-    label: str = ""  # appended to version_info (transitional snapshots)
+    label: str = ""  # of a transitional snapshot (rs.BRIDGE), in its version_info
     seq: int = 0  # the cache update that made it: orders snapshots even when Redis versions restart
     _sotw: bytes | None = field(default=None, repr=False)
     _sotw_message: tuple[str, bytes] | None = field(default=None, repr=False)
@@ -45,7 +47,7 @@ class TypeSnapshot:
 
     @property
     def version_info(self) -> str:
-        return f"{self.version}{self.label}"
+        return rs.version_info(self.version, self.label)
 
     def sotw_body(self) -> bytes:
         """DiscoveryResponse without its nonce; built once, shared by every stream.

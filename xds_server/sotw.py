@@ -41,7 +41,7 @@ class TypeState:
 
 
 class SotwStream(Stream):
-    kind = "sotw"
+    transport = "sotw"
 
     def __init__(self, *args, ordered: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -158,7 +158,7 @@ def bridge(have: TypeSnapshot, target: TypeSnapshot) -> TypeSnapshot:
     hit = _BRIDGES.get(key)
     if hit is None:
         snap = TypeSnapshot(target.type_url, target.version, {**have.resources, **target.resources},
-                            label="-bridge", seq=target.seq)
+                            label=rs.BRIDGE, seq=target.seq)
         hit = _BRIDGES[key] = (have, target, snap)
         while len(_BRIDGES) > 64:
             _BRIDGES.popitem(last=False)

@@ -16,7 +16,7 @@ import time
 from shared import resources as rs
 from shared import supervise
 from shared.errors import StoreError, StoreMisuse
-from shared.keys import STALE_AFTER, stale as is_stale
+from shared.status import READS_PRIMARY, STALE_AFTER, EnvoyStatus, ReplicaStatus, read
 from shared.store import Store
 
 from . import metrics
@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 
 class StatusPublisher:
     def __init__(self, store: Store, cache: Cache, registry: Registry, *, replica: str, address: str,
-                 every: float = 1.0, stale_after: float = STALE_AFTER, follower=None, reads: str = "primary",
+                 every: float = 1.0, stale_after: float = STALE_AFTER, follower=None, reads: str = READS_PRIMARY,
                  coalesce: float = 0.01, tags: dict | None = None):
         self.store = store  # the primary: status is written there even when the set is read elsewhere
         self.follower = follower
-        self.reads = reads  # "primary", or "replica" with --redis-read-url
+        self.reads = reads  # READS_PRIMARY, or READS_REPLICA with --redis-read-url
         self.cache = cache
         self.registry = registry
         self.replica = replica
@@ -76,16 +76,17 @@ class StatusPublisher:
         full = now - self._last_full > self.stale_after / 3
         keys = self.store.keys
         peers = [p for p in self.registry.peers if full or p.dirty]
-        envoys = {p.node_id: p.status(self.replica) for p in peers}
+        envoys = {p.node_id: p.status(self.replica).to_json() for p in peers}
         if full or self.registry.refused_dirty:
-            envoys = {**self.registry.refused_status(self.replica, now), **envoys}
+            refused = self.registry.refused_status(self.replica, now)
+            envoys = {**{n: e.to_json() for n, e in refused.items()}, **envoys}
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
         lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
         metrics.VERSION_LAG.set(max(lag, default=0))
         try:
-            await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now)})
+            await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now).to_json()})
             await self.store.put_status(keys.envoys, envoys, stale=await self._ours(left))
         except BaseException:
             for p in peers:  # not written: publish them again next time
@@ -97,26 +98,24 @@ class StatusPublisher:
             self._last_full = now
             await self._prune(now)
 
-    def _replica_status(self, now: float) -> dict:
-        status = {"id": self.replica, "address": self.address, "streams": len(self.registry.peers),
-                  "version": self.cache.version, "ready": self.cache.ready, "heartbeat": round(now, 3),
-                  "reads": self.reads, "routing": self.cache.renderer.mode, "region_scope": self.cache.region_scope}
-        if self.follower is not None:
-            status["source_version"] = self.follower.source_version
-        status.update(self.tags)
-        return status
+    def _replica_status(self, now: float) -> ReplicaStatus:
+        return ReplicaStatus(id=self.replica, address=self.address, streams=len(self.registry.peers),
+                             version=self.cache.version, ready=self.cache.ready, heartbeat=round(now, 3),
+                             reads=self.reads, routing=self.cache.renderer.mode, region_scope=self.cache.region_scope,
+                             source_version=None if self.follower is None else self.follower.source_version,
+                             **self.tags)
 
     async def _ours(self, node_ids: set[str]) -> list[str]:
         """Of the disconnected nodes, those whose entry is still ours (not taken by another replica)."""
         if not node_ids:
             return []
-        current = await self.store.get_status(self.store.keys.envoys)
-        return [n for n in node_ids if current.get(n, {}).get("replica") == self.replica]
+        current = read(await self.store.get_status(self.store.keys.envoys), EnvoyStatus)
+        return [n for n in node_ids if n in current and current[n].replica == self.replica]
 
     async def _prune(self, now: float) -> None:
-        for key in (self.store.keys.envoys, self.store.keys.replicas):
-            entries = await self.store.get_status(key)
-            stale = [k for k, v in entries.items() if is_stale(v, now, after=self.stale_after)]
+        for key, record in ((self.store.keys.envoys, EnvoyStatus), (self.store.keys.replicas, ReplicaStatus)):
+            entries = read(await self.store.get_status(key), record)
+            stale = [k for k, v in entries.items() if v.stale(now, self.stale_after)]
             if stale:
                 await self.store.put_status(key, {}, stale=stale)
 

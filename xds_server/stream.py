@@ -75,7 +75,7 @@ class WriteBudget:
 class Stream:
     """One gRPC stream. Subclasses implement on_request() and responses()."""
 
-    kind = "stream"
+    transport = "stream"
     incremental = False  # delta xDS (a replica that is delta only refuses the others)
     log_once = LogOnce(log)
 
@@ -120,15 +120,15 @@ class Stream:
                 self._timer.cancel()
             if self.peer is not None:
                 self.registry.leave(self.peer)
-                metrics.STREAMS.labels(self.kind).dec()
+                metrics.STREAMS.labels(self.transport).dec()
 
     async def _read(self, read, eof) -> None:
         try:
             while (request := await self._receive(read)) is not eof:
                 if self.peer is None:
-                    self.peer = self.registry.join(self.node_of(request), self.kind, self.identities,
+                    self.peer = self.registry.join(self.node_of(request), self.transport, self.identities,
                                                    incremental=self.incremental)
-                    metrics.STREAMS.labels(self.kind).inc()
+                    metrics.STREAMS.labels(self.transport).inc()
                 self.on_request(request)
                 self._queue()
                 self.peer.handled += 1
@@ -154,7 +154,7 @@ class Stream:
                 if item is _EOF:
                     return
                 type_url, message = item
-                metrics.count_push(type_url, self.kind, len(message))
+                metrics.count_push(type_url, self.transport, len(message))
                 if len(message) < LARGE:
                     await write(message)
                 else:

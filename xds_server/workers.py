@@ -33,7 +33,7 @@ import sys
 import time
 
 from shared.errors import ConfigError
-from shared.config import join_hostport, parse_hostport
+from shared.addr import join_hostport, parse_hostport
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, End
 from envoy_data_plane.google.protobuf import Struct, Value
 
 from shared import resources as rs
-from shared.config import is_ip, parse_hostport
+from shared.addr import is_ip, parse_hostport
 from shared.errors import ConfigError
 
 
@@ -31,7 +31,7 @@ class BootstrapSpec:
     node_id: str
     region: str = ""
     cluster: str = "builder-proxies"
-    ads: str = "127.0.0.1:18000"
+    ads: str = rs.DEFAULT_ADS
     admin_port: int = 9901
     admin_address: str = "127.0.0.1"
     listener_port: int = rs.DEFAULT_LISTENER_PORT
@@ -85,7 +85,7 @@ def build(spec: BootstrapSpec) -> Bootstrap:
         rs.META_LISTENER_PORT: Value(string_value=str(spec.listener_port)),
         rs.META_LISTENER_ADDRESS: Value(string_value=spec.listener_address),
         rs.META_REGION: Value(string_value=spec.region),
-        rs.META_ROUTING: Value(string_value=rs.FILTER_CHAINS_FCDS if spec.fcds else spec.routing),
+        rs.META_ROUTING: Value(string_value=rs.routing_name(spec.routing, spec.fcds)),
     })
     dynamic = BootstrapDynamicResources(
         ads_config=ApiConfigSource(

@@ -19,7 +19,7 @@ from shared import resources as rs
 from shared.errors import ConfigError, CorruptState, StoreError, StoreUnavailable
 from shared.store import Store
 
-from . import register, views
+from . import explain, register, views
 
 INSPECT = {
     "routes": "SNI -> address of every builder",
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     add_inspect_commands(sub, anywhere)
     register.add_parsers(sub, anywhere)
+    explain.add_parser(sub, anywhere)
     add_changes_command(sub, anywhere)
     add_bootstrap_command(sub, anywhere)
     return p
@@ -73,7 +74,7 @@ def add_bootstrap_command(sub, parents) -> None:
     b.add_argument("--node-id", required=True, type=non_empty, help="Envoy node id (required)")
     b.add_argument("--region", default="", help="node locality region (picks its view with --region-scope local)")
     b.add_argument("--cluster", default="builder-proxies", type=non_empty, help="node cluster name")
-    b.add_argument("--ads", default="127.0.0.1:18000", type=hostports,
+    b.add_argument("--ads", default=rs.DEFAULT_ADS, type=hostports,
                    help="the ADS replicas: HOST:PORT, several comma-separated, or a DNS name of all of them")
     b.add_argument("--admin-port", type=port, default=9901, help="admin interface port")
     b.add_argument("--admin-address", type=ip_address, default="127.0.0.1", help="admin interface address")
@@ -120,6 +121,8 @@ async def run(args: argparse.Namespace) -> int:
         store = Store(client, settings.keys)
         if args.command in register.COMMANDS:
             return await register.run(store, args)
+        if args.command == explain.COMMAND:
+            return await explain.run(store, args)
         if args.command == "changes" and args.follow:
             await views.follow_changes(store, args.json)
             return 0

@@ -28,7 +28,8 @@ import orjson
 
 from shared import resources as rs
 from shared.config import ip_address, non_empty, port, seconds
-from shared.keys import stale
+from shared.outcomes import APPLIED, REJECTED
+from shared.status import EnvoyStatus, ReplicaStatus, read
 from shared.store import Store
 
 COMMANDS = ("register", "deregister")
@@ -76,7 +77,7 @@ async def run(store: Store, args: argparse.Namespace) -> int:
         result.update(status="timeout", waiting=[], reason="no outcome recorded: is a discoverer leading?")
         return _done(args, result, EXIT_TIMEOUT)
     result.update(status=outcome["status"], version=outcome.get("version"), outcome=outcome)
-    if outcome["status"] != "applied":
+    if outcome["status"] != APPLIED:
         return _done(args, result, EXIT_REJECTED)
     acked, waiting = await wait_for_envoys(store, outcome, args.command == "register", deadline)
     result.update(wait_ms=round((time.monotonic() - t0) * 1000, 1), envoys=acked, waiting=waiting)
@@ -99,21 +100,22 @@ async def wait_for_envoys(store: Store, outcome: dict, register: bool, deadline:
     started = time.monotonic()
     while True:
         replicas, envoys = await store.get_statuses(store.keys.replicas, store.keys.envoys)
-        acked, waiting = fleet_state(replicas, envoys, outcome, register, time.time())
+        acked, waiting = fleet_state(read(replicas, ReplicaStatus), read(envoys, EnvoyStatus), outcome, register,
+                                     time.time())
         if not waiting or time.monotonic() >= deadline:
             return acked, waiting
         await asyncio.sleep(0.005 if time.monotonic() - started < 1 else 0.025)
 
 
-def fleet_state(replicas: dict[str, dict], envoys: dict[str, dict], outcome: dict, register: bool,
+def fleet_state(replicas: dict[str, ReplicaStatus], envoys: dict[str, EnvoyStatus], outcome: dict, register: bool,
                 now: float) -> tuple[list[str], list[dict]]:
     """Of the live Envoys that should see the builder: (node ids done, [{node, replica, acked}] not yet)."""
     done, waiting = [], []
     for node, envoy in sorted(envoys.items()):
-        if stale(envoy, now):
+        if envoy.stale(now):
             continue
-        replica = replicas.get(envoy.get("replica", ""))
-        if replica is not None and stale(replica, now):
+        replica = replicas.get(envoy.replica)
+        if replica is not None and replica.stale(now):
             replica = None
         verdict = serves(envoy, replica, outcome, register)
         if verdict is None:
@@ -121,28 +123,25 @@ def fleet_state(replicas: dict[str, dict], envoys: dict[str, dict], outcome: dic
         if verdict:
             done.append(node)
         else:
-            waiting.append({"node": node, "replica": envoy.get("replica"), "region": envoy.get("region"),
-                            "acked": envoy.get("acked") or {}})
+            waiting.append({"node": node, "replica": envoy.replica, "region": envoy.region, "acked": envoy.acked})
     return done, waiting
 
 
-def serves(envoy: dict, replica: dict | None, outcome: dict, register: bool) -> bool | None:
+def serves(envoy: EnvoyStatus, replica: ReplicaStatus | None, outcome: dict, register: bool) -> bool | None:
     """Whether this Envoy is where the outcome wants it; None when it should not see the builder at all."""
     region = outcome.get("region")
     if region is None:
         return None  # deregistering an id that was not routed: no Envoy had it
-    info = replica or {}  # a replica we know nothing of: assume it shows every builder to every Envoy
-    if info.get("region_scope") == "local" and (envoy.get("region") or "") != region:
+    info = replica or ReplicaStatus()  # a replica we know nothing of: assume it shows every builder to every Envoy
+    if info.region_scope == rs.SCOPE_LOCAL and (envoy.region or "") != region:
         return None
     version = int(outcome.get("version") or 0)
-    routing = info.get("routing")
-    if routing == rs.ON_DEMAND:
-        return replica is not None and rs.version_number(replica.get("version", 0)) >= version
+    if info.routing == rs.ON_DEMAND:
+        return replica is not None and replica.version >= version
     types = (CDS,)
-    if routing == rs.FILTER_CHAINS:
+    if info.routing == rs.FILTER_CHAINS:
         types = (CDS, LDS) if register else (LDS,)
-    acked = envoy.get("acked") or {}
-    return all(t in acked and rs.version_number(acked[t]) >= version for t in types)
+    return all(t in envoy.acked and rs.version_number(envoy.acked[t]) >= version for t in types)
 
 
 def _done(args: argparse.Namespace, result: dict, code: int) -> int:
@@ -159,7 +158,7 @@ def _print(r: dict) -> None:
     status = r["status"]
     if status == "appended":
         print(f"{what}: intent {r['entry']} appended")
-    elif status == "applied":
+    elif status == APPLIED:
         print(f"{what}: applied at version {r['version']}; {len(r['envoys'])} Envoys ACKed in {r['wait_ms']:.0f} ms")
     elif status == "timeout" and "outcome" not in r:
         print(f"{what}: intent {r['entry']}: {r['reason']}", file=sys.stderr)
@@ -171,5 +170,5 @@ def _print(r: dict) -> None:
               f"had not ACKed it: {names}", file=sys.stderr)
     else:
         o = r["outcome"]
-        why = f"{o.get('reason')}: {o.get('detail')}" if status == "rejected" else "a later intent undid it"
+        why = f"{o.get('reason')}: {o.get('detail')}" if status == REJECTED else "a later intent undid it"
         print(f"{what}: {status} ({why})", file=sys.stderr)

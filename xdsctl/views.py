@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import resources as rs
-from shared.keys import STALE_AFTER, stale
+from shared.status import READS_PRIMARY, READS_REPLICA, STALE_AFTER, DiscovererStatus, EnvoyStatus, ReplicaStatus, fresh
 from shared.store import Change, Store
 
 console = Console(markup=False, highlight=False, soft_wrap=True)
@@ -50,23 +50,22 @@ async def _leader(store: Store, args) -> dict:
 
 async def _replicas(store: Store, args) -> dict:
     version = await store.version()
-    return {"version": version, "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)),
-                                                         version)}
+    return {"version": version, "replicas": _replica_lag(await _fresh(store, store.keys.replicas, ReplicaStatus), version)}
 
 
 async def _envoys(store: Store, args) -> dict:
     version = await store.version()
-    return {"version": version, "envoys": _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)}
+    return {"version": version, "envoys": _with_lag(await _fresh(store, store.keys.envoys, EnvoyStatus), version)}
 
 
 async def _discoverers(store: Store, args=None) -> dict:
     """Live discoverers (entries refreshed within STALE_AFTER), with ``age`` and ``last_poll_age``."""
     now = time.time()
-    entries = _fresh(await store.get_status(store.keys.discoverers), "updated_at", now)
-    for d in entries.values():
-        d["age"] = round(now - float(d["updated_at"]), 3)
-        poll = d.get("last_poll_at")
-        d["last_poll_age"] = round(now - float(poll), 3) if poll else None
+    entries = {}
+    for holder, d in (await _fresh(store, store.keys.discoverers, DiscovererStatus, now)).items():
+        poll = d.last_poll_at
+        entries[holder] = {**d.to_json(), "age": round(now - d.updated_at, 3),
+                           "last_poll_age": round(now - poll, 3) if poll else None}
     return {"discoverers": entries}
 
 
@@ -77,13 +76,13 @@ async def _changes(store: Store, args) -> dict:
 async def status(store: Store, args=None) -> dict:
     version = await store.version()
     holder, epoch, ttl = await store.leader()
-    envoys = _with_lag(_fresh(await store.get_status(store.keys.envoys)), version)
+    envoys = _with_lag(await _fresh(store, store.keys.envoys, EnvoyStatus), version)
     counts = {"in_sync": 0, "behind": 0, "nacking": 0, "refused": 0}
     for e in envoys.values():
         counts[e["state"]] += 1
     return {"version": version, "leader": {"holder": holder, "epoch": epoch, "ttl_ms": ttl},
             "discoverers": (await _discoverers(store))["discoverers"],
-            "replicas": _replica_lag(_fresh(await store.get_status(store.keys.replicas)), version),
+            "replicas": _replica_lag(await _fresh(store, store.keys.replicas, ReplicaStatus), version),
             "envoys": counts,
             "empty": version == 0 and holder is None}
 
@@ -92,36 +91,29 @@ READERS = {"routes": _routes, "builders": _builders, "leader": _leader, "replica
            "envoys": _envoys, "discoverers": _discoverers, "changes": _changes, "status": status}
 
 
-def _fresh(entries: dict[str, dict], stamp: str = "heartbeat", now: float | None = None) -> dict[str, dict]:
+async def _fresh(store: Store, key: str, record: type, now: float | None = None) -> dict:
+    """The live entries of the status hash at ``key``, as records sorted by key."""
     now = time.time() if now is None else now
-    return {k: v for k, v in sorted(entries.items()) if not stale(v, now, stamp=stamp)}
+    return fresh(await store.get_status(key), record, now)
 
 
-def _replica_lag(replicas: dict[str, dict], version: int) -> dict[str, dict]:
+def _replica_lag(replicas: dict[str, ReplicaStatus], version: int) -> dict[str, dict]:
     """``lag``: versions between what Redis (this --redis-url) holds and what the replica serves.
     A replica reading a Redis replica (--redis-read-url) also reports ``source_version``, the
     version that replica held at its last read: replication lag shows as a lower number there."""
-    for r in replicas.values():
-        r["version"] = rs.version_number(r.get("version", 0))
-        r["lag"] = max(version - r["version"], 0)
-    return replicas
+    return {k: {**r.to_json(), "lag": max(version - r.version, 0)} for k, r in replicas.items()}
 
 
-
-
-def _label_of(value) -> str:
-    return str(value).partition("-")[2]
-
-
-def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
-    for e in envoys.values():
-        raw = e.get("acked") or {}
-        e["acked"] = {t: rs.version_number(v) for t, v in raw.items()}
-        labels = {t: _label_of(v) for t, v in raw.items() if _label_of(v)}
+def _with_lag(envoys: dict[str, EnvoyStatus], version: int) -> dict[str, dict]:
+    out = {}
+    for node, record in envoys.items():
+        e = out[node] = record.to_json()
+        e["acked"] = {t: rs.version_number(v) for t, v in record.acked.items()}
+        labels = {t: rs.version_label(v) for t, v in record.acked.items() if rs.version_label(v)}
         if labels:
             e["labels"] = labels
         e["lag"] = max((version - v for v in e["acked"].values()), default=version)
-        nack = e.get("last_nack")
+        nack = e["last_nack"] = dict(record.last_nack) if record.last_nack else None
         if nack:
             nack["version"] = rs.version_number(nack.get("version", "0"))
         if e.get("refused"):  # the replica will not serve its streams as configured (e.g. SotW on FCDS)
@@ -130,7 +122,7 @@ def _with_lag(envoys: dict[str, dict], version: int) -> dict[str, dict]:
             e["state"] = "nacking"
         else:
             e["state"] = "in_sync" if e["lag"] == 0 else "behind"
-    return envoys
+    return out
 
 
 def change_entry(c: Change) -> dict:
@@ -220,7 +212,7 @@ def show_status(data: dict) -> None:
     replicas = data["replicas"]
     console.print(f"replicas {len(replicas)}: " + ", ".join(
         f"{k} " + (f"v{v.get('version')}" if v.get("ready", True) else "not loaded yet") + f" (lag {v.get('lag', 0)}"
-        + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == "replica" else "")
+        + (f", reads a replica at v{v.get('source_version')}" if v.get("reads") == READS_REPLICA else "")
         + f") {v.get('streams')} streams" for k, v in replicas.items()))
     e = data["envoys"]
     console.print(f"envoys: {e['in_sync']} in sync, {e['behind']} behind, {e['nacking']} NACKing"
@@ -247,9 +239,9 @@ def _ago(seconds: float | None) -> str:
 
 
 def _reads(v: dict) -> str:
-    if v.get("reads") == "replica":
+    if v.get("reads") == READS_REPLICA:
         return f"replica v{v.get('source_version')}"
-    return v.get("reads") or "primary"
+    return v.get("reads") or READS_PRIMARY
 
 
 def _acked(v: dict) -> str:

@@ -15,6 +15,9 @@ from shared.errors import RecordError
 class Answer:
     records: list[dict] = field(default_factory=list)
     rejected: list[RecordError] = field(default_factory=list)
+    # address -> app of machines of apps that are not builder apps, where the records do not list
+    # them (Fly's per-app mode): what a registration intent is checked against
+    other_apps: dict[str, str] = field(default_factory=dict)
 
 
 class Source(Protocol):

@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from shared.config import is_ip, parse_hostport
+from shared.addr import is_ip, parse_hostport
 from shared.errors import ConfigError, SourceError
 
 

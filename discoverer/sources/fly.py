@@ -85,13 +85,20 @@ class FlySource:
     only when ``_apps.internal`` no longer lists it and it has no machine left:
     one short answer never removes a whole app's routes. Without an
     ``_apps.internal`` answer, the names come from the last org-wide answer.
+    ``address_kinds``: the DNS types a machine's address is asked as in per-app
+    mode (AAAA, then A where the allow-list holds IPv4). With ``check_others``,
+    per-app mode also reads, every ``apps_refresh``
+    seconds, the addresses of the other apps' machines (``<app>.internal``
+    A/AAAA for each app ``_apps.internal`` names that is not a builder app), so a
+    registration intent for one of them is refused as in org-wide mode.
     """
 
     AUTO_PER_APP = 600
 
     def __init__(self, server: str | None, *, timeout: float = 0.5, name: str = INSTANCES_NAME,
                  per_app: bool = False, apps: frozenset[str] = frozenset(), app_wanted=None,
-                 learn: bool | None = None, apps_refresh: float = APPS_REFRESH):
+                 learn: bool | None = None, apps_refresh: float = APPS_REFRESH,
+                 address_kinds: tuple[str, ...] = ("AAAA",), check_others: bool = False):
         self.dns = DnsClient(server, timeout)
         self.name = name
         self.per_app = per_app
@@ -103,6 +110,10 @@ class FlySource:
         self._listed: set[str] = set()  # the names in the last _apps.internal answer
         self._apps_due = 0.0  # monotonic time of the next _apps.internal read
         self._per_app = None
+        self.address_kinds = address_kinds
+        self.check_others = check_others
+        self._others: dict[str, str] = {}  # address -> app, of apps that are not builder apps
+        self._others_due = 0.0
         self._last: tuple[bytes, Answer] | None = None
         self._records: dict[bytes, dict | RecordError | None] = {}  # raw record -> parsed
         self._log_once = LogOnce(log, every=60.0)
@@ -131,6 +142,9 @@ class FlySource:
             await self._refresh_apps()
         source = self._apps_source()
         answer = await source.fetch(sorted(self.apps | self._seen_apps))
+        if self.check_others and time.monotonic() >= self._others_due:
+            await self._refresh_others(source)
+        answer.other_apps = self._others
         gone = (source.absent & self._seen_apps) - self._listed - self.apps
         if gone and self._listed:
             log.info("app(s) %s: no longer in %s and no machine left; no longer polled",
@@ -158,6 +172,18 @@ class FlySource:
         self._listed = listed
         self._seen_apps |= new
 
+    async def _refresh_others(self, source: PerAppSource) -> None:
+        """The addresses of the machines of every app that is not a builder app; the last ones on failure."""
+        self._others_due = time.monotonic() + self.apps_refresh
+        try:
+            names = await self._app_names()
+        except SourceError as exc:
+            self._log_once.warning(f"others:{exc}", "%s; checking intents against the other apps' addresses "
+                                   "read before (%d)", exc, len(self._others))
+            return
+        others = sorted(a for a in names if not self.app_wanted(a))
+        self._others = await source.addresses_of(others)
+
     async def _app_names(self) -> set[str]:
         resp = await self.dns.query(APPS_NAME, "TXT")
         names = set()
@@ -174,7 +200,7 @@ class FlySource:
 
     def _apps_source(self) -> PerAppSource:
         if self._per_app is None:
-            self._per_app = PerAppSource(self.dns)
+            self._per_app = PerAppSource(self.dns, self.address_kinds)
         return self._per_app
 
     async def _org_wide(self) -> Answer:

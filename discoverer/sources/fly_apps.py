@@ -8,6 +8,7 @@ one TXT query per app; new ids are resolved concurrently.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 import dns.rcode
@@ -48,8 +49,9 @@ def parse_vms(payload: bytes) -> list[tuple[str, str] | RecordError]:
 
 
 class PerAppSource:
-    def __init__(self, client: DnsClient):
+    def __init__(self, client: DnsClient, kinds: tuple[str, ...] = ("AAAA",)):
         self.dns = client
+        self.kinds = kinds  # address types asked in turn: AAAA (Fly's 6PN), then A where IPv4 is allowed
         self._addresses: dict[tuple[str, str], str] = {}  # (app, id) -> address
         self._sem = asyncio.Semaphore(CONCURRENCY)
         self.absent: set[str] = set()  # apps whose vms.<app>.internal was NXDOMAIN at the last fetch
@@ -87,15 +89,36 @@ class PerAppSource:
         return parse_vms(join_txt(resp))
 
     async def _resolve(self, app: str, bid: str, answer: Answer) -> None:
+        """The machine's address: AAAA, else the next of ``kinds`` (one query on Fly, where AAAA answers)."""
         name = f"{bid}.vm.{app}.internal"
-        async with self._sem:
-            try:
-                resp = await self.dns.query(name, "AAAA")
-            except SourceError as exc:
-                log.warning("%s; %s waits for the next poll", exc, bid)
-                return
-        for rrset in resp.answer:
-            if rrset.rdtype == dns.rdatatype.AAAA:
-                self._addresses[(app, bid)] = next(iter(rrset)).address
-                return
+        for kind in self.kinds:
+            async with self._sem:
+                try:
+                    resp = await self.dns.query(name, kind)
+                except SourceError as exc:
+                    log.warning("%s; %s waits for the next poll", exc, bid)
+                    return
+            for rrset in resp.answer:
+                if rrset.rdtype == dns.rdatatype.from_text(kind):
+                    self._addresses[(app, bid)] = next(iter(rrset)).address
+                    return
         answer.rejected.append(RecordError("no_address", name))
+
+    async def addresses_of(self, apps: list[str]) -> dict[str, str]:
+        """address -> app of every machine of ``apps``: ``<app>.internal`` AAAA (and A, by ``kinds``), one
+        query per app and kind. An app whose query fails is left out (logged)."""
+        found: dict[str, str] = {}
+
+        async def one(app: str, kind: str) -> None:
+            async with self._sem:
+                try:
+                    resp = await self.dns.query(f"{app}.internal", kind)
+                except SourceError as exc:
+                    log.warning("%s; the addresses of app %s are not known until the next read", exc, app)
+                    return
+            for rrset in resp.answer:
+                if rrset.rdtype == dns.rdatatype.from_text(kind):
+                    found.update((str(ipaddress.ip_address(r.address)), app) for r in rrset)
+
+        await asyncio.gather(*(one(app, kind) for app in apps for kind in self.kinds))
+        return found

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from discoverer.config import from_args
+from harness.procs import Proc
 from shared.errors import ConfigError
-from tests.support.procs import Proc
 
 
 def test_defaults():
@@ -33,6 +33,16 @@ def test_flags_and_environment(monkeypatch):
     assert cfg.rules.apps == frozenset({"builder", "other"})
     assert [str(n) for n in cfg.rules.allowed] == ["10.0.0.0/8"] and cfg.holder == "d1"
     assert from_args(["--app", "web"]).rules.apps == frozenset({"web"})
+
+
+def test_the_intent_caps_come_from_flags_or_the_environment(monkeypatch):
+    rules = from_args(["--app", "web"]).rules
+    assert (rules.max_unconfirmed, rules.mass_deregistration_share) == (64, 0.25)
+    monkeypatch.setenv("XDS_MAX_UNCONFIRMED", "5")
+    monkeypatch.setenv("XDS_MASS_DEREGISTRATION_SHARE", "0.5")
+    rules = from_args(["--app", "web"]).rules
+    assert (rules.max_unconfirmed, rules.mass_deregistration_share) == (5, 0.5)
+    assert from_args(["--app", "web", "--max-unconfirmed", "7"]).rules.max_unconfirmed == 7
 
 
 @pytest.mark.parametrize("argv", [

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from discoverer.diff import Rules, validate
+from discoverer.rules import Rules
 from discoverer.sources.fly import MAX_SEGMENT, join_txt, parse_instances, parse_server
+from discoverer.validate import validate
 from shared.errors import ConfigError, RecordError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from tools.dns_server import split_strings

@@ -1,7 +1,7 @@
 """Intents through the poll loop and the election, in one process, against a real redis-server.
 
-Each node has its own clients (one for the election and the writes, one for
-the blocking intent reads), as ``discoverer.main`` wires them. The failover
+Each node is a ``DiscovererService`` with its own clients (one for the election
+and the writes, one for the blocking intent reads), wired as ``discoverer`` wires them. The failover
 scenarios drive the steps by hand so each interleaving is deterministic; the
 process-level ones (freeze, kill) are in test_intent_processes.py.
 """
@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 
 import orjson
 import pytest
 
-from discoverer.diff import Rules
-from discoverer.election import Election, LeaseTimes
+from discoverer import status
 from discoverer.intents import IntentReader
-from discoverer.loop import Discoverer, Timing
+from discoverer.rules import Rules
+from harness.wait import async_wait_until
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 from shared.store import Store
-from tests.support.procs import async_wait_until
 
-from .test_loop import FakeSource, rec
+from .test_loop import FakeSource, nodes, rec  # noqa: F401 - nodes is a fixture
 
 KEYS = Keys()
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
@@ -35,36 +35,10 @@ def register(bid: str, ip: str) -> dict:
     return {"op": "register", "id": bid, "address": ip, "app": "web", "region": "ams"}
 
 
-class Node:
-    def __init__(self, url: str, holder: str, source: FakeSource, *, interval: float = 0.05, ttl: float = 1.0):
-        self.client, self.intents_client = connect(url), connect(url)
-        self.store = Store(self.client, KEYS)
-        self.election = Election(self.store, holder, LeaseTimes(ttl=ttl, retry=0.05))
-        self.reader = IntentReader(Store(self.intents_client, KEYS), block_ms=200)
-        self.disc = Discoverer(store=self.store, source=source, election=self.election, rules=RULES,
-                               timing=Timing(interval=interval, backoff=0.05), intents=self.reader)
-        self.tasks: list[asyncio.Task] = []
-
-    def start(self) -> None:
-        self.tasks = [asyncio.create_task(c) for c in (self.election.run(), self.disc.run(), self.reader.run())]
-
-    async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await aclose(self.client)
-        await aclose(self.intents_client)
-
-
 @pytest.fixture
-async def nodes(redis_server):
-    async with contextlib.AsyncExitStack() as stack:
-        def make(holder: str, source: FakeSource, **kw) -> Node:
-            node = Node(redis_server.url, holder, source, **kw)
-            stack.push_async_callback(node.close)
-            return node
-
-        yield make
+def intent_nodes(nodes):
+    """test_loop's ``nodes`` with this module's rules (a confirm grace for deregistered ids)."""
+    return functools.partial(nodes, rules=RULES, status_every=status.EVERY)
 
 
 async def outcome_of(store: Store, request: str, timeout: float = 3.0) -> dict:
@@ -72,10 +46,10 @@ async def outcome_of(store: Store, request: str, timeout: float = 3.0) -> dict:
                                   what=f"outcome of {request}")
 
 
-async def test_an_intent_is_applied_at_once_not_at_the_next_poll(nodes, redis_server):
+async def test_an_intent_is_applied_at_once_not_at_the_next_poll(intent_nodes, redis_server):
     source = FakeSource([rec(1)])
-    a = nodes("a", source, interval=60.0)  # one poll at start, the next long after outcome_of gives up
-    a.start()
+    a = await intent_nodes("a", source, interval=60.0)  # one poll at start, the next long after outcome_of gives up
+    await a.service.start()
     await async_wait_until(lambda: a.store.version(), 5, what="the first poll written")
     polls = source.fetches
     entry = await a.store.append_intent(register("x1", "fdaa::99"))
@@ -89,10 +63,10 @@ async def test_an_intent_is_applied_at_once_not_at_the_next_poll(nodes, redis_se
         assert orjson.loads(change[b"added"]) == ["x1"]
 
 
-async def test_intents_still_apply_while_dns_fails(nodes):
+async def test_intents_still_apply_while_dns_fails(intent_nodes):
     source = FakeSource([rec(1)])
-    a = nodes("a", source, interval=0.05)
-    a.start()
+    a = await intent_nodes("a", source, interval=0.05)
+    await a.service.start()
     await async_wait_until(lambda: a.store.version(), 5, what="the first poll written")
     source.error = "SERVFAIL"
     failed = source.fetches
@@ -103,16 +77,17 @@ async def test_intents_still_apply_while_dns_fails(nodes):
     assert "x1" in (await a.store.load()).builders and "b01" in (await a.store.load()).builders
 
 
-async def test_a_leader_fenced_between_read_and_write_applies_nothing_and_the_next_applies_it(nodes, redis_server):
-    a, b = nodes("a", FakeSource([rec(1)]), ttl=0.6), nodes("b", FakeSource([rec(1)]), ttl=0.6)
-    await a.election._tick()
+async def test_a_leader_fenced_between_read_and_write_applies_nothing_and_the_next_applies_it(
+        intent_nodes, redis_server):
+    a, b = [await intent_nodes(n, FakeSource([rec(1)]), ttl=0.6) for n in "ab"]
+    await a.election.campaign()
     assert await a.disc.poll_once()
     entry = await a.store.append_intent(register("x1", "fdaa::99"))
     await a.reader._read_once()
     assert [e.entry_id for e in a.reader.pending] == [entry]  # read, not yet applied: now a freezes
     with redis_server.client() as c:  # its lease runs out in Redis
         await async_wait_until(lambda: asyncio.sleep(0, c.get(KEYS.leader) is None), 5, what="a's lease expired")
-    await b.election._tick()
+    await b.election.campaign()
     assert b.election.lease() is not None
     a.election._valid_until = time.monotonic() + 10  # a paused leader that still believes it leads
     assert await a.disc.poll_once()  # its write is refused by the epoch check ...
@@ -127,16 +102,16 @@ async def test_a_leader_fenced_between_read_and_write_applies_nothing_and_the_ne
     assert await b.store.version() == 2
 
 
-async def test_a_new_leader_resumes_after_the_cursor_and_applies_nothing_twice(nodes, redis_server):
-    a, b = nodes("a", FakeSource([rec(1)])), nodes("b", FakeSource([rec(1)]))
-    await a.election._tick()
+async def test_a_new_leader_resumes_after_the_cursor_and_applies_nothing_twice(intent_nodes, redis_server):
+    a, b = await intent_nodes("a", FakeSource([rec(1)])), await intent_nodes("b", FakeSource([rec(1)]))
+    await a.election.campaign()
     assert await a.disc.poll_once()
     first = await a.store.append_intent(register("x1", "fdaa::99"))
     await a.reader._read_once()
     assert await a.disc.poll_once()
     before = await a.store.outcome(first)
     await a.election.release()
-    await b.election._tick()
+    await b.election.campaign()
     assert await b.disc.poll_once()
     second = await b.store.append_intent({"op": "deregister", "id": "x1"})
     await b.reader._read_once()
@@ -150,12 +125,12 @@ async def test_a_new_leader_resumes_after_the_cursor_and_applies_nothing_twice(n
         assert c.hexists(KEYS.deregistered, "x1")
 
 
-async def test_an_unreadable_cursor_resumes_with_new_intents(nodes, redis_server):
+async def test_an_unreadable_cursor_resumes_with_new_intents(intent_nodes, redis_server):
     with redis_server.client() as c:
         c.xadd(KEYS.intents, register("old", "fdaa::1"), id="1-0")  # before the cursor went bad: left to DNS
         c.set(KEYS.intents_cursor, "garbage")
-    a = nodes("a", FakeSource([rec(1)]))
-    a.start()
+    a = await intent_nodes("a", FakeSource([rec(1)]))
+    await a.service.start()
     await async_wait_until(lambda: a.store.version(), 5, what="the first poll written")
     out = await outcome_of(a.store, await a.store.append_intent(register("x1", "fdaa::99")))
     assert out["status"] == "applied" and await a.store.outcome("1-0") is None

@@ -14,8 +14,8 @@ import time
 import orjson
 import pytest
 
+from harness.procs import free_port, scrape, script, wait_until
 from shared.keys import Keys
-from tests.support.procs import free_port, scrape, script, wait_until
 
 from .test_processes import LEASE_TTL, Env, env, fleet, sni  # noqa: F401 - env is the fixture
 
@@ -155,7 +155,7 @@ def test_dns_at_another_address_wins_over_a_registration(env):
     assert builders(env)[NEW]["source"] == "dns"
     a.wait_for_log("DNS wins", 2)
     again = outcome(env, register_new(env, "fdaa:0:1::abc"))
-    assert (again["status"], again["reason"]) == ("rejected", "dns_conflict")
+    assert (again["status"], again["reason"]) == ("rejected", "id_at_other_address")
     # the outcome is written before the counters move (loop._report): wait for them, then compare
     want = {"discoverer_intent_conflicts_total": 2.0, 'discoverer_intents_total{op="register",status="rejected"}': 1.0}
     wait_until(lambda: {k: scrape(port).get(k) for k in want} == want, 5, what=f"metrics {want}")

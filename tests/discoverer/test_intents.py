@@ -9,7 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from discoverer.diff import Planner, Rules, validate
+from discoverer.plan import Planner
+from discoverer.rules import Rules
+from discoverer.validate import validate
 from discoverer.intents import MAX_VALUE, parse_intent
 from shared.model import DEFAULT_ALLOWED_NETWORKS, SOURCE_DNS, SOURCE_INTENT, parse_networks
 from shared.store import IntentEntry
@@ -129,13 +131,12 @@ def test_a_registration_dns_never_confirms_is_removed_after_the_confirm_grace():
     assert not planner.plan(cur, None, now=200.0, wall=200.0).remove  # the source failing is no evidence
 
 
-def test_registering_again_refreshes_the_grace():
+def test_registering_again_does_not_extend_the_grace():
     planner = Planner(RULES)
     cur = {"b01": registered(planner, {}, dns(), 100.0, reg()).upsert[0]}
     plan = registered(planner, cur, dns(), 120.0, reg())
-    assert [b.registered_at for b in plan.touch] == [120.0] and not plan.upsert
-    cur = {"b01": plan.touch[0]}
-    assert not planner.plan(cur, dns(), now=140.0, wall=140.0).remove
+    assert not plan.upsert and not plan.touch and plan.outcomes[0][1]["status"] == "applied"
+    assert planner.plan(cur, dns(), now=130.0, wall=130.0).expired == ["b01"]
 
 
 def test_deregister_removes_at_once_and_dns_may_not_bring_it_back_during_the_grace():
@@ -143,22 +144,22 @@ def test_deregister_removes_at_once_and_dns_may_not_bring_it_back_during_the_gra
     listed = dns(("b01", "fdaa::1"), ("b02", "fdaa::2"))
     cur = dict(listed.builders)
     plan = registered(planner, cur, listed, 100.0, entry(op="deregister", id="b01"))
-    assert plan.remove == ["b01"] and plan.suppress == {"b01": 130.0}
+    assert plan.remove == ["b01"] and plan.deregistered == {"b01": 130.0}
     assert plan.outcomes[0][1]["region"] == "ams"  # what --wait needs to know which Envoys had it
     cur.pop("b01")
     dereg = {"b01": 130.0}
     assert not planner.plan(cur, listed, now=110.0, wall=110.0, deregistered=dereg)  # DNS still lists it: ignored
     later = planner.plan(cur, listed, now=130.0, wall=130.0, deregistered=dereg)
-    assert [b.id for b in later.upsert] == ["b01"] and later.unsuppress == ["b01"]  # DNS insists: it is back
+    assert [b.id for b in later.upsert] == ["b01"] and later.deregistration_ended == ["b01"]  # DNS insists: it is back
 
 
 def test_registering_clears_a_deregistration():
     planner = Planner(RULES)
     plan = registered(planner, {}, dns(("b01", "fdaa::1")), 110.0, reg("b01", "fdaa::1"))
-    assert plan.unsuppress == [] and [b.id for b in plan.upsert] == ["b01"]
+    assert plan.deregistration_ended == [] and [b.id for b in plan.upsert] == ["b01"]
     plan = planner.plan({}, dns(("b01", "fdaa::1")), now=110.0, wall=110.0, deregistered={"b01": 130.0},
                         intents=[intent(reg("b01", "fdaa::1"), 110.0)])
-    assert plan.unsuppress == ["b01"] and [(b.id, b.source) for b in plan.upsert] == [("b01", SOURCE_DNS)]
+    assert plan.deregistration_ended == ["b01"] and [(b.id, b.source) for b in plan.upsert] == [("b01", SOURCE_DNS)]
 
 
 def test_dns_at_another_address_wins_over_a_registration():
@@ -171,7 +172,7 @@ def test_dns_at_another_address_wins_over_a_registration():
     cur = {"b01": plan.upsert[0]}
     plan = registered(planner, cur, dns(("b01", "fdaa::9")), 102.0, reg("b01", "fdaa::1"))
     assert not plan.upsert and plan.cursor and len(plan.conflicts) == 1
-    assert plan.outcomes[0][1]["status"] == "rejected" and plan.outcomes[0][1]["reason"] == "dns_conflict"
+    assert plan.outcomes[0][1]["status"] == "rejected" and plan.outcomes[0][1]["reason"] == "id_at_other_address"
 
 
 def test_rejected_intents_change_nothing_but_move_the_cursor():

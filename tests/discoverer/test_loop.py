@@ -1,26 +1,28 @@
 """The poll loop and the election in one process, against a real redis-server.
 
-These drive ``Election._tick`` and ``Discoverer.poll_once`` step by step so
+These drive ``Election.campaign`` and ``PollLoop.poll_once`` step by step so
 each scenario is deterministic; the process-level tests live in
 test_processes.py.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from prometheus_client import REGISTRY
 
-from discoverer.diff import Rules
-from discoverer.election import Election, LeaseTimes
-from discoverer.loop import Discoverer, Timing
+from discoverer.config import DiscovererConfig
+from discoverer.election import LeaseTimes
+from discoverer.loop import Timing
+from discoverer.rules import Rules
+from discoverer.service import DiscovererService
 from discoverer.sources import Answer
-from shared.connect import aclose, connect
+from harness.wait import async_wait_until
+from shared.config import RedisSettings
 from shared.errors import SourceError, StoreUnavailable
 from shared.keys import Keys
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
-from shared.store import Store
-from tests.support.procs import async_wait_until
 
 KEYS = Keys()
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
@@ -48,41 +50,44 @@ class FakeSource:
 
 
 class Node:
-    """One discoverer: its own client, election and loop."""
+    """One discoverer: a ``DiscovererService`` wired (its clients, election, poll loop and intents reader
+    built as ``discoverer`` builds them) and driven step by step, or run whole with ``async with node.service``."""
 
-    def __init__(self, url: str, holder: str, source: FakeSource, ttl: float = 1.0):
-        self.client = connect(url)
-        self.store = Store(self.client, KEYS)
-        self.election = Election(self.store, holder, LeaseTimes(ttl=ttl, retry=0.05))
-        self.disc = Discoverer(store=self.store, source=source, election=self.election, rules=RULES,
-                               timing=Timing(interval=0.02, backoff=0.05))
+    def __init__(self, service: DiscovererService):
+        self.service = service
+        self.store, self.election, self.disc = service.store, service.election, service.poll_loop
+        self.reader = service.intents
 
     async def lead(self) -> None:
-        await self.election._tick()
+        await self.election.campaign()
         assert self.election.lease() is not None
 
     async def tick(self) -> None:
         """One election step; a dropped connection fails the first command after a restart."""
         try:
-            await self.election._tick()
+            await self.election.campaign()
         except StoreUnavailable:
-            await self.election._tick()
+            await self.election.campaign()
 
-    async def close(self) -> None:
-        await aclose(self.client)
+
+def node_config(url: str, holder: str, *, ttl: float = 1.0, interval: float = 0.02, rules: Rules = RULES):
+    return DiscovererConfig(redis=RedisSettings(url=url), source="file", rules=rules, holder=holder,
+                            timing=Timing(interval=interval, backoff=0.05), lease=LeaseTimes(ttl=ttl, retry=0.05))
 
 
 @pytest.fixture
 async def nodes(redis_server):
-    made: list[Node] = []
+    """``await nodes(holder, source, ttl=..., interval=...)``: a wired Node; each is unwired at the end
+    (its lease released, its clients closed)."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def make(holder: str, source: FakeSource, *, status_every: float = 0.1, **kw) -> Node:
+            service = DiscovererService(node_config(redis_server.url, holder, **kw), source=source,
+                                        status_every=status_every)
+            await stack.enter_async_context(service.wired())
+            stack.push_async_callback(service.stop)
+            return Node(service)
 
-    def make(holder: str, source: FakeSource, **kw) -> Node:
-        made.append(Node(redis_server.url, holder, source, **kw))
-        return made[-1]
-
-    yield make
-    for n in made:
-        await n.close()
+        yield make
 
 
 def routes(redis_server) -> dict[str, str]:
@@ -97,7 +102,7 @@ def xlen(redis_server) -> int:
 
 async def test_the_leader_writes_the_set_once_and_then_only_changes(nodes, redis_server):
     source = FakeSource([rec(1), rec(2)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     assert await a.disc.poll_once()
     assert routes(redis_server) == {"b01.builders.internal": "[fdaa::1]:443 b01",
@@ -113,9 +118,9 @@ async def test_the_leader_writes_the_set_once_and_then_only_changes(nodes, redis
 
 
 async def test_a_standby_never_writes(nodes, redis_server):
-    a, b = nodes("a", FakeSource([rec(1)])), nodes("b", FakeSource([rec(9)]))
+    a, b = await nodes("a", FakeSource([rec(1)])), await nodes("b", FakeSource([rec(9)]))
     await a.lead()
-    await b.election._tick()
+    await b.election.campaign()
     assert b.election.lease() is None
     assert await b.disc.poll_once()  # polls fine, but writes nothing
     assert routes(redis_server) == {}
@@ -123,7 +128,7 @@ async def test_a_standby_never_writes(nodes, redis_server):
 
 async def test_a_new_leader_starts_from_redis_and_writes_only_the_difference(nodes, redis_server):
     source = FakeSource([rec(1), rec(2)])
-    a, b = nodes("a", source), nodes("b", source)
+    a, b = await nodes("a", source), await nodes("b", source)
     await a.lead()
     await a.disc.poll_once()
     await a.election.release()
@@ -139,7 +144,7 @@ async def test_a_new_leader_starts_from_redis_and_writes_only_the_difference(nod
 
 async def test_a_source_failure_keeps_the_set(nodes, redis_server):
     source = FakeSource([rec(1), rec(2)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     await a.disc.poll_once()
     source.error = "SERVFAIL"
@@ -152,7 +157,7 @@ async def test_a_source_failure_keeps_the_set(nodes, redis_server):
 
 async def test_a_fenced_write_steps_down_and_changes_nothing(nodes, redis_server):
     source = FakeSource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     await a.disc.poll_once()
     with redis_server.client() as c:
@@ -165,7 +170,7 @@ async def test_a_fenced_write_steps_down_and_changes_nothing(nodes, redis_server
 
 async def test_a_version_conflict_reloads_and_converges(nodes, redis_server):
     source = FakeSource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     await a.disc.poll_once()
     with redis_server.client() as c:
@@ -178,7 +183,7 @@ async def test_a_version_conflict_reloads_and_converges(nodes, redis_server):
 
 async def test_redis_restarted_empty_with_the_same_epoch_is_rewritten(nodes, redis_server):
     """Regression: the mirror was keyed on the epoch, which restarts at 1 with an empty Redis."""
-    a = nodes("a", FakeSource([rec(1), rec(2)]))
+    a = await nodes("a", FakeSource([rec(1), rec(2)]))
     await a.lead()
     assert a.election.lease().epoch == 1
     await a.disc.poll_once()
@@ -198,7 +203,7 @@ async def test_writes_lost_in_a_failover_are_written_again_under_a_new_version(n
     sees Redis behind its mirror, reloads, and writes the difference again on its next poll,
     as a version past the lost one (a replica may have served the lost version)."""
     source = FakeSource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     assert await a.disc.poll_once()
     data = [KEYS.builders, KEYS.routes, KEYS.version, KEYS.changes, KEYS.epoch]
@@ -224,7 +229,7 @@ async def test_writes_lost_in_a_failover_are_written_again_under_a_new_version(n
 async def test_a_lost_write_found_by_the_version_cas_is_written_again(nodes, redis_server, caplog):
     """The same loss seen by the next write instead: VersionConflict, reload, the union written."""
     source = FakeSource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     assert await a.disc.poll_once()
     with redis_server.client() as c:
@@ -245,7 +250,7 @@ async def test_a_lost_write_found_by_the_version_cas_is_written_again(nodes, red
 
 async def test_redis_down_is_reported_and_survived(nodes, redis_server):
     source = FakeSource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     await a.disc.poll_once()
     redis_server.stop()
@@ -260,7 +265,7 @@ async def test_redis_down_is_reported_and_survived(nodes, redis_server):
 
 
 async def test_a_paused_redis_makes_the_leader_step_down_in_bounded_time(nodes, redis_server, caplog):
-    a = nodes("a", FakeSource([rec(1)]), ttl=1.0)
+    a = await nodes("a", FakeSource([rec(1)]), ttl=1.0)
     async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
         task = tg.create_task(a.election.run())
         await async_wait_until(lambda: asyncio.sleep(0, a.election.lease()), 2, what="leadership")
@@ -275,7 +280,7 @@ async def test_a_paused_redis_makes_the_leader_step_down_in_bounded_time(nodes, 
 
 
 async def test_two_elections_never_lead_at_once(nodes, redis_server):
-    a, b = nodes("a", FakeSource(), ttl=0.5), nodes("b", FakeSource(), ttl=0.5)
+    a, b = await nodes("a", FakeSource(), ttl=0.5), await nodes("b", FakeSource(), ttl=0.5)
     async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(a.election.run()), tg.create_task(b.election.run())]
         leaders = set()
@@ -293,7 +298,7 @@ async def test_two_elections_never_lead_at_once(nodes, redis_server):
 
 
 async def test_unreadable_records_in_redis_are_replaced_or_removed(nodes, redis_server, caplog):
-    a = nodes("a", FakeSource([rec(1), rec(2)]))
+    a = await nodes("a", FakeSource([rec(1), rec(2)]))
     with redis_server.client() as c:
         c.hset(KEYS.builders, mapping={"b01": b"{garbage", "b09": b"{garbage"})
     await a.lead()
@@ -308,14 +313,14 @@ async def test_unreadable_records_in_redis_are_replaced_or_removed(nodes, redis_
 
 async def test_a_redis_that_refuses_writes_is_an_outage_not_a_crash(nodes, redis_server):
     source = FakeSource([rec(1)])
-    a = nodes("a", source, ttl=1.0)
+    a = await nodes("a", source, ttl=1.0)
     await a.lead()
     await a.disc.poll_once()
     with redis_server.client() as c:
         c.replicaof("127.0.0.1", 1)  # a replica of nothing: READONLY for every write
     try:
         with pytest.raises(StoreUnavailable, match="READONLY"):
-            await a.election._tick()
+            await a.election.campaign()
         source.records.append(rec(2))
         assert not await a.disc.poll_once()
         assert "READONLY" in a.disc.last_error
@@ -338,7 +343,7 @@ def last_change(redis_server) -> dict[str, str]:
 async def test_a_set_edited_by_hand_is_rewritten_and_logged(nodes, redis_server, caplog):
     """HDEL/HSET by hand leave the version as it was: the leader's check counts the records,
     logs an error and writes its set back, so the replicas (which never saw the edit) and Redis agree."""
-    a = nodes("a", FakeSource([rec(1), rec(2), rec(3)]))
+    a = await nodes("a", FakeSource([rec(1), rec(2), rec(3)]))
     a.disc.timing = Timing(interval=0.02, backoff=0.05, verify_every=0.0)
     await a.lead()
     assert await a.disc.poll_once()
@@ -365,7 +370,7 @@ async def test_removing_a_record_deleted_by_hand_still_reaches_the_replicas(node
     """The edit and the leader's own removal of that builder in one step: the script would remove
     nothing and no replica would hear of it. The leader notices the no-op, restores, removes for real."""
     source = FakeSource([rec(1), rec(2)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     await a.lead()
     assert await a.disc.poll_once()
     with redis_server.client() as c:

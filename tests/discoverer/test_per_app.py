@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 
 import pytest
 
 from discoverer.config import from_args
-from discoverer.diff import Rules, validate
+from discoverer.rules import Rules
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import parse_vms
+from harness.wait import async_wait_until
+from discoverer.validate import validate
 from shared.errors import ConfigError, RecordError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 
@@ -91,14 +94,12 @@ def wants_bk(app: str) -> bool:
 
 async def poll_until_apps(source: FlySource, apps: set[str], timeout: float = 3.0) -> float:
     """Fetch like the loop does (every 50 ms) until the answer covers ``apps``; seconds it took."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while loop.time() - started < timeout:
-        answer = await source.fetch()
-        if {r["app"] for r in answer.records} == apps:
-            return loop.time() - started
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"apps {sorted(apps)} not polled within {timeout}s")
+    async def covered() -> bool:
+        return {r["app"] for r in (await source.fetch()).records} == apps
+
+    started = time.monotonic()
+    await async_wait_until(covered, timeout, interval=0.05, what=f"apps {sorted(apps)} polled", ignore=())
+    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("mode", ["explicit", "automatic"])
@@ -118,6 +119,22 @@ async def test_an_app_created_later_is_polled_without_a_restart(dns_server, monk
     await asyncio.sleep(0.4)
     await source.fetch()
     assert "bk-ams" not in source._seen_apps, "an app with no machine left that _apps.internal no longer lists"
+
+
+async def test_per_app_mode_reads_the_other_apps_addresses_to_check_intents_against(dns_server):
+    """Only with check_others; one <app>.internal query per other app and kind, again every apps_refresh."""
+    dns_server.set_builders(fleet(2, "builder") + fleet(2, "pg", base=100) + [("d0000000000001", "web", "127.0.0.9",
+                                                                               "ams")])
+    plain = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}))
+    assert (await plain.fetch()).other_apps == {}
+    source = FlySource(dns_server.addr, timeout=1, per_app=True, apps=frozenset({"builder"}), apps_refresh=0.1,
+                       address_kinds=("AAAA", "A"), check_others=True)
+    answer = await source.fetch()
+    assert {r["app"] for r in answer.records} == {"builder"}
+    assert answer.other_apps == {**{ip: "pg" for _, _, ip, _ in fleet(2, "pg", base=100)}, "127.0.0.9": "web"}
+    dns_server.set_builders(fleet(2, "builder") + fleet(1, "pg", base=100))
+    await asyncio.sleep(0.15)
+    assert (await source.fetch()).other_apps == {fleet(1, "pg", base=100)[0][2]: "pg"}
 
 
 async def test_an_app_missing_from_one_apps_answer_is_still_polled(dns_server):

@@ -19,9 +19,10 @@ import dns.rdtypes.IN.AAAA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from discoverer.diff import Rules, validate
+from discoverer.rules import Rules
 from discoverer.sources.fly import FlySource
 from discoverer.sources.fly_apps import PerAppSource
+from discoverer.validate import validate
 from shared.errors import RecordError, SourceError
 from shared.model import DEFAULT_ALLOWED_NETWORKS, ID_RE, parse_networks
 

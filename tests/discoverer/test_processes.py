@@ -13,8 +13,8 @@ import time
 import orjson
 import pytest
 
+from harness.procs import Proc, wait_until
 from shared.keys import Keys
-from tests.support.procs import Proc, wait_until
 
 KEYS = Keys()
 LEASE_TTL = 2.0

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from harness.metrics import sample
+from harness.procs import free_port, wait_until
 from shared.keys import Keys
-from tests.support.metrics import sample
-from tests.support.procs import free_port, wait_until
 
 pytestmark = [pytest.mark.timeout(90)]
 KEYS = Keys()

@@ -8,8 +8,8 @@ import pytest
 
 from discoverer import config, status
 from discoverer.service import DiscovererService
+from harness.procs import async_wait_until
 from shared.keys import Keys
-from tests.support.procs import async_wait_until
 
 KEYS = Keys()
 
@@ -51,3 +51,17 @@ async def test_a_crashed_task_still_releases_the_lease(redis_server, tmp_path, m
     with pytest.raises(ExceptionGroup):
         await asyncio.wait_for(task, 5)
     assert redis_server.client().get(KEYS.leader) is None
+
+
+async def test_start_and_stop_like_a_replica_and_stop_twice(redis_server, tmp_path):
+    """``async with`` runs the whole service in a task; stop() releases and withdraws, and is safe twice."""
+    service = service_for(redis_server.url, tmp_path / "b.json")
+    r = redis_server.client()
+    async with service:
+        assert service.started.is_set() and service.tasks and not any(t.done() for t in service.tasks)
+        await async_wait_until(lambda: asyncio.sleep(0, r.hexists(KEYS.routes, "b01.builders.internal")), 5,
+                               what="the builder written")
+        assert r.get(KEYS.leader) == b"svc-a"
+    assert r.get(KEYS.leader) is None and not r.hexists(KEYS.discoverers, "svc-a")
+    assert service.election is None, "unwired on the way out"
+    await service.stop()  # a second stop does nothing

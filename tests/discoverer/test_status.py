@@ -6,12 +6,10 @@ publish that a role change or a write triggers.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
-from discoverer import status
 from shared.keys import Keys
 
 from .test_loop import FakeSource, nodes, rec, routes  # noqa: F401 - nodes is a fixture
@@ -30,10 +28,8 @@ def entry(redis_server, holder: str) -> dict | None:
 
 async def test_the_entry_follows_leadership_and_writes_at_once(nodes, redis_server):
     source = FakeSource([rec(1), rec(2)])
-    a = nodes("a", source)
-    tasks = [asyncio.create_task(a.election.run()), asyncio.create_task(a.disc.run()),
-             asyncio.create_task(status.publish(a.election, a.disc, every=NEVER))]
-    try:
+    a = await nodes("a", source, status_every=NEVER)
+    async with a.service:
         await wait(lambda: len(routes(redis_server)) == 2, what="the first set written")
         await wait(lambda: (entry(redis_server, "a") or {}).get("builders") == 2, what="the entry after the write")
         assert entry(redis_server, "a")["role"] == "leader"
@@ -41,7 +37,3 @@ async def test_the_entry_follows_leadership_and_writes_at_once(nodes, redis_serv
         await wait(lambda: (entry(redis_server, "a") or {}).get("builders") == 3, what="the entry after a change")
         await a.election.release()
         await wait(lambda: (entry(redis_server, "a") or {}).get("role") == "standby", what="standby after release")
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,21 +1,19 @@
 """The discoverer survives the unexpected: a bug in one poll, a key of the wrong type, a lost Redis.
 
-The poll loop and the election run as tasks (``Discoverer.run``, ``Election.run``)
-against a real redis-server; each case keeps the set in Redis, logs the cause
+Each discoverer is a ``DiscovererService`` running its parts as tasks against a
+real redis-server; each case keeps the set in Redis, logs the cause
 once, counts it, and writes the next good answer.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
 import pytest
 from prometheus_client import REGISTRY
 
-from discoverer import status
+from harness.wait import async_wait_until
 from shared.keys import Keys
-from tests.support.procs import async_wait_until
 
 from .test_loop import FakeSource, nodes, rec, routes  # noqa: F401 - nodes is a fixture
 
@@ -45,15 +43,10 @@ class FlakySource(FakeSource):
 
 @contextlib.asynccontextmanager
 async def running(node):
-    """The node's election, poll loop and status publisher as tasks, like discoverer.main."""
-    tasks = [asyncio.create_task(node.election.run()), asyncio.create_task(node.disc.run()),
-             asyncio.create_task(status.publish(node.election, node.disc, every=0.1))]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    """The node's service running its parts (election, poll loop, intents reader, status publisher) as
+    ``discoverer`` runs them; yields their tasks."""
+    async with node.service as service:
+        yield service.tasks
 
 
 async def wait(predicate, timeout: float = 5.0, what: str = "condition"):
@@ -64,7 +57,7 @@ async def wait(predicate, timeout: float = 5.0, what: str = "condition"):
 
 async def test_a_poll_that_raises_something_unplanned_keeps_the_set_and_the_loop(nodes, redis_server, caplog):
     source = FlakySource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     async with running(a) as tasks:
         await wait(lambda: set(routes(redis_server)) == {"b01.builders.internal"}, what="the first set written")
         crashes = count("discoverer_loop_crashes_total", loop="poll")
@@ -88,7 +81,7 @@ async def test_a_poll_that_raises_something_unplanned_keeps_the_set_and_the_loop
 async def test_a_key_of_the_wrong_type_is_an_operator_error_and_deleting_it_recovers(
         nodes, redis_server, caplog, key):
     source = FakeSource([rec(1)])
-    a = nodes("a", source)
+    a = await nodes("a", source)
     async with running(a) as tasks:
         await wait(lambda: len(routes(redis_server)) == 1, what="the first set written")
         errors = count("discoverer_redis_operator_errors_total", code="WRONGTYPE")
@@ -116,7 +109,7 @@ async def test_a_key_of_the_wrong_type_is_an_operator_error_and_deleting_it_reco
 async def test_a_status_key_of_the_wrong_type_does_not_stop_discovery(nodes, redis_server, caplog):
     with redis_server.client() as c:
         c.set(KEYS.discoverers, "x")
-    a = nodes("a", FakeSource([rec(1)]))
+    a = await nodes("a", FakeSource([rec(1)]))
     async with running(a):
         await wait(lambda: len(routes(redis_server)) == 1, what="the set written")
         await wait(lambda: any(r.levelno == logging.ERROR and f"{KEYS.discoverers} holds a string" in r.getMessage()
@@ -128,8 +121,8 @@ async def test_a_status_key_of_the_wrong_type_does_not_stop_discovery(nodes, red
 
 async def test_redis_going_away_is_said_at_once_and_its_return_too(nodes, redis_server, caplog, monkeypatch):
     caplog.set_level(logging.INFO, "discoverer.election")
-    a = nodes("a", FakeSource([rec(1)]))
-    monkeypatch.setattr(a.election.redis, "every", 0.5)
+    a = await nodes("a", FakeSource([rec(1)]))
+    monkeypatch.setattr(a.election.reachability, "every", 0.5)
     async with running(a) as tasks:
         await wait(lambda: count("discoverer_redis_up") == 1 and len(routes(redis_server)) == 1, what="running")
         redis_server.stop()

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
+from harness.envoy import REFUSED, TIMED_OUT, EnvoyProc, NotRouted, insecure_context, raw_reach, tls_reach
+from harness.host import free_port
+from harness.plane import Plane
+from harness.wait import seconds_until, wait_until
 from shared import resources as rs
-from tests.support.envoy import (REFUSED, TIMED_OUT, EnvoyProc, NotRouted, insecure_context, raw_reach, start_backends,
-                                 tls_reach)
-from tests.support.procs import ProcGroup, free_port, wait_until
-from tests.support.redis import start_redis
-from tools.tls_backend import client_context
 
 DOMAIN = "builders.internal"
 N_BACKENDS = 21
@@ -42,33 +40,27 @@ def sni(builder_id: str) -> str:
     return f"{builder_id}.{DOMAIN}"
 
 
-class Fleet:
+class Fleet(Plane):
     def __init__(self, directory: Path, mode: str):
-        self.dir = Path(directory)
+        super().__init__(directory)
         self.mode = mode
-        self.procs = ProcGroup(self.dir / "logs")
-        self.redis = start_redis(self.dir / "redis")
+        self.start_redis()
         self.port = free_port("127.0.0.2")
-        self.certs = self.dir / "certs"
         self.file = self.dir / "builders.json"
-        self.ctx = client_context(self.certs)
-        self.envoys: list[EnvoyProc] = []
+        self.ctx = self.client_context()
         # stand-ins: b0 on ::1, b1..b20 on 127.0.0.2..21; regions alternate ord/ams
         self.backends = {bid(n): ("::1" if n == 0 else f"127.0.0.{n + 1}", "ord" if n % 2 else "ams")
                          for n in range(N_BACKENDS)}
-        start_backends(self.procs, self.certs, {sni(b): (ip, self.port) for b, (ip, _) in self.backends.items()})
+        self.start_builders({sni(b): (ip, self.port) for b, (ip, _) in self.backends.items()})
         self.set_builders([])
-        common = ["--redis-url", self.redis.url]
-        self.procs.start("discoverer", [*common, "--source", "file", "--file", str(self.file),
-                                        "--removal-grace", "0.2", "--poll-interval", "0.05", "--id", "d1",
-                                        "--mass-removal-share", "1.0"])
+        self.start_discoverer("--source", "file", "--file", str(self.file), "--removal-grace", "0.2",
+                              "--poll-interval", "0.05", "--id", "d1", "--mass-removal-share", "1.0",
+                              label="discoverer")
         self.ads = {}
         for scope in ("all", "local"):
-            port = free_port()
-            self.procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{port}", *routing_args(mode),
-                                            "--region-scope", scope, "--replica-id", f"xds-{scope}",
-                                            "--on-demand-wait", str(ON_DEMAND_WAIT)], label=f"xds-{scope}")
-            self.ads[scope] = f"127.0.0.1:{port}"
+            replica = self.start_replica(*routing_args(mode), "--region-scope", scope, "--replica-id", f"xds-{scope}",
+                                         "--on-demand-wait", str(ON_DEMAND_WAIT), label=f"xds-{scope}")
+            self.ads[scope] = replica.target
 
     def record(self, builder_id: str, ip: str | None = None, region: str | None = None) -> dict:
         known_ip, known_region = self.backends.get(builder_id, (None, "ord"))
@@ -88,22 +80,8 @@ class Fleet:
 
     def envoy(self, node_id: str, *, scope: str = "all", region: str = "ord", delta: bool = False) -> EnvoyProc:
         routing = routing_args(self.mode)
-        envoy = EnvoyProc(self.dir / "envoys", node_id=node_id, ads=self.ads[scope], region=region,
-                          routing=routing[1], delta=delta, extra_bootstrap=routing[2:])
-        envoy.start()
-        self.envoys.append(envoy)
-        self.procs.procs.append(envoy.proc)
-        return envoy
-
-    def close(self) -> None:
-        self.procs.stop_all()
-        self.redis.stop()
-
-    def __enter__(self) -> "Fleet":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return self.start_envoy(node_id, ads=self.ads[scope], region=region, routing=routing[1], delta=delta,
+                                extra_bootstrap=routing[2:])
 
     def reach(self, envoy: EnvoyProc, name: str, ctx=None, timeout: float = 2.0) -> str | NotRouted:
         return tls_reach(envoy.listener_port, name, ctx or self.ctx, timeout=timeout)
@@ -133,9 +111,4 @@ class Fleet:
 def eventually(predicate, timeout: float = 3.0, what: str = "condition") -> float:
     """Seconds until ``predicate`` held (raises TimeoutError after ``timeout``). Unlike wait_until,
     an exception from the predicate (a failed assert in it) fails at once."""
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 >= timeout:
-            raise TimeoutError(f"{what} not true after {timeout:.1f}s")
-        time.sleep(0.02)
-    return time.monotonic() - t0
+    return seconds_until(predicate, timeout, what=what, ignore=())

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
+from harness.procs import wait_until
 from shared import resources as rs
-from tests.support.procs import wait_until
 
 from .fleet import Fleet, bid, eventually, sni
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.envoy import REFUSED, EnvoyProc, start_backends, tls_reach
-from tests.support.procs import ProcGroup, free_port, script, wait_until
-from tests.support.redis import start_redis
+from harness.envoy import REFUSED, EnvoyProc, start_backends, tls_reach
+from harness.procs import ProcGroup, free_port, script, wait_until
+from harness.redis import start_redis
 from tools.tls_backend import client_context, start_tls_backend
 
 from .fleet import DOMAIN

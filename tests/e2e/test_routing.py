@@ -15,9 +15,9 @@ import threading
 
 import pytest
 
+from harness.envoy import REFUSED, EnvoyProc, insecure_context, raw_reach, tls_reach
+from harness.procs import script, wait_until
 from shared import resources as rs
-from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, raw_reach, tls_reach
-from tests.support.procs import script, wait_until
 
 from .fleet import N_BACKENDS, Fleet, bid, eventually, sni
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
-from tests.support.procs import free_port, wait_until
+from harness.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
+from harness.procs import free_port, wait_until
 from tools.flyzone import FlyBuilder
 from tools.tls_backend import client_context
 

@@ -6,10 +6,12 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.envoy import EnvoyProc, start_backends, tls_reach
-from tests.support.procs import ProcGroup, free_port, wait_until
+from harness.envoy import EnvoyProc, tls_reach
+from harness.host import free_port
+from harness.plane import Plane
+from harness.procs import ProcGroup
+from harness.wait import wait_until
 from tools.flyzone import FlyBuilder
-from tools.tls_backend import client_context
 
 DOMAIN = "builders.internal"
 
@@ -18,44 +20,37 @@ def sni(bid: str) -> str:
     return f"{bid}.{DOMAIN}"
 
 
-class Cluster:
+class Cluster(Plane):
     """``redis`` needs ``.url`` and ``.client()`` (a synchronous client of the primary);
     ``xds_args`` are added to every xds-server's command line, ``envoy_args`` to every
-    ``xdsctl bootstrap`` (e.g. ``--fcds`` on both for filter_chains over FCDS)."""
+    ``xdsctl bootstrap`` (e.g. ``--fcds`` on both for filter_chains over FCDS). The fixtures
+    (``redis``, ``dns_server``, ``procs``) stop everything at teardown."""
 
     def __init__(self, tmp: Path, redis, dns_server, procs: ProcGroup, *, stable: int = 6, pool: int = 10,
                  discoverers: int = 2, replicas: int = 2, routing: str = "sni_cluster",
                  xds_args: list[str] | None = None, envoy_args: list[str] | None = None):
-        self.tmp, self.redis, self.dns, self.procs = tmp, redis, dns_server, procs
+        super().__init__(tmp, procs=procs)
+        self.tmp, self.redis, self.dns = tmp, redis, dns_server
         self.port = free_port("127.0.0.2")
-        self.certs = tmp / "certs"
         self.stable = [FlyBuilder(f"5{n:013x}", "builder", f"127.0.4.{n + 1}", "ord") for n in range(stable)]
         self.pool = [FlyBuilder(f"c{n:013x}", "builder", f"127.0.5.{n + 1}", "ord") for n in range(pool)]
-        start_backends(procs, self.certs, {sni(b.id): (b.ip, self.port) for b in self.stable + self.pool})
-        self.ctx = client_context(self.certs)
+        self.start_builders({sni(b.id): (b.ip, self.port) for b in self.stable + self.pool})
+        self.ctx = self.client_context()
         self.in_dns = list(self.stable)
         self.dns.set_builders(self.in_dns)
-        common = ["--redis-url", redis.url]
-        self.discoverers = [procs.start("discoverer", [
-            *common, "--source", "fly", "--app", "builder", "--dns-server", dns_server.addr, "--builder-port", str(self.port),
-            "--poll-interval", "0.1", "--lease-ttl", "2", "--id", f"d{n}"], label=f"discoverer{n}")
-            for n in range(1, discoverers + 1)]
-        self.ads_ports = [free_port() for _ in range(replicas)]
-        self.replicas = [procs.start("xds-server", [
-            *common, *(xds_args or []), "--listen", f"127.0.0.1:{p}", "--routing", routing, "--replica-id", f"r{n}"],
-            label=f"xds{n}") for n, p in enumerate(self.ads_ports, 1)]
+        for n in range(1, discoverers + 1):
+            self.start_discoverer("--source", "fly", "--app", "builder", "--dns-server", dns_server.addr,
+                                  "--builder-port", str(self.port), "--poll-interval", "0.1", "--lease-ttl", "2",
+                                  "--id", f"d{n}", label=f"discoverer{n}")
+        for n in range(1, replicas + 1):
+            self.start_replica(*(xds_args or []), "--routing", routing, "--replica-id", f"r{n}", label=f"xds{n}")
+        self.ads_ports = [int(r.target.rsplit(":", 1)[1]) for r in self.replicas]
         self.routing = routing
         self.envoy_args = list(envoy_args or [])
-        self.envoys: list[EnvoyProc] = []
 
     def envoy(self, node_id: str, ports: list[int] | None = None) -> EnvoyProc:
         ads = ",".join(f"127.0.0.1:{p}" for p in (ports or self.ads_ports))
-        envoy = EnvoyProc(self.tmp / "envoys", node_id=node_id, ads=ads, region="ord", routing=self.routing,
-                          extra_bootstrap=self.envoy_args)
-        envoy.start()
-        self.procs.procs.append(envoy.proc)
-        self.envoys.append(envoy)
-        return envoy
+        return self.start_envoy(node_id, ads=ads, region="ord", routing=self.routing, extra_bootstrap=self.envoy_args)
 
     def reach(self, envoy: EnvoyProc, bid: str, timeout: float = 2.0) -> bool:
         return tls_reach(envoy.listener_port, sni(bid), self.ctx, timeout=timeout) == sni(bid)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from harness.procs import wait_until
 from shared import resources as rs
-from tests.support.procs import wait_until
 
 from .cluster import Churn, Cluster, Traffic, VersionWatch, sni
 

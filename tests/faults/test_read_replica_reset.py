@@ -11,13 +11,13 @@ import time
 
 import pytest
 
+from harness.procs import free_port, scrape, wait_until
+from harness.redis_ha import HAVE_REDIS7, SKIP_REASON, Node, synced
+from harness.writer import acquire
 from shared.connect import aclose, connect
 from shared.keys import Keys
 from shared.model import Builder
 from shared.store import Store
-from tests.support.lease import acquire
-from tests.support.procs import free_port, scrape, wait_until
-from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, Node, synced
 
 pytestmark = [pytest.mark.skipif(not HAVE_REDIS7, reason=SKIP_REASON), pytest.mark.timeout(90)]
 ACCEPT_AFTER = 2.0  # --accept-reset-after

@@ -18,14 +18,14 @@ import time
 
 import pytest
 
-from tests.support.lease import acquire
+from harness.procs import ProcGroup, async_wait_until, free_port, script, wait_until
+from harness.redis_ha import HAVE_REDIS7, SKIP_REASON, ClusterProcs, Node, SentinelProcs, synced
+from harness.writer import acquire
 from shared.connect import aclose, connect
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.model import Builder
 from shared.store import Store
-from tests.support.procs import ProcGroup, async_wait_until, free_port, script, wait_until
-from tests.support.redis_ha import HAVE_REDIS7, SKIP_REASON, ClusterProcs, Node, SentinelProcs, synced
 
 from .cluster import Churn, Cluster, Traffic, VersionWatch, sni
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.support.procs import REPO
+from harness.procs import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -13,8 +13,8 @@ import yaml
 
 from discoverer.config import from_args
 from discoverer.sources.fly import parse_instances
-from tests.support.envoy import envoy_binary
-from tests.support.procs import REPO, script
+from harness.envoy import envoy_binary
+from harness.procs import REPO, script
 
 FLY = REPO / "deploy" / "fly"
 COMPOSE_BIN = Path(sys.executable).parent.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \

@@ -13,7 +13,7 @@ import tomllib
 import pytest
 
 from discoverer import config as discoverer_config
-from tests.support.procs import REPO, script
+from harness.procs import REPO, script
 from xds_server import config as xds_config
 from xdsctl.main import parser as xdsctl_parser
 
@@ -41,6 +41,8 @@ BAD = [
     ("discoverer", ["--poll-interval", "0"], "--poll-interval: wants seconds > 0 (got '0')"),
     ("discoverer", ["--lease-ttl", "0.3"], "--lease-ttl: wants seconds > 0.4 (got '0.3')"),
     ("discoverer", ["--mass-removal-share", "2"], "--mass-removal-share: wants a share > 0 and <= 1"),
+    ("discoverer", ["--mass-deregistration-share", "0"], "--mass-deregistration-share: wants a share > 0 and <= 1"),
+    ("discoverer", ["--max-unconfirmed", "0"], "--max-unconfirmed: "),
     ("discoverer", ["--source", "file", "--file", "/no/such.json"], "--file: wants a readable file"),
     ("discoverer", ["--prefix", "xds"], "--prefix: wants a prefix with a non-empty hash tag"),
     ("discoverer", ["--sni-template", "builders.internal"], "--sni-template: wants a template like"),

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.envoy import EnvoyProc, start_backends, tls_reach
-from tests.support.procs import free_port, scrape, script, wait_until
+from harness.envoy import EnvoyProc, start_backends, tls_reach
+from harness.procs import free_port, scrape, script, wait_until
 from tools.tls_backend import client_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -41,7 +41,7 @@ def live(tmp_path, redis_server, procs):
                                "--metrics-listen", f"127.0.0.1:{m_disc}"])
     xds = procs.start("xds-server", [*common, "--listen", f"127.0.0.1:{ads}", "--metrics-listen",
                                      f"127.0.0.1:{m_xds}", "--log-format", "json", "--replica-id", "xds-1",
-                                     "--test-nack-builder", "d0000000000004"])
+                                     "--poison", "d0000000000004"])
     envoy = EnvoyProc(tmp_path / "envoy", node_id="edge-1", ads=f"127.0.0.1:{ads}", region="ord")
     procs.procs.append(envoy.start().proc)
     ctx = client_context(certs)

@@ -6,8 +6,8 @@ import json
 import grpc
 import pytest
 
-from tests.support.envoy import EnvoyProc
-from tests.support.procs import free_port, wait_until
+from harness.envoy import EnvoyProc
+from harness.procs import free_port, wait_until
 from tests.xds_server.xds_client import CDS, XdsClient
 from tools.tls_backend import ensure_certs
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from harness.envoy import REFUSED
+from harness.procs import wait_until
 from shared.keys import Keys
-from tests.support.envoy import REFUSED
 from tests.support.plane import sni, start_fly_plane
-from tests.support.procs import wait_until
 from tools.flyzone import FlyBuilder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

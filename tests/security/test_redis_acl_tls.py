@@ -8,35 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import redis
 
+from harness.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
+from harness.procs import free_port, script, wait_until
 from shared.keys import Keys
-from tests.support.envoy import REFUSED, EnvoyProc, insecure_context, start_backends, tls_reach
-from tests.support.procs import REPO, free_port, script, wait_until
-from tools.tls_backend import client_context, ensure_certs
+from tests.support.redis_acl import ACL_FILE, PASSWORDS, with_passwords
+from tools.tls_backend import client_context
 
-REDIS7 = Path("/usr/bin/redis-server")
-ACL_FILE = REPO / "deploy" / "redis.acl"
-ADD_PASSWORDS = REPO / "deploy" / "redis-users.sh"
-pytestmark = [pytest.mark.skipif(not REDIS7.exists(), reason="Debian's redis-server 7 is not installed"),
-              pytest.mark.timeout(120)]
-PASSWORDS = {"discoverer": "disc-s3cret-pw", "xds": "xds-s3cret-pw", "xdsctl": "ctl-s3cret-pw",
-             "provisioner": "prov-s3cret-pw", "admin": "adm-s3cret-pw"}
+from .conftest import needs_redis7
+
+pytestmark = [needs_redis7, pytest.mark.timeout(120)]
 KEYS = Keys()
 BUILDER = "a0000000000001"
 SNI = f"{BUILDER}.builders.internal"
-
-
-def with_passwords(acl: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """deploy/redis-users.sh over ``acl`` with REDIS_<USER>_PASSWORD from ``env``, as the docs run it."""
-    with open(acl) as stdin:
-        return subprocess.run(["sh", str(ADD_PASSWORDS)], stdin=stdin, capture_output=True, text=True, timeout=10,
-                              env={"PATH": os.environ["PATH"], **env}, check=True)
 
 
 def test_the_shipped_file_has_no_password_and_keeps_the_default_user_off():
@@ -57,42 +45,6 @@ def test_passwords_are_added_as_hashes_and_a_missing_one_leaves_the_user_locked(
     assert "REDIS_DISCOVERER_PASSWORD is not set" in run.stderr
     discoverer = next(line for line in run.stdout.splitlines() if line.startswith("user discoverer "))
     assert "#" not in discoverer and ">" not in discoverer
-
-
-@pytest.fixture
-def secure_redis(tmp_path):
-    certs = ensure_certs(tmp_path / "certs", "localhost")
-    acl = tmp_path / "users.acl"
-    acl.write_text(with_passwords(ACL_FILE, {f"REDIS_{u.upper()}_PASSWORD": pw for u, pw in PASSWORDS.items()}).stdout)
-    port = free_port()
-    conf = tmp_path / "redis.conf"
-    conf.write_text("\n".join([
-        "port 0", f"tls-port {port}", "bind 127.0.0.1", f"tls-cert-file {certs.cert}", f"tls-key-file {certs.key}",
-        f"tls-ca-cert-file {certs.ca}", "tls-auth-clients no", "save ''", "appendonly no", f"dir {tmp_path}"]) + "\n")
-    log = tmp_path / "redis.log"
-    proc = subprocess.Popen([str(REDIS7), str(conf), "--aclfile", str(acl)], stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT)
-
-    def url(user: str | None) -> str:
-        auth = f"{user}:{PASSWORDS[user]}@" if user else ""
-        return f"rediss://{auth}localhost:{port}/0?ssl_ca_certs={certs.ca}"
-
-    def client(user: str | None) -> redis.Redis:
-        return redis.Redis.from_url(url(user), socket_timeout=2)
-
-    try:
-        wait_until(lambda: proc.poll() is None and client("xdsctl").ping(), 10, what="TLS redis with the ACL file")
-    except TimeoutError as exc:
-        raise RuntimeError(f"redis-server did not start: {log.read_text()[-2000:]}") from exc
-    try:
-        yield url, client
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_services_run_end_to_end_with_their_users_over_tls(tmp_path, secure_redis, procs):

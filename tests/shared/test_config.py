@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import config
-from shared.config import Parser, flag, join_hostport, parse_hostport
+from shared.addr import join_hostport, parse_hostport
+from shared.config import Parser, flag
 from shared.errors import ConfigError
 
 

@@ -14,12 +14,12 @@ from shared.errors import ConfigError, StoreMisuse, StoreUnavailable
 def test_single_node_forms_are_redis_py_urls():
     for url in ("redis://127.0.0.1:6379/0", "rediss://u:p@h:6380/1", "unix:///tmp/r.sock?db=2"):
         spec = parse_url(url)
-        assert spec.kind == "single"
+        assert spec.topology == "single"
 
 
 def test_sentinel_form():
     spec = parse_url("redis+sentinel://app:pw%40x@10.0.0.1:26379,10.0.0.2,[fd00::3]:26380/mymaster/2")
-    assert spec.kind == "sentinel" and not spec.tls
+    assert spec.topology == "sentinel" and not spec.tls
     assert spec.hosts == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("fd00::3", 26380))
     assert (spec.username, spec.password, spec.master, spec.db, spec.role) == ("app", "pw@x", "mymaster", 2, "master")
     spec = parse_url("rediss+sentinel://s1:26379/cache?role=replica&ssl_ca_certs=/ca.pem&sentinel_password=sp")
@@ -29,7 +29,7 @@ def test_sentinel_form():
 
 def test_cluster_form():
     spec = parse_url("redis+cluster://:pw@n1:7000,n2:7001,n3")
-    assert spec.kind == "cluster" and spec.hosts == (("n1", 7000), ("n2", 7001), ("n3", 6379))
+    assert spec.topology == "cluster" and spec.hosts == (("n1", 7000), ("n2", 7001), ("n3", 6379))
     assert spec.password == "pw" and spec.db == 0
     spec = parse_url("rediss+cluster://n1:7000/0?ssl_cert_reqs=none&ssl_check_hostname=false")
     assert spec.tls and spec.options == {"ssl_cert_reqs": "none", "ssl_check_hostname": False}

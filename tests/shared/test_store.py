@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.support.lease import acquire
+from harness.writer import acquire
 from shared.errors import CorruptState, Fenced, VersionConflict
 from shared.errors import CorruptState, Fenced, StoreMisuse, VersionConflict
 from shared.keys import Keys

@@ -30,7 +30,7 @@ def outcome(request: str, status: str = "applied", **more) -> tuple[str, dict]:
 async def test_one_call_writes_the_diff_cursor_outcomes_and_deregistrations(store, redis_server):
     lease = (await store.try_acquire("a", 5000))[0]
     write = IntentWrite(cursor="1000-3", outcomes=[outcome("r1"), outcome("r2", "rejected", reason="bad_id")],
-                        suppress={"b09": 1234.5}, ttl=60)
+                        deregistered={"b09": 1234.5}, ttl=60)
     version = await store.apply(lease, 0, [b(1, source=SOURCE_INTENT, registered_at=99.0)], [], intents=write)
     c = redis_server.client()
     assert version == 1 and c.get(KEYS.intents_cursor) == b"1000-3"
@@ -86,10 +86,10 @@ async def test_applied_intents_are_trimmed_from_the_stream_only_before_the_given
     assert c.xrevrange(KEYS.intents, count=1)[0][0] == ids[-1]
 
 
-async def test_unsuppress_forgets_a_deregistration(store, redis_server):
+async def test_an_ended_deregistration_is_forgotten_a_deregistration(store, redis_server):
     lease = (await store.try_acquire("a", 5000))[0]
-    await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", suppress={"b01": 10.0, "b02": 20.0}))
-    await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", unsuppress=["b01"]))
+    await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", deregistered={"b01": 10.0, "b02": 20.0}))
+    await store.apply(lease, 0, [], [], intents=IntentWrite(cursor="1-0", deregistration_ended=["b01"]))
     assert (await store.load(intents=True)).deregistered == {"b02": 20.0}
 
 
@@ -102,7 +102,7 @@ async def test_a_wrong_type_intents_key_refuses_the_whole_step(store, redis_serv
     lease = (await store.try_acquire("a", 5000))[0]
     c = redis_server.client()
     c.set(key, "by hand")
-    write = IntentWrite(cursor="3000-0", outcomes=[outcome("r1")], suppress={"b09": 1.0}, ttl=60,
+    write = IntentWrite(cursor="3000-0", outcomes=[outcome("r1")], deregistered={"b09": 1.0}, ttl=60,
                         trim_before="1-0")
     with pytest.raises(StoreMisuse, match="WRONGTYPE"):
         await store.apply(lease, 0, [b(1)], [], intents=write)

@@ -1,6 +1,6 @@
-"""Real servers and processes for tests, each bounded in time.
+"""Test-only helpers on top of the harness (``harness/``, which starts the real parts).
 
-- ``procs``: free_port(), wait_until(), Proc (our console scripts as subprocesses).
-- ``redis``: RedisServer, the venv's real redis-server on 127.0.0.1.
-- ``dns``: DnsProcess, tools/dns_server.py as a subprocess with a zone file.
+- ``plane``: ``start_fly_plane``, a DNS-fed plane on the test's fixtures.
+- ``procs``, ``redis``, ``dns``, ``envoy``: the old names of harness modules, kept for imports
+  written before the harness moved; new code imports ``harness.*``.
 """

@@ -13,9 +13,9 @@ import dns.message
 import dns.rcode
 import pytest
 
+from harness.procs import wait_until
 from tools.dns_server import DnsServer
 from tools.flyzone import build_zone, write_zone
-from tests.support.procs import wait_until
 from tools.tls_backend import client_context, start_tls_backend
 
 

@@ -1,21 +1,18 @@
-"""The test harness of the ADS server: builders, the fenced writer, in-process replicas.
+"""The test harness of the ADS server: builders, the fenced writer (harness.writer), in-process replicas.
 
 A replica here is ``xds_server.replica.Replica``, the composition root that
 ``xds-server`` runs, on 127.0.0.1:0 with short timings so the tests stay fast.
 """
 from __future__ import annotations
 
-import asyncio
-import inspect
 import itertools
 from dataclasses import dataclass, field
 
+from harness.wait import async_wait_until
+from harness.writer import Writer as FencedWriter
 from shared.config import RedisSettings
-from shared.connect import aclose, connect
-from shared.errors import Fenced, StoreUnavailable
 from shared.model import Builder, make_builder, parse_networks
 from shared.store import Store
-from tests.support.procs import async_wait_until
 from xds_server.config import XdsConfig
 from xds_server.replica import Replica
 
@@ -37,48 +34,11 @@ def builder(bid: str, region: str = "ord", *, ip: str | None = None, port: int =
                         sni_template=SNI_TEMPLATE, port=443, allowed=ALLOWED)
 
 
-class Writer:
-    """The discoverer's write path: one fenced, versioned step per change."""
+class Writer(FencedWriter):
+    """The harness's fenced writer (the discoverer's write path) with the tests' holder and a 60 s lease."""
 
     def __init__(self, store: Store):
-        self.store = store
-        self.lease = None
-        self.floor = 0  # version floor on (re)acquire, like the discoverer's highest known version
-
-    async def acquire(self) -> None:
-        self.lease, _ = await self._retrying(self.store.try_acquire, "tests-writer", 60_000, self.floor)
-        assert self.lease is not None, "another holder has the lease"
-
-    async def apply(self, upsert=(), remove=()) -> int:
-        """Apply a diff; returns the new version."""
-        for attempt in range(2):
-            if self.lease is None:
-                await self.acquire()
-            try:
-                version = await self._retrying(self.store.version)
-                return await self.store.apply(self.lease, version, list(upsert), list(remove))
-            except Fenced:  # Redis restarted: the lease is gone
-                if attempt:
-                    raise
-                self.lease = None
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    async def _retrying(call, *args):
-        """After a Redis restart the first command on a pooled connection fails once."""
-        for attempt in range(3):
-            try:
-                return await call(*args)
-            except StoreUnavailable:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.05)
-
-    async def put(self, *builders: Builder) -> int:
-        return await self.apply(upsert=builders)
-
-    async def remove(self, *ids: str) -> int:
-        return await self.apply(remove=ids)
+        super().__init__(store, holder="tests-writer", ttl_ms=60_000)
 
 
 class TestReplica(Replica):
@@ -105,7 +65,4 @@ async def start_replica(redis_url: str, *, routing: str = "filter_chains", fcds:
 
 async def eventually(predicate, timeout: float = 3.0, what: str | None = None):
     """Poll a predicate (plain or async) until it is truthy; its value. Bounded by ``timeout``."""
-    async def check():
-        value = predicate()
-        return await value if inspect.isawaitable(value) else value
-    return await async_wait_until(check, timeout, interval=0.01, what=what or getattr(predicate, "__name__", None))
+    return await async_wait_until(predicate, timeout, interval=0.01, what=what)

@@ -8,8 +8,8 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.procs import free_port, wait_until
 from shared.keys import Keys
-from tests.support.procs import free_port, wait_until
 from .harness import builder, sni
 from .test_sotw import sync
 from .xds_client import ADS, CDS, XdsClient, make_node

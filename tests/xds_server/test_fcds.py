@@ -12,10 +12,10 @@ import yaml
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from harness.envoy import envoy_binary
+from harness.procs import script
 from shared import resources as rs
 from shared.errors import ConfigError
-from tests.support.envoy import envoy_binary
-from tests.support.procs import script
 from xds_server import config
 from xds_server.cache import Cache
 from xds_server.render import ListenerSpec, Renderer

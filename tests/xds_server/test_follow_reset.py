@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import time
 
-from tests.support.lease import acquire
+from harness.writer import acquire
 from xds_server.cache import Cache
 from xds_server.follow import Follower
 from xds_server.render import Renderer

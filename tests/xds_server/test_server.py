@@ -8,8 +8,8 @@ import grpc
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.procs import free_port
 from shared.keys import Keys
-from tests.support.procs import free_port
 
 from .harness import builder, eventually, sni
 from .test_sotw import peer_of, sync

@@ -20,9 +20,9 @@ import grpc
 import orjson
 import pytest
 
+from harness.envoy import EnvoyProc, start_backends
+from harness.procs import Proc, async_wait_until, free_port, script, wait_until
 from shared.keys import Keys
-from tests.support.envoy import EnvoyProc, start_backends
-from tests.support.procs import Proc, async_wait_until, free_port, script, wait_until
 from tools.tls_backend import client_context
 
 from .harness import builder

@@ -31,7 +31,7 @@ from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from shared import resources as rs
-from tests.support.procs import async_wait_until
+from harness.wait import async_wait_until
 
 CDS, LDS, FCDS = rs.CLUSTER, rs.LISTENER, rs.FILTER_CHAIN
 MESSAGES = {CDS: cluster_pb2.Cluster, LDS: listener_pb2.Listener, FCDS: listener_components_pb2.FilterChain}
@@ -67,7 +67,7 @@ class _Stream:
 
     request_type: type
     response_type: type
-    kind: str  # as the server's Peer.kind
+    transport: str  # as the server's Peer.transport
 
     def __init__(self, channel: grpc.aio.Channel, method: str, node: base_pb2.Node, *, node_every_time: bool,
                  client: "XdsClient | None" = None):
@@ -137,7 +137,7 @@ class _Stream:
         raise AssertionError(f"unexpected response: {self.describe(resp)}")
 
     async def settled(self, timeout: float = RECV_TIMEOUT, *, caught_up: bool = True) -> None:
-        """Wait until the server has handled every request this node's open streams of this kind sent,
+        """Wait until the server has handled every request this node's open streams of this transport sent,
         serves the version its Redis holds (unless not ``caught_up``: a test that holds it back), releases
         no held version, and all it queued for them has arrived."""
         server, node_id = self.client.server, self.node.id or "unknown"
@@ -145,8 +145,8 @@ class _Stream:
         async def quiet():
             if caught_up and server.cache.version != await server.follower.store.version():
                 return False
-            peers = [p for p in server.registry.peers if p.node_id == node_id and p.kind == self.kind]
-            mine = [s for s in self.client.streams if s.kind == self.kind and s.sent and s.end is None]
+            peers = [p for p in server.registry.peers if p.node_id == node_id and p.transport == self.transport]
+            mine = [s for s in self.client.streams if s.transport == self.transport and s.sent and s.end is None]
             counts = (len(peers), sum(p.handled for p in peers), sum(p.queued for p in peers))
             return not server.cache.held and counts == (len(mine), sum(s.sent for s in mine),
                                                         sum(s.received for s in mine))
@@ -183,7 +183,7 @@ class SotwStream(_Stream):
 
     request_type = discovery_pb2.DiscoveryRequest
     response_type = discovery_pb2.DiscoveryResponse
-    kind = "sotw"
+    transport = "sotw"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -243,7 +243,7 @@ class DeltaStream(_Stream):
 
     request_type = discovery_pb2.DeltaDiscoveryRequest
     response_type = discovery_pb2.DeltaDiscoveryResponse
-    kind = "delta"
+    transport = "delta"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

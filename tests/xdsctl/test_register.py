@@ -1,17 +1,19 @@
 """xdsctl register --wait: which Envoys must have ACKed what (pure: ``fleet_state`` and ``serves``)."""
 from __future__ import annotations
 
+from shared.status import EnvoyStatus, ReplicaStatus
 from xdsctl.register import fleet_state, serves
 
 NOW = 1000.0
 
 
-def replica(routing: str = "sni_cluster", scope: str = "all", version: int = 7) -> dict:
-    return {"routing": routing, "region_scope": scope, "version": version, "heartbeat": NOW}
+def replica(routing: str = "sni_cluster", scope: str = "all", version: int = 7) -> ReplicaStatus:
+    return ReplicaStatus.from_json({"routing": routing, "region_scope": scope, "version": version, "heartbeat": NOW})
 
 
-def envoy(region: str, cds: str, lds: str = "1", replica_id: str = "r1", heartbeat: float = NOW) -> dict:
-    return {"replica": replica_id, "region": region, "acked": {"cds": cds, "lds": lds}, "heartbeat": heartbeat}
+def envoy(region: str, cds: str, lds: str = "1", replica_id: str = "r1", heartbeat: float = NOW) -> EnvoyStatus:
+    return EnvoyStatus.from_json({"replica": replica_id, "region": region, "acked": {"cds": cds, "lds": lds},
+                                  "heartbeat": heartbeat})
 
 
 OUTCOME = {"status": "applied", "version": 7, "region": "ord"}

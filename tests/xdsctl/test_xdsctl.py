@@ -8,9 +8,9 @@ import time
 import pytest
 
 from discoverer import status as discoverer_status
-from tests.support.lease import acquire
+from harness.procs import free_port, script
+from harness.writer import acquire
 from shared.model import Builder
-from tests.support.procs import free_port, script
 from xdsctl.main import main, parser
 
 LONG_SNI = "a-builder-with-a-long-name-0001.in-a-region-far-away.builders-of-a-large-organisation.internal"

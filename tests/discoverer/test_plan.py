@@ -1,11 +1,13 @@
-"""discoverer.diff: validation and the planner (grace, mass-removal guard, duplicates)."""
+"""discoverer.validate and discoverer.plan: validation and the planner (grace, mass-removal guard, duplicates)."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
 
-from discoverer.diff import Planner, Rules, validate
+from discoverer.plan import Planner
+from discoverer.rules import Rules
+from discoverer.validate import validate
 from shared.model import DEFAULT_ALLOWED_NETWORKS, parse_networks
 
 RULES = Rules(sni_template="{id}.builders.internal", port=443, allowed=parse_networks(DEFAULT_ALLOWED_NETWORKS),
