@@ -111,13 +111,13 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--builders", type=int, default=500)
     p.add_argument("--changes", type=int, default=15)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between changes")
-    p.add_argument("--floor", action="store_true", help="measure bench/grpc_floor.py instead (label 'floor')")
-    p.add_argument("--label", default="after", help="key under cpu_per_stream in bench/results.json")
+    p.add_argument("--floor", action="store_true",
+                   help="measure bench/grpc_floor.py instead (label 'floor' unless given)")
+    p.add_argument("--label", help="key under cpu_per_stream in bench/results.json (default: after)")
     p.add_argument("--profile", type=Path, help="write a py-spy flame graph of the replica during the changes here")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
-    if args.floor:
-        args.label = "floor"
+    args.label = args.label or ("floor" if args.floor else "after")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as d:
         for kind in args.kinds.split(","):

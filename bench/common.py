@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from harness.plane import Plane, Replica
 from harness.procs import REPO, Proc, ProcGroup
@@ -51,9 +51,10 @@ def seed(url: str, count: int) -> int:
     return asyncio.run(go())
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmHWM: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -101,21 +102,31 @@ class Loaders:
         self.group = ProcGroup(self.tmp / "loaders")
         self.procs: list[tuple[Proc, str, Path, Path]] = []  # (process, kind, out, ready)
 
-    def start(self, kind: str, streams: int, *, region: str = "ord", prefix: str = "l") -> None:
+    def start(self, kind: str, streams: int, *, region: str = "ord", prefix: str = "l",
+              extra: Sequence[str] = ()) -> None:
+        """``streams`` more streams; ``extra``: more loadclient flags (--jitter, --resume, --per-connection)."""
         while streams > 0:
             n, i = min(self.per_loader, streams), len(self.procs)
-            out, ready = self.tmp / f"load{i}.json", self.tmp / f"ready{i}"
+            out, ready, reopened = self.tmp / f"load{i}.json", self.tmp / f"ready{i}", self.tmp / f"reopened{i}"
             ready.unlink(missing_ok=True)
+            reopened.unlink(missing_ok=True)
             self.procs.append((self.group.start_python(
                 ["-m", "bench.loadclient", "--target", self.target, "--streams", str(n), "--kind", kind,
                  "--duration", str(self.duration), "--ready-file", str(ready), "--out", str(out),
-                 "--id-prefix", f"{prefix}{i}", "--region", region], label=f"loader{i}"), kind, out, ready))
+                 "--id-prefix", f"{prefix}{i}", "--region", region, "--reopened-file", str(reopened), *extra],
+                label=f"loader{i}"), kind, out, ready))
             streams -= n
 
     def wait_served(self, timeout: float = 90) -> float:
         """Seconds until every stream of every loader had its first CDS and LDS."""
         return seconds_until(lambda: all(ready.exists() for *_, ready in self.procs), timeout, interval=0.005,
                              what="every loader's streams served")
+
+    def wait_reopened(self, timeout: float = 90) -> float:
+        """Seconds until every stream of every loader was opened again and served since (after a failure)."""
+        files = [self.tmp / f"reopened{i}" for i in range(len(self.procs))]
+        return seconds_until(lambda: all(f.exists() for f in files), timeout, interval=0.005,
+                             what="every loader's streams served again")
 
     @property
     def pids(self) -> dict[str, int]:

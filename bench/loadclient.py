@@ -1,7 +1,7 @@
 """Simulated Envoys: many ADS streams in one process, each ACKing every response.
 
-    python -m bench.loadclient --target 127.0.0.1:18000 --streams 500 --kind delta \
-        --duration 20 --ready-file R --out results.json [--region ord] [--id-prefix p0]
+    python -m bench.loadclient --target 127.0.0.1:18000[,127.0.0.1:18001] --streams 500 --kind delta \
+        --duration 20 --ready-file R --out results.json [--region ord] [--id-prefix p0] [--jitter 0.5] [--resume]
 
 Each stream subscribes to CDS and LDS (wildcard), ACKs everything at once and
 records, per response, (type, version, wall-clock receive time). When every
@@ -12,6 +12,19 @@ stream has had its first response, ``--ready-file`` is written. After
 "errors": {gRPC status, exception or ENDED: count}}``. As Envoy does, a
 stream that fails or ends is opened again after a jittered backoff (0.5 s
 doubling to 5 s); the first failure is also printed on stderr.
+
+A replica's death, as Envoy lives it: with several targets a stream that
+fails opens again on the next one; with ``--jitter S`` the first retry after
+a stream that was served waits uniform(0, S) seconds (``--reopened-file`` is
+written when every stream was opened again and served since); with ``--resume`` a
+delta stream sends ``initial_resource_versions`` (what it holds, per type) and
+a SotW stream its last ``version_info``. The JSON then also holds, per
+stream, ``counts`` (resources in each response, parallel to records) and
+``opens`` ([target index, wall-clock time] of every stream opened). By default
+every stream of the process shares one TCP connection per target (gRPC's
+subchannel pool); ``--per-connection N`` gives every N streams their own, so
+that ``xds-server --workers`` (SO_REUSEPORT: one worker per connection) sees
+many clients, as it does with real Envoys.
 """
 from __future__ import annotations
 
@@ -52,13 +65,22 @@ class Loader:
         self.bytes = 0
         self.errors: dict[str, int] = {}  # stream failures by gRPC status / exception; each is retried
         self.served: set[int] = set()
+        self.targets = args.target.split(",")
+        self.counts: list[list[int]] = [[] for _ in range(args.streams)]
+        self.opens: list[list] = [[] for _ in range(args.streams)]
+        self.held: list[dict[str, dict[str, str]]] = [{} for _ in range(args.streams)]  # type -> name -> version
+        self.reserved: set[int] = set()  # streams opened again after a failure and served since
 
-    async def stream(self, channel: grpc.aio.Channel, i: int) -> None:
-        """One simulated Envoy: like Envoy, it opens its stream again after a failure, with jittered backoff."""
-        failures = 0
+    async def stream(self, channels: list[grpc.aio.Channel], i: int) -> None:
+        """One simulated Envoy: like Envoy, it opens its stream again after a failure, with jittered backoff
+        (on the next target, when there are several)."""
+        failures, at = 0, 0
         while True:
+            served = len(self.records[i])
+            self.reserved.discard(i)
             try:
-                await self._stream(channel, i)
+                self.opens[i].append((at, time.time()))
+                await self._stream(channels[at], i)
                 key = "ENDED"  # the server closed the stream
             except asyncio.CancelledError:
                 raise
@@ -68,8 +90,33 @@ class Loader:
                     print(f"loadclient {self.args.id_prefix}: stream {i} failed (retrying): {exc!r}"[:300],
                           file=sys.stderr)
             self.errors[key] = self.errors.get(key, 0) + 1
-            failures += 1
-            await asyncio.sleep(min(RETRY_MAX, RETRY_BASE * 2 ** (failures - 1)) * random.uniform(0.5, 1.0))
+            failures = 1 if len(self.records[i]) > served else failures + 1
+            at = (at + 1) % len(channels)
+            await asyncio.sleep(self._backoff(failures))
+
+    def _backoff(self, failures: int) -> float:
+        if self.args.jitter is not None and failures == 1:
+            return random.uniform(0, self.args.jitter)
+        return min(RETRY_MAX, RETRY_BASE * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+
+    def _first(self, req_type, n, type_url: str, i: int):
+        """The first request of a type; with --resume it says what the stream holds already."""
+        held = self.held[i].get(type_url) if self.args.resume else None
+        if not held:
+            return req_type(node=n, type_url=type_url)
+        if req_type is discovery_pb2.DeltaDiscoveryRequest:
+            return req_type(node=n, type_url=type_url, initial_resource_versions=held)
+        return req_type(node=n, type_url=type_url, version_info=held[""])
+
+    def _hold(self, i: int, resp, delta: bool) -> None:
+        if not delta:
+            self.held[i][resp.type_url] = {"": resp.version_info}
+            return
+        held = self.held[i].setdefault(resp.type_url, {})
+        for r in resp.resources:
+            held[r.name] = r.version
+        for name in resp.removed_resources:
+            held.pop(name, None)
 
     async def _stream(self, channel: grpc.aio.Channel, i: int) -> None:
         delta = self.args.kind == "delta"
@@ -80,7 +127,7 @@ class Loader:
                                      response_deserializer=lambda b: (len(b), resp_type.FromString(b)))()
         n = node(f"{self.args.id_prefix}-{i}", self.args.region)
         for type_url in TYPES:
-            await call.write(req_type(node=n, type_url=type_url))
+            await call.write(self._first(req_type, n, type_url, i))
         seen: set[str] = set()
         async for size, resp in call:
             now = time.time()
@@ -88,28 +135,43 @@ class Loader:
             short = rs.SHORT[resp.type_url]
             self.records[i].append((short, version, now))
             self.sizes[i].append(size)
+            self.counts[i].append(len(resp.resources))
             self.bytes += size
+            if self.args.resume:
+                self._hold(i, resp, delta)
             if delta:
                 await call.write(req_type(type_url=resp.type_url, response_nonce=resp.nonce))
             else:
                 await call.write(req_type(type_url=resp.type_url, version_info=resp.version_info,
                                           response_nonce=resp.nonce))
             seen.add(short)
-            if i not in self.served and seen >= {"cds", "lds"}:
-                self.served.add(i)
-                if len(self.served) == self.args.streams:
-                    self.all_first.set()
+            if seen >= {"cds", "lds"}:
+                self._served(i)
+
+    def _served(self, i: int) -> None:
+        if i not in self.served:
+            self.served.add(i)
+            if len(self.served) == self.args.streams:
+                self.all_first.set()
+        elif len(self.opens[i]) > 1 and i not in self.reserved:
+            self.reserved.add(i)
+            if len(self.reserved) == self.args.streams and self.args.reopened_file:
+                with open(self.args.reopened_file, "w") as f:
+                    f.write(str(time.time()))
 
     async def run(self) -> None:
-        per_channel = 100
-        channels = [grpc.aio.insecure_channel(self.args.target, options=[("grpc.max_receive_message_length", 256 << 20)])
-                    for _ in range((self.args.streams + per_channel - 1) // per_channel)]
+        per_channel = self.args.per_connection or 100
+        options = [("grpc.max_receive_message_length", 256 << 20)]
+        if self.args.per_connection:  # a connection of its own per channel (else gRPC shares one per target)
+            options.append(("grpc.use_local_subchannel_pool", 1))
+        groups = [[grpc.aio.insecure_channel(t, options=options) for t in self.targets]
+                  for _ in range((self.args.streams + per_channel - 1) // per_channel)]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         with contextlib.suppress(TimeoutError):  # connected before the streams start (they retry anyway)
-            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 30)
-        tasks = [asyncio.ensure_future(self.stream(channels[i // per_channel], i)) for i in range(self.args.streams)]
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for g in groups for c in g)), 30)
+        tasks = [asyncio.ensure_future(self.stream(groups[i // per_channel], i)) for i in range(self.args.streams)]
 
         async def mark_ready():
             await self.all_first.wait()
@@ -125,23 +187,30 @@ class Loader:
         for t in (*tasks, ready):
             t.cancel()
         await asyncio.gather(*tasks, ready, return_exceptions=True)
-        for c in channels:
+        for c in (c for group in groups for c in group):
             await c.close()
         tmp = self.args.out + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"records": self.records, "bytes": self.bytes, "sizes": self.sizes, "errors": self.errors}, f)
+            json.dump({"records": self.records, "bytes": self.bytes, "sizes": self.sizes, "errors": self.errors,
+                       "counts": self.counts, "opens": self.opens}, f)
         os.replace(tmp, self.args.out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--target", required=True)
+    p.add_argument("--target", required=True, help="HOST:PORT[,HOST:PORT...]: a failed stream opens on the next")
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--kind", choices=("sotw", "delta"), default="delta")
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--region", default="ord")
     p.add_argument("--id-prefix", default="load")
     p.add_argument("--ready-file")
+    p.add_argument("--jitter", type=float, help="first retry after a served stream fails: uniform(0, S) seconds")
+    p.add_argument("--per-connection", type=int, default=0,
+                   help="streams per TCP connection (Envoy: 1; a replica's workers share connections, not "
+                        "streams); default: one connection per target for the whole process")
+    p.add_argument("--reopened-file", help="written when every stream was opened again and served since")
+    p.add_argument("--resume", action="store_true", help="reopen with what the stream holds (initial versions)")
     p.add_argument("--out", required=True)
     asyncio.run(Loader(p.parse_args()).run())
 

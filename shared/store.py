@@ -313,15 +313,32 @@ class Store:
                 version, size = await pipe.execute()
         return int(version or 0), int(size)
 
+    # --- the Redis itself -----------------------------------------------------
+    async def ping(self) -> None:
+        async with self._translating("pinging"):
+            await self.client.ping()
+
+    async def replication(self) -> dict:
+        """INFO replication (``role``, ``master_link_status``, ``master_last_io_seconds_ago``,
+        ``master_link_down_since_seconds``, ...): whether this Redis hears from its master.
+        The ACL user needs ``+info``."""
+        async with self._translating("reading INFO replication"):
+            return dict(await self.client.info("replication"))
+
     # --- status hashes ------------------------------------------------------
     async def put_status(self, key: str, entries: dict[str, dict], stale: Iterable[str] = ()) -> None:
-        async with self._translating("writing status", key):
+        await self.put_statuses((key, entries, stale))
+
+    async def put_statuses(self, *writes: tuple[str, dict[str, dict], Iterable[str]]) -> None:
+        """(key, entries to set, fields to delete) for several status hashes, in one round trip."""
+        async with self._translating("writing status", *(w[0] for w in writes)):
             async with self.client.pipeline(transaction=False) as pipe:
-                if entries:
-                    pipe.hset(key, mapping={k: orjson.dumps(v) for k, v in entries.items()})
-                stale = list(stale)
-                if stale:
-                    pipe.hdel(key, *stale)
+                for key, entries, stale in writes:
+                    if entries:
+                        pipe.hset(key, mapping={k: orjson.dumps(v) for k, v in entries.items()})
+                    stale = list(stale)
+                    if stale:
+                        pipe.hdel(key, *stale)
                 await pipe.execute()
 
     async def get_statuses(self, *keys: str) -> list[dict[str, dict]]:

@@ -30,17 +30,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
+from envoy.config.core.v3 import base_pb2
+
 from shared import resources as rs
+from shared.errors import StreamRefused
 from shared.model import Builder
 
+from .nodes import node_listener, node_region
 from .render import ListenerSpec, Rendered, Renderer
 from .snapshot import Delta, TypeSnapshot
 
+log = logging.getLogger(__name__)
 DIFF_LOG = 64  # versions of per-view change sets kept for delta streams
+RECENT = 4  # published snapshots per (view, type) a reconnecting Envoy may hold (``Cache.matching``)
 Pair = tuple[Builder | None, Builder | None]
 
 
@@ -79,6 +86,7 @@ class _Series:
     def __init__(self, snap: TypeSnapshot):
         self.current = snap  # what the transports see (published)
         self.latest = snap  # the newest, published at the next push
+        self.recent: collections.deque[TypeSnapshot] = collections.deque([snap], maxlen=RECENT)  # published
         self.log: collections.deque[tuple[int, frozenset[str]]] = collections.deque(maxlen=DIFF_LOG)
         self.complete_from = snap.seq  # every change after this seq is in the log
         self.deltas: collections.OrderedDict[tuple, tuple] = (
@@ -89,6 +97,11 @@ class _Series:
             self.complete_from = self.log[0][0]
         self.log.append((snap.seq, changed))
         self.latest = snap
+
+    def publish(self) -> None:
+        if self.current is not self.latest:
+            self.current = self.latest
+            self.recent.append(self.latest)
 
     def changed_between(self, old: int, new: int) -> set[str] | None:
         """Names changed after seq ``old`` up to ``new``; None when the log does not reach back."""
@@ -104,9 +117,13 @@ class _Series:
 class Cache:
     """The rendered state of the builder set for every view in use."""
 
-    def __init__(self, renderer: Renderer, *, region_scope: str = rs.SCOPE_ALL, push_interval: float = 0.0):
+    def __init__(self, renderer: Renderer, *, region_scope: str = rs.SCOPE_ALL, push_interval: float = 0.0,
+                 listener: ListenerSpec = ListenerSpec(), max_views: int = 256):
         self.renderer = renderer
         self.region_scope = region_scope
+        self.listener = listener  # a node whose bootstrap names no listener gets this one
+        self.max_views = max_views
+        self._open: dict[ViewKey, list] = {}  # view -> [the one key object, streams using it]
         self.push_interval = push_interval
         self._pushed_at = -float("inf")  # monotonic time of the last publish
         self._timer: asyncio.TimerHandle | None = None  # a publish held back by push_interval
@@ -130,10 +147,33 @@ class Cache:
     def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
         return ViewKey(region if self.region_scope == rs.SCOPE_LOCAL else None, listener)
 
-    def drop_view(self, view: ViewKey) -> None:
-        """Forget a view no stream uses any more (it is rebuilt on demand)."""
-        for type_url in self.types:
-            self._series.pop((view, type_url), None)
+    # --- views (snapshot.SnapshotSource) ----------------------------------------
+    def open_view(self, node: base_pb2.Node) -> ViewKey:
+        """The node's view (region if --region-scope is local, and the listener its bootstrap asks for)."""
+        region = node_region(node)
+        if region is None and self.region_scope == rs.SCOPE_LOCAL:
+            log.warning("node %s has no region while --region-scope is local: it sees no builders", node.id)
+            region = ""
+        view = self.view_for(region, node_listener(node, self.listener))
+        entry = self._open.get(view)
+        if entry is None:
+            if len(self._open) >= self.max_views:
+                raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
+                                                          "distinct views (region, listener address and port)")
+            entry = self._open[view] = [view, 0]
+        entry[1] += 1
+        return entry[0]  # one object per view: lookups by it compare by identity
+
+    def close_view(self, view: ViewKey) -> None:
+        """A stream let go of ``view``; with none left its snapshots are forgotten (rebuilt on demand)."""
+        entry = self._open.get(view)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._open[view]
+            for type_url in self.types:
+                self._series.pop((view, type_url), None)
 
     # --- writers (the follower) ------------------------------------------------
     def replace(self, version: int, builders: Mapping[str, Builder]) -> None:
@@ -190,7 +230,7 @@ class Cache:
             self._timer = None
         self._pushed_at = time.monotonic()
         for series in self._series.values():
-            series.current = series.latest
+            series.publish()
         for callback in tuple(self._watchers):
             callback()
 
@@ -253,6 +293,10 @@ class Cache:
     def delta_only(self) -> bool:
         return self.renderer.delta_only
 
+    @property
+    def routing(self) -> str:
+        return self.renderer.routing
+
     def may_appear(self, type_url: str, name: str) -> bool:
         return type_url == rs.CLUSTER and self.renderer.on_demand and name.endswith(self._domain_suffix)
 
@@ -270,6 +314,15 @@ class Cache:
             render = self._per_builder(type_url)
             resources = {b.sni: render(b) for b in self.builders.values() if self._in_view(view, b)}
         return TypeSnapshot(type_url, self.version, resources, self._uses(type_url, resources), seq=self.seq)
+
+    def matching(self, view: ViewKey, type_url: str, held: bytes) -> TypeSnapshot | None:
+        """A recently published snapshot that a reconnecting Envoy holds exactly, newest first: one
+        bytes comparison each, the key built once per snapshot (see ``SnapshotSource.matching``)."""
+        series = self._series.get((view, type_url))
+        for snap in reversed(series.recent) if series is not None else ():
+            if snap.held_key() == held:
+                return snap
+        return None
 
     def seen_at(self, version: int) -> float:
         """Wall-clock time ``version`` entered Redis (or reached us, after a full load)."""

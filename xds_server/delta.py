@@ -25,7 +25,7 @@ from shared import resources as rs
 
 from . import metrics
 from .render import Rendered
-from .snapshot import Delta, TypeSnapshot, with_nonce
+from .snapshot import Delta, TypeSnapshot, held_key, with_nonce
 from .stream import Stream
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ class DeltaState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)  # explicit subscriptions
     base: TypeSnapshot | None = None  # wildcard: the snapshot the Envoy was brought to
-    initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions
+    initial: dict[str, str] = field(default_factory=dict)  # initial_resource_versions (see initial_versions)
+    held_key: bytes = b""  # the same, canonical (snapshot.held_key): a reconnect is matched by it
+    _initial: object = None  # the request's map, made a dict only when a reconnect is answered alone
+    holding: TypeSnapshot | None = None  # a reconnect: the snapshot the Envoy told us it has, until its ACK
     known: dict[str, Rendered] = field(default_factory=dict)  # explicit names -> what the Envoy was sent
     dirty: set[str] = field(default_factory=set)  # explicit names owed an answer
     checked: TypeSnapshot | None = None  # snapshot the explicit names were last checked against
@@ -48,6 +51,12 @@ class DeltaState:
     sent_version: str = ""
     sent_number: int = 0  # the set version of sent_version
     using: collections.Counter = field(default_factory=collections.Counter)  # uses of the known resources
+
+    def initial_versions(self) -> dict[str, str]:
+        """initial_resource_versions as a dict (converting a protobuf map costs a Python step per name)."""
+        if self._initial is not None:
+            self.initial, self._initial = dict(self._initial), None
+        return self.initial
 
     def idle(self, target: TypeSnapshot) -> bool:
         """Nothing can be due for ``target``: the common case after an ACK (checked without building anything)."""
@@ -94,10 +103,9 @@ class DeltaStream(Stream):
         if not self.accepts(type_url):
             return
         subscribe, unsubscribe = req.resource_names_subscribe, req.resource_names_unsubscribe
-        st = self.states.get(type_url)
+        st = known = self.states.get(type_url)
         if st is None:
             st = self.states[type_url] = DeltaState(type_url)
-            st.initial = dict(req.initial_resource_versions)
             if not subscribe:
                 st.wildcard = True  # legacy wildcard: a first request naming nothing
         if subscribe or unsubscribe:  # an ACK names none: not even an empty loop over them
@@ -105,6 +113,9 @@ class DeltaStream(Stream):
         nonce = req.response_nonce
         if nonce and nonce == st.nonce:
             self._answer(st, req)
+        if known is None and req.initial_resource_versions:  # a reconnect: what the Envoy holds
+            st._initial = req.initial_resource_versions
+            st.held_key = held_key(req)  # last: it empties the request's other fields
 
     def _subscribe(self, st: DeltaState, subscribe, unsubscribe) -> None:
         for name in subscribe:
@@ -129,12 +140,13 @@ class DeltaStream(Stream):
             st.held.discard(name)  # the Envoy let go of it itself
 
     def _answer(self, st: DeltaState, req) -> None:
-        st.nonce = None
+        st.nonce, st.holding = None, None
         if req.HasField("error_detail"):
             metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, st.sent_version, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
-                        self.peer.node_id, rs.SHORT[st.type_url], st.sent_version, req.error_detail.message[:300])
+                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), st.sent_version,
+                        req.error_detail.message[:300])
             return
         metrics.count_ack(st.type_url, self.cache.ack_latency(st.sent_number))
         self.peer.ack(st.type_url, st.sent_version)
@@ -176,14 +188,17 @@ class DeltaStream(Stream):
         asks for by name once it has what names it (FCDS chains, named by the listener) must only be
         in the cache: the Envoy holds the listener warming until it has them, and they go out only
         once what *they* use is usable (their own ``_may_send``), so the order holds transitively and
-        the listener need not wait for the clusters' ACK (a round trip saved per new SNI).
+        the listener need not wait for the clusters' ACK (a round trip saved per new SNI). Nor need it
+        when a reconnecting Envoy told us it has them (``holding``: its clusters stay warm across streams).
         """
         dep = self.cache.depends_on(type_url)
         if dep is None:
             return True
         dst = self.states.get(dep)
         if dst is not None and dst.wildcard:
-            return dst.nonce is None and dst.base is not None and self._covers(dst.base, uses)
+            if dst.nonce is not None:
+                return dst.holding is not None and self._covers(dst.holding, uses)
+            return dst.base is not None and self._covers(dst.base, uses)
         return self._covers(self.cache.snapshot(self.peer.view, dep), uses)
 
     def _covers(self, snap: TypeSnapshot, uses: frozenset[str]) -> bool:
@@ -203,15 +218,28 @@ class DeltaStream(Stream):
         if not st.wildcard or st.names or st.held:
             return None
         if st.base is None:
-            if st.initial:
-                return None  # the Envoy has some of them already (a reconnect): its own answer
-            st.base = target
-            return target.delta_message()
+            return self._first(st, target)
         delta = self.cache.delta(self.peer.view, st.base, target)
         if delta.removed and self._may_hold(st):
             return None
         st.base = target
         return delta.message() if delta else None
+
+    def _first(self, st: DeltaState, target: TypeSnapshot) -> tuple[str, bytes] | None:
+        """The first answer to a wildcard stream: everything, or, to a reconnect that holds a snapshot the
+        cache published recently (the current one, or one a change or two ago), what every stream of the
+        view got from there (nothing, or the shared delta): a dict comparison, not one per resource."""
+        if not st.held_key:
+            st.base = target
+            return target.delta_message()
+        held = self.cache.matching(self.peer.view, st.type_url, st.held_key)
+        if held is None:
+            return None  # it holds something else: its own answer (``_body``)
+        delta = None if held is target else self.cache.delta(self.peer.view, held, target)
+        if delta is not None and delta.removed and self._may_hold(st):
+            return None
+        st.base, st.held_key, st._initial, st.holding = target, b"", None, held
+        return delta.message() if delta else target.held_message()
 
     def _may_hold(self, st: DeltaState) -> bool:
         """Removals of this type may have to wait for the dependent type (``_hold_removals``)."""
@@ -232,9 +260,10 @@ class DeltaStream(Stream):
         if st.wildcard and st.base is not target:
             if st.base is None:
                 res = target.resources
-                updated = [res[n] for n in sorted(res) if st.initial.get(n) != res[n].version]
-                removed = [n for n in st.initial if n not in target.resources]
-                st.initial = {}
+                initial = st.initial_versions()
+                updated = [res[n] for n in sorted(res) if initial.get(n) != res[n].version]
+                removed = [n for n in initial if n not in target.resources]
+                st.initial, st.held_key = {}, b""
             else:
                 shared = self.cache.delta(self.peer.view, st.base, target)
                 updated, removed = list(shared.updated), list(shared.removed)
@@ -273,7 +302,7 @@ class DeltaStream(Stream):
             if r is not None:
                 st.waiting.pop(name, None)
                 had = st.known.get(name)
-                if had is None and st.initial.pop(name, None) == r.version:
+                if had is None and st.initial_versions().pop(name, None) == r.version:
                     st.know(name, r)  # a reconnecting Envoy has it already (initial_resource_versions)
                 elif had is None or had.version != r.version:
                     st.know(name, r)
@@ -305,8 +334,4 @@ class DeltaStream(Stream):
             keep = {n for n in holdable if dst.uses_name(n)}
         st.held |= keep
         return [n for n in removed if n not in keep]
-
-    def _dependent(self, type_url: str) -> str | None:
-        """The type whose resources name ``type_url``'s (the inverse of the cache's ``depends_on``)."""
-        return next((t for t in self.cache.types if self.cache.depends_on(t) == type_url), None)
 

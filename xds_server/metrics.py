@@ -79,6 +79,10 @@ CORRUPT_RECORDS = Counter("xds_corrupt_records_total", "Builder records in Redis
 CHANGE_TO_ACK = Spread(
     "xds_change_to_ack_seconds", "From a change entering Redis (its stream id) to its ACK by an Envoy",
     ["type"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+PRIMARY_REACHABLE = Gauge("xds_primary_reachable",
+                          "1 while the primary Redis (--redis-url) answers a PING within 1 s; 0 when cut off")
+READ_LINK_DOWN = Gauge("xds_read_master_link_down_seconds",
+                       "Seconds the read Redis (--redis-read-url) has lost its link to its master (0 while up)")
 VERSION_LAG = Gauge("xds_envoy_version_lag_max", "Largest version lag of a connected Envoy")
 LOOP_CRASHES = Counter("xds_loop_crashes_total",
                        "Unplanned exceptions caught in a loop or a stream (a bug: see the log)", ["loop"])

@@ -1,6 +1,7 @@
-"""Who is connected: one ``Peer`` per stream, and the node -> view mapping.
+"""Who is connected: one ``Peer`` per stream.
 
-The registry is in-memory; ``xds_server.status`` publishes it to Redis.
+The registry is in-memory; ``xds_server.status`` publishes it to Redis. Which
+view a node sees is the cache's business (``SnapshotSource.open_view``).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable
 
 from envoy.config.core.v3 import base_pb2
 
@@ -18,47 +19,18 @@ from shared.errors import StreamRefused
 from shared.status import EnvoyStatus
 
 from . import metrics
-from .cache import Cache, ViewKey
-from .render import ListenerSpec
+from .nodes import node_region, node_routing
+from .snapshot import SnapshotSource
 
 log = logging.getLogger(__name__)
 REFUSED_KEEP = 60.0  # seconds a refused node stays in {xds}:envoys after its last refused stream
-
-
-def _meta(node: base_pb2.Node, key: str) -> str | None:
-    value = node.metadata.fields.get(key)
-    if value is None:
-        return None
-    which = value.WhichOneof("kind")  # protobuf's name for Value's oneof
-    if which == "string_value":
-        return value.string_value
-    if which == "number_value":
-        return str(int(value.number_value))
-    return None
-
-
-def node_region(node: base_pb2.Node) -> str | None:
-    """locality.region, else metadata 'region', else locality.zone (``envoy --service-zone $FLY_REGION``)."""
-    return (node.locality.region or _meta(node, rs.META_REGION) or node.locality.zone or "").lower() or None
-
-
-def node_listener(node: base_pb2.Node, defaults: ListenerSpec) -> ListenerSpec:
-    """The listener address and port the node's bootstrap asks for, else the replica's defaults."""
-    port = _meta(node, rs.META_LISTENER_PORT)
-    try:
-        port_value = int(float(port)) if port else defaults.port
-    except (ValueError, OverflowError):
-        port_value = defaults.port
-    if not 0 < port_value < 65536:
-        port_value = defaults.port
-    return ListenerSpec(address=_meta(node, rs.META_LISTENER_ADDRESS) or defaults.address, port=port_value)
 
 
 @dataclass(eq=False)
 class Peer:
     node_id: str
     region: str | None
-    view: ViewKey
+    view: Hashable  # the cache's, from open_view
     transport: str  # "sotw" or "delta"
     connected_since: float = field(default_factory=time.time)
     acked: dict[str, str] = field(default_factory=dict)  # short type -> version_info
@@ -89,12 +61,10 @@ class Peer:
 
 
 class Registry:
-    """Connected peers, and how many use each view (a view with no peer is dropped from the cache)."""
+    """Connected peers; each holds its view open in the cache while it is connected."""
 
-    def __init__(self, cache: Cache, defaults: ListenerSpec, *, max_views: int = 256):
+    def __init__(self, cache: SnapshotSource):
         self.cache = cache
-        self.defaults = defaults
-        self.max_views = max_views
         self.peers: set[Peer] = set()
         self.gone: set[str] = set()
         self.changed = asyncio.Event()  # set when a peer ACKs or NACKs: the status publisher writes it soon
@@ -103,8 +73,6 @@ class Registry:
         self.refused: dict[str, dict] = {}
         self.refused_dirty = False
         self._nodes: collections.Counter[str] = collections.Counter()
-        self._views: collections.Counter[ViewKey] = collections.Counter()
-        self._keys: dict[ViewKey, ViewKey] = {}
 
     def join(self, node: base_pb2.Node, transport: str, identities: frozenset[str] | None = None, *,
              incremental: bool = True) -> Peer:
@@ -122,25 +90,17 @@ class Registry:
                 "refusing the stream, the node gets no routes from this replica until it uses delta"))
         self._check_routing(node, node_id, region, transport)
         self.refused.pop(node_id, None)
-        if region is None and self.cache.region_scope == rs.SCOPE_LOCAL:
-            log.warning("node %s has no region while --region-scope is local: it sees no builders", node_id)
-            region = ""
-        view = self.cache.view_for(region, node_listener(node, self.defaults))
-        if view not in self._views and len(self._views) >= self.max_views:
-            raise StreamRefused("RESOURCE_EXHAUSTED", f"this replica serves at most {self.max_views} "
-                                                      "distinct views (region, listener address and port)")
-        view = self._keys.setdefault(view, view)  # one object per view: lookups by it compare by identity
+        view = self.cache.open_view(node)
         peer = Peer(node_id, region, view, transport, notify=self.changed.set)
         self.peers.add(peer)
         self._nodes[node_id] += 1
-        self._views[view] += 1
         self.gone.discard(node_id)
         return peer
 
     def _check_routing(self, node: base_pb2.Node, node_id: str, region: str | None, transport: str) -> None:
         """Refuse a node whose bootstrap asks for another routing than this replica serves: its Envoy
         would get resources it cannot route with (a node without the metadata is served as it is)."""
-        asked, served = _meta(node, rs.META_ROUTING), self.cache.renderer.routing
+        asked, served = node_routing(node), self.cache.routing
         if asked is None or asked == served:
             return
         metrics.ROUTING_MISMATCHES.inc()
@@ -175,8 +135,4 @@ class Registry:
         if self._nodes[peer.node_id] <= 0:
             del self._nodes[peer.node_id]
             self.gone.add(peer.node_id)
-        self._views[peer.view] -= 1
-        if self._views[peer.view] <= 0:
-            del self._views[peer.view]
-            del self._keys[peer.view]
-            self.cache.drop_view(peer.view)
+        self.cache.close_view(peer.view)

@@ -23,6 +23,7 @@ from shared.status import READS_PRIMARY, READS_REPLICA
 from . import server
 from .cache import Cache
 from .config import XdsConfig
+from .cutoff import CutOff
 from .follow import Follower
 from .peers import Registry
 from .render import ConnectRetry, ListenerSpec, Renderer
@@ -40,10 +41,12 @@ class Replica(InTask):
         renderer = Renderer(cfg.routing, cfg.domain, fcds=cfg.fcds, connect_timeout=cfg.connect_timeout,
                             on_demand_timeout=cfg.on_demand_wait, poison=cfg.poison,
                             retry=ConnectRetry(cfg.connect_attempts, cfg.connect_backoff, cfg.connect_backoff_max))
-        self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval)
-        self.registry = Registry(self.cache, ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
+        self.cache = Cache(renderer, region_scope=cfg.region_scope, push_interval=cfg.push_interval,
+                           listener=ListenerSpec(address=cfg.listener_address, port=cfg.listener_port))
+        self.registry = Registry(self.cache)
         self.follower: Follower | None = None
         self.publisher: StatusPublisher | None = None
+        self.cutoff: CutOff | None = None
         self.port = 0
         self.started = asyncio.Event()  # the port is bound and Redis clients exist
 
@@ -59,7 +62,7 @@ class Replica(InTask):
             await self._connect(stack)
             self.started.set()
             async with asyncio.TaskGroup() as tg:
-                loops = [tg.create_task(self.follower.run()), tg.create_task(self.publisher.run())]
+                loops = [tg.create_task(part.run()) for part in (self.follower, self.publisher, self.cutoff)]
                 ready = tg.create_task(self._ready_when_loaded(health))
                 await stop.wait()
                 log.info("stopping: refusing new streams, letting Envoys reconnect elsewhere")
@@ -83,16 +86,18 @@ class Replica(InTask):
         cfg = self.cfg
         client = await stack.enter_async_context(redis_client(cfg.redis.url, name=f"xds:{cfg.replica_id}"))
         store = reader = Store(client, cfg.redis.keys)
+        read_only: Store | None = None
         if cfg.redis_read_url:
             log.info("reading the builder set from %s; status goes to the primary", redact(cfg.redis_read_url))
             read_client = await stack.enter_async_context(
                 redis_client(cfg.redis_read_url, name=f"xds-read:{cfg.replica_id}"))
-            reader = Store(read_client, cfg.redis.keys)
+            reader = read_only = Store(read_client, cfg.redis.keys)
         self.follower = Follower(reader, self.cache, primary=store, block_ms=cfg.follow_block_ms,
                                  backoff=cfg.follow_backoff, accept_reset_after=cfg.accept_reset_after)
         self.publisher = StatusPublisher(store, self.cache, self.registry, replica=cfg.replica_id,
                                          address=self.address, follower=self.follower, every=cfg.status_every,
                                          reads=READS_REPLICA if cfg.redis_read_url else READS_PRIMARY, tags=self._tags())
+        self.cutoff = CutOff(store, read_only, self.follower, self.publisher)  # commands in flight: one connection each
         stack.push_async_callback(self.publisher.withdraw)  # runs before the clients close
 
     def _tags(self) -> dict:

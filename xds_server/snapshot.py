@@ -1,8 +1,8 @@
 """What transports send: immutable snapshots of one resource type, and the deltas between them.
 
 Also the one contract between the transports and the cache (``SnapshotSource``),
-in the spirit of go-control-plane's ``ConfigWatcher``: a transport asks for
-the current snapshot of its view, a delta between two snapshots, and to be
+in the spirit of go-control-plane's ``ConfigWatcher``: a transport asks which view its node sees,
+the current snapshot of that view, a delta between two snapshots, and to be
 woken on a new version; it knows nothing else about the cache (no renderer,
 no routing mode, no builder records, no Redis).
 
@@ -21,6 +21,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, Protocol
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from shared import resources as rs
 
@@ -44,6 +47,9 @@ class TypeSnapshot:
     _sotw: bytes | None = field(default=None, repr=False)
     _sotw_message: tuple[str, bytes] | None = field(default=None, repr=False)
     _delta_message: tuple[str, bytes] | None = field(default=None, repr=False)
+    _versions: dict[str, str] | None = field(default=None, repr=False)
+    _held_message: tuple[str, bytes] | None = field(default=None, repr=False)
+    _held_key: bytes | None = field(default=None, repr=False)
 
     @property
     def version_info(self) -> str:
@@ -78,6 +84,41 @@ class TypeSnapshot:
             body = Delta.build(self.type_url, self.version, [res[n] for n in sorted(res)], ()).body
             self._delta_message = shared_message(body, "d")
         return self._delta_message
+
+
+    def versions(self) -> dict[str, str]:
+        """name -> version of every resource, built once: a reconnecting Envoy's
+        ``initial_resource_versions`` is compared with it whole (one dict comparison, in C)."""
+        if self._versions is None:
+            self._versions = {n: r.version for n, r in self.resources.items()}
+        return self._versions
+
+    def held_key(self) -> bytes:
+        """What an Envoy that holds exactly this snapshot sends on reconnecting, spelled as ``held_key``
+        spells its first request: compared as bytes (memcmp), not resource by resource."""
+        if self._held_key is None:
+            request = discovery_pb2.DeltaDiscoveryRequest(type_url=self.type_url,
+                                                          initial_resource_versions=self.versions())
+            self._held_key = request.SerializeToString(deterministic=True)
+        return self._held_key
+
+    def held_message(self) -> tuple[str, bytes]:
+        """(nonce, a DeltaDiscoveryResponse with no resources): the first answer to a wildcard stream
+        that holds this snapshot already (a reconnect), one message for all of them."""
+        if self._held_message is None:
+            self._held_message = shared_message(Delta.build(self.type_url, self.version, (), ()).body, "d")
+        return self._held_message
+
+
+def held_key(request: discovery_pb2.DeltaDiscoveryRequest) -> bytes:
+    """A first delta request's type and ``initial_resource_versions``, canonical (keys sorted, by
+    protobuf's deterministic serialization, in C): equal to ``TypeSnapshot.held_key`` of the snapshot
+    whose resources have exactly those versions. Empties the request's other fields (node, names):
+    call it last."""
+    for desc, _ in request.ListFields():
+        if desc.name not in ("type_url", "initial_resource_versions"):
+            request.ClearField(desc.name)
+    return request.SerializeToString(deterministic=True)
 
 
 _shared_nonces = itertools.count(1)
@@ -149,11 +190,29 @@ class SnapshotSource(Protocol):
     def delta_only(self) -> bool:
         """The resources can only be served over delta xDS (FCDS): state-of-the-world streams are refused."""
 
+    @property
+    def routing(self) -> str:
+        """The routing the resources are for (``rs.routing_name``): a node whose bootstrap asks for another
+        is refused."""
+
+    def open_view(self, node: base_pb2.Node) -> Hashable:
+        """The view ``node`` sees (go-control-plane's NodeHash: nodes with equal views share every
+        snapshot and delta), held open until ``close_view``. Raises ``StreamRefused`` when the node
+        may not have one (a view too many)."""
+
+    def close_view(self, view: Hashable) -> None:
+        """A stream that opened ``view`` is gone; a view no stream holds may be forgotten."""
+
     def snapshot(self, view: Hashable, type_url: str) -> TypeSnapshot:
         """The current snapshot of ``type_url`` for ``view``; the same object until it changes."""
 
     def delta(self, view: Hashable, old: TypeSnapshot, new: TypeSnapshot) -> Delta:
         """old -> new, built once and shared by every wildcard stream of the view."""
+
+    def matching(self, view: Hashable, type_url: str, held: bytes) -> TypeSnapshot | None:
+        """The current snapshot, or one of the few published before it, that a reconnecting Envoy holds
+        exactly (``held``: its ``initial_resource_versions`` as ``held_key`` spells them), else None.
+        A stream that holds one of them is brought to the current one by the shared delta."""
 
     def may_appear(self, type_url: str, name: str) -> bool:
         """An unknown name that a builder may still take (on-demand CDS): wait before saying removed."""

@@ -5,7 +5,9 @@ has not answered is coalesced into the newest; a NACKed snapshot is not
 resent. On ADS, make before break: a listener goes out only when the
 clusters it uses are ACKed, and clusters go away only when the listener
 that used them is gone (a transitional union of clusters bridges a change
-that both adds and removes).
+that both adds and removes). The rule is over the cache's ordered types and
+their ``depends_on`` pairs, as in delta; FCDS (three types) is delta only, so
+a state-of-the-world stream sees at most one such pair.
 """
 from __future__ import annotations
 
@@ -78,7 +80,8 @@ class SotwStream(Stream):
             metrics.count_nack(st.type_url)
             self.peer.nack(st.type_url, sent.version_info, req.error_detail.message)
             log.warning("NACK from %s for %s version %s: %s; not resending it",
-                        self.peer.node_id, rs.SHORT[st.type_url], sent.version_info, req.error_detail.message[:300])
+                        self.peer.node_id, rs.SHORT.get(st.type_url, st.type_url), sent.version_info,
+                        req.error_detail.message[:300])
         else:
             st.acked = sent
             metrics.count_ack(st.type_url, self.cache.ack_latency(sent.version))
@@ -95,7 +98,7 @@ class SotwStream(Stream):
                 self.peer.ack(st.type_url, current.version_info)
 
     def responses(self):
-        for type_url in (rs.CLUSTER, rs.LISTENER):
+        for type_url in self.cache.types:  # in make-before-break order
             st = self.states.get(type_url)
             if st is None or st.pending:
                 continue
@@ -118,29 +121,28 @@ class SotwStream(Stream):
 
     def _next(self, st: TypeState) -> TypeSnapshot | None:
         target = self.cache.snapshot(self.peer.view, st.type_url)
-        # listeners that name clusters; FCDS (chains in between) is delta only: SotW streams are refused
-        if not (self.ordered and self.cache.depends_on(rs.LISTENER) == rs.CLUSTER):
+        if not self.ordered:
             return target
-        cds, lds = self.states.get(rs.CLUSTER), self.states.get(rs.LISTENER)
-        if cds is None or lds is None:
+        dst = self.states.get(self.cache.depends_on(st.type_url))
+        if dst is not None and (dst.pending or not self._has_clusters(dst.acked, target)):
+            return None  # what it names first
+        ust = self.states.get(self._dependent(st.type_url))
+        if ust is None:
             return target
-        if st is lds:
-            if cds.pending or not self._has_clusters(cds.acked, target):
-                return None  # clusters first
+        # what the Envoy has of the dependent type, and what is in flight that it may be applying right now
+        in_use = [snap for snap in (ust.acked, ust.sent if ust.pending else None) if snap is not None]
+        if all(self._has_clusters(target, snap) for snap in in_use):
             return target
-        # the listener Envoy has, and the one in flight that it may be applying right now
-        in_use = [lst for lst in (lds.acked, lds.sent if lds.pending else None) if lst is not None]
-        if all(self._has_clusters(target, lst) for lst in in_use):
-            return target
-        if lds.pending:
-            return None  # the listener is being replaced; remove clusters after
-        if cds.acked is not None and self._has_clusters(cds.acked, self.cache.snapshot(self.peer.view, rs.LISTENER)):
-            return None  # the new listener can go out first
-        return bridge(cds.acked or target, target)
+        if ust.pending:
+            return None  # the dependent is being replaced; remove after
+        if st.acked is not None and self._has_clusters(st.acked, self.cache.snapshot(self.peer.view, ust.type_url)):
+            return None  # the new dependent can go out first
+        return bridge(st.acked or target, target)
 
     @staticmethod
     def _has_clusters(clusters: TypeSnapshot | None, listener: TypeSnapshot) -> bool:
-        """Does the Envoy's cluster set cover every cluster the listener uses?"""
+        """Does the Envoy's set of one type (clusters) cover every name the dependent snapshot (the
+        listener) uses?"""
         if clusters is None:
             return not listener.uses
         return listener.uses.issubset(clusters.resources.keys())

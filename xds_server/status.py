@@ -5,6 +5,8 @@ carries a heartbeat; entries older than ``stale_after`` are pruned by any
 replica and ignored by readers. An Envoy's ACK or NACK is published within
 ``coalesce`` seconds (ACKs that arrive meanwhile go in the same write), so
 ``xdsctl register --wait`` sees it at once; the heartbeat stays periodic.
+A write gets ``write_timeout`` seconds (a partition holds the connection open
+and never answers); ``failing_since`` says since when writes fail (cutoff.py).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 
 from shared import resources as rs
 from shared import supervise
-from shared.errors import StoreError, StoreMisuse
+from shared.errors import StoreError, StoreMisuse, StoreUnavailable
 from shared.status import READS_PRIMARY, STALE_AFTER, EnvoyStatus, ReplicaStatus, read
 from shared.store import Store
 
@@ -41,6 +43,9 @@ class StatusPublisher:
         self.stale_after = stale_after
         self.coalesce = coalesce
         self._last_full = 0.0
+        self._lag_at = -float("inf")  # when xds_envoy_version_lag_max was last computed
+        self.write_timeout = max(3 * every, 3.0)  # a full publish is a few round trips: 180 ms each from afar
+        self.failing_since: float | None = None  # wall clock of the first failed write in a row
         self.tags = tags or {}  # constant fields of the replica's entry (host, workers)
 
     async def run(self) -> None:
@@ -52,16 +57,26 @@ class StatusPublisher:
         changed = self.registry.changed
         changed.clear()  # before publishing: an ACK while we write is published next round
         try:
-            await self.publish()
+            await self._bounded_publish()
         except StoreMisuse as exc:
             supervise.report_misuse(exc, metrics.OPERATOR_ERRORS,
                                     f"status not published, trying again in {self.every:g}s", log)
         except StoreError as exc:
             log.debug("status not published: %s", exc)
         else:
+            self.failing_since = None
             await self._wait_for_acks(changed)
             return
+        if self.failing_since is None:
+            self.failing_since = time.time()
         await asyncio.sleep(self.every)
+
+    async def _bounded_publish(self) -> None:
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.publish()
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"writing status: no answer within {self.write_timeout:.1f}s") from exc
 
     async def _wait_for_acks(self, changed: asyncio.Event) -> None:
         """Until the heartbeat is due, or an Envoy ACKed or NACKed (plus ``coalesce`` to gather others)."""
@@ -83,11 +98,13 @@ class StatusPublisher:
         for p in peers:
             p.dirty = False  # before the writes: a change while they run marks the peer again
         left = set(self.registry.gone)
-        lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
-        metrics.VERSION_LAG.set(max(lag, default=0))
+        if now - self._lag_at >= self.every:  # a pass over every peer: once per heartbeat, not per ACK burst
+            self._lag_at = now
+            lag = [self.cache.version - rs.version_number(v) for p in self.registry.peers for v in p.acked.values()]
+            metrics.VERSION_LAG.set(max(lag, default=0))
         try:
-            await self.store.put_status(keys.replicas, {self.replica: self._replica_status(now).to_json()})
-            await self.store.put_status(keys.envoys, envoys, stale=await self._ours(left))
+            await self.store.put_statuses((keys.replicas, {self.replica: self._replica_status(now).to_json()}, ()),
+                                          (keys.envoys, envoys, await self._ours(left)))  # one round trip
         except BaseException:
             for p in peers:  # not written: publish them again next time
                 p.dirty = True

@@ -204,6 +204,10 @@ class Stream:
             self._failed = exc
             self._wake()
 
+    def _dependent(self, type_url: str) -> str | None:
+        """The type whose resources name ``type_url``'s (the inverse of the cache's ``depends_on``)."""
+        return next((t for t in self.cache.types if self.cache.depends_on(t) == type_url), None)
+
     def tick(self) -> float | None:
         """Seconds until responses() has something due without a request or a version (None: never)."""
         return None

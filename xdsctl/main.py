@@ -117,10 +117,10 @@ def bootstrap(args: argparse.Namespace) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     settings = RedisSettings.from_args(args)
+    if args.command in register.COMMANDS:
+        return await register.connected(settings, args)
     async with redis_client(settings.url, name="xdsctl") as client:
         store = Store(client, settings.keys)
-        if args.command in register.COMMANDS:
-            return await register.run(store, args)
         if args.command == explain.COMMAND:
             return await explain.run(store, args)
         if args.command == "changes" and args.follow:

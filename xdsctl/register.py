@@ -9,6 +9,9 @@ longer holds it):
 
 - which Envoys: all live ones behind a replica with ``--region-scope all``;
   behind a ``local`` replica, those whose region is the builder's;
+- read from ``--redis-read-url`` when given (a replica in the provisioner's region: the
+  outcome and the Envoys' ACKs reach it one one-way trip after the primary, and each poll
+  costs no round trip across the WAN); only the XADD goes to the primary;
 - ACKed: ``cds`` at or past the outcome's version (``filter_chains``: ``cds``
   and ``lds`` to register, ``lds`` to deregister, since the listener is what
   routes); ``on_demand``: the Envoy's replica holds that version (an Envoy
@@ -21,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 
 import orjson
 
 from shared import resources as rs
-from shared.config import ip_address, non_empty, port, seconds
+from shared.config import RedisSettings, ip_address, non_empty, port, redis_url, seconds
+from shared.connect import redis_client
 from shared.outcomes import APPLIED, REJECTED
 from shared.status import EnvoyStatus, ReplicaStatus, read
 from shared.store import Store
@@ -52,6 +57,9 @@ def add_parsers(sub, parents) -> None:
         p.add_argument("--wait", action="store_true",
                        help="return when every live Envoy that should see it has ACKed (exit 3 on timeout)")
         p.add_argument("--timeout", type=seconds, default=10.0, help="seconds --wait waits at most")
+        p.add_argument("--redis-read-url", type=redis_url, default=None,
+                       help="with --wait: read the outcome and the Envoys' ACKs from this Redis (a replica near "
+                            "you); the intent still goes to --redis-url")
 
 
 def intent_fields(args: argparse.Namespace) -> dict[str, str]:
@@ -65,21 +73,35 @@ def intent_fields(args: argparse.Namespace) -> dict[str, str]:
     return fields
 
 
-async def run(store: Store, args: argparse.Namespace) -> int:
+async def connected(settings: RedisSettings, args: argparse.Namespace) -> int:
+    """``run`` on its own connections. To the primary neither CLIENT SETNAME nor HELLO (RESP2): on
+    a short-lived connection each is one more round trip, 180 ms from a far region."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = Store(await stack.enter_async_context(redis_client(settings.url, resp3=False)), settings.keys)
+        reader = store
+        if args.redis_read_url:
+            reader = Store(await stack.enter_async_context(redis_client(args.redis_read_url)), settings.keys)
+        return await run(store, args, reader)
+
+
+async def run(store: Store, args: argparse.Namespace, reader: Store | None = None) -> int:
+    """Append the intent on ``store`` (the primary); with --wait, watch its outcome and the ACKs on
+    ``reader`` (default: the primary)."""
+    reader = reader or store
     t0 = time.monotonic()
     entry = await store.append_intent(intent_fields(args))
     result = {"entry": entry, "op": args.command, "id": args.id, "status": "appended"}
     if not args.wait:
         return _done(args, result, 0)
     deadline = t0 + args.timeout
-    outcome = await wait_for_outcome(store, entry, deadline)
+    outcome = await wait_for_outcome(reader, entry, deadline)
     if outcome is None:
         result.update(status="timeout", waiting=[], reason="no outcome recorded: is a discoverer leading?")
         return _done(args, result, EXIT_TIMEOUT)
     result.update(status=outcome["status"], version=outcome.get("version"), outcome=outcome)
     if outcome["status"] != APPLIED:
         return _done(args, result, EXIT_REJECTED)
-    acked, waiting = await wait_for_envoys(store, outcome, args.command == "register", deadline)
+    acked, waiting = await wait_for_envoys(reader, outcome, args.command == "register", deadline)
     result.update(wait_ms=round((time.monotonic() - t0) * 1000, 1), envoys=acked, waiting=waiting)
     if waiting:
         result["status"] = "timeout"

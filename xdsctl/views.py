@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import resources as rs
+from shared.errors import StoreMisuse
+from shared.replication import Link
 from shared.status import READS_PRIMARY, READS_REPLICA, STALE_AFTER, DiscovererStatus, EnvoyStatus, ReplicaStatus, fresh
 from shared.store import Change, Store
 
@@ -84,7 +86,18 @@ async def status(store: Store, args=None) -> dict:
             "discoverers": (await _discoverers(store))["discoverers"],
             "replicas": _replica_lag(await _fresh(store, store.keys.replicas, ReplicaStatus), version),
             "envoys": counts,
+            "redis": await _link(store),
             "empty": version == 0 and holder is None}
+
+
+async def _link(store: Store) -> dict | None:
+    """Whether the Redis we read is a replica cut off from its primary: then all above is as of the cut."""
+    try:
+        link = Link.from_info(await store.replication())
+    except StoreMisuse:  # an ACL user without +info: say nothing rather than fail the view
+        return None
+    return {"replica": link.replica, "link_up": link.up, "link_down_seconds": link.down_seconds,
+            "master": link.master, "says": link.describe()}
 
 
 READERS = {"routes": _routes, "builders": _builders, "leader": _leader, "replicas": _replicas,
@@ -201,6 +214,10 @@ def _host(replica: dict) -> str:
 
 
 def show_status(data: dict) -> None:
+    redis = data.get("redis")
+    if redis and not redis["link_up"]:
+        console.print(f"WARNING: this Redis is {redis['says']}: what follows is as of then "
+                      "(this region is cut off from the primary)")
     if data["empty"]:
         console.print("this prefix holds nothing yet: no version and no leader (is a discoverer running?)")
     leader = data["leader"]

@@ -17,7 +17,7 @@ from shared import resources as rs
 from xds_server.cache import Cache
 from xds_server.delta import DeltaStream
 from xds_server.peers import Registry
-from xds_server.render import ListenerSpec, Renderer
+from xds_server.render import Renderer
 
 from .harness import DOMAIN, builder, eventually, sni
 from .test_delta import dsync, updated
@@ -173,7 +173,7 @@ class Driven:
         self.cache = Cache(Renderer(rs.FILTER_CHAINS, DOMAIN, fcds=fcds))
         self.builders: dict = {}
         self.cache.replace(0, {})
-        self.stream = DeltaStream(self.cache, Registry(self.cache, ListenerSpec()), rs.SUPPORTED,
+        self.stream = DeltaStream(self.cache, Registry(self.cache), rs.SUPPORTED,
                                   ordered=True, wait=1.0)
         self.stream.peer = self.stream.registry.join(make_node("driven", "ord"), "delta")
 

@@ -98,14 +98,14 @@ async def test_two_replicas_serve_identical_bytes(writer, replicas, clients, rou
 async def test_views_are_dropped_when_their_last_stream_leaves_and_bounded(writer, replicas, clients):
     await writer.put(builder("a"))
     replica = await replicas(routing="sni_cluster")
-    registry = replica.registry
-    registry.max_views = 2
+    cache = replica.cache
+    cache.max_views = 2
     client_a = clients(replica, listener_port="20001")
     ads = await client_a.sotw()
     await sync(ads, CDS)
-    assert len(registry._views) == 1
+    assert len(cache._open) == 1
     await client_a.close()
-    await eventually(lambda: not registry._views, what="view dropped after the stream left")
+    await eventually(lambda: not cache._open, what="view dropped after the stream left")
     assert not replica.cache._series, "the cache forgets a view nobody uses"
     for port in ("20002", "20003"):
         s = await clients(replica, listener_port=port).sotw()
