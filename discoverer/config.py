@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     add_polling(p.add_argument_group("polling and writing"))
     e = p.add_argument_group("leader election")
     flag(e, "--lease-ttl", env="XDS_LEASE_TTL", default=LeaseTimes.ttl, type=lease_ttl, help="seconds of the leader lease")
+    flag(e, "--takeover-delay", env="XDS_TAKEOVER_DELAY", default=LeaseTimes.takeover_delay, type=seconds_or_zero,
+         help="seconds a free lease must stay free before this discoverer takes it: give discoverers far from "
+         "the Redis primary a delay (e.g. 1) so one near it leads (docs/regions.md)")
     flag(e, "--id", env="XDS_DISCOVERER_ID", type=non_empty, shown="HOST:PID", help="holder id")
     return p
 
@@ -156,7 +159,7 @@ def from_args(argv: list[str] | None = None) -> DiscovererConfig:
     return DiscovererConfig(
         redis=RedisSettings.from_args(a), source=a.source, dns_server=a.dns_server, dns_timeout=a.dns_timeout,
         file=a.file, rules=rules, timing=Timing(interval=a.poll_interval, backoff=a.error_backoff),
-        lease=LeaseTimes(ttl=a.lease_ttl), holder=a.id or f"{socket.gethostname()}:{os.getpid()}",
+        lease=LeaseTimes(ttl=a.lease_ttl, takeover_delay=a.takeover_delay), holder=a.id or f"{socket.gethostname()}:{os.getpid()}",
         stream_maxlen=a.stream_maxlen, log_format=a.log_format, log_level=a.log_level,
         metrics_listen=a.metrics_listen, per_app=a.per_app, apps_refresh=a.apps_refresh,
     )

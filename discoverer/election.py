@@ -28,6 +28,7 @@ MISUSE_BACKOFF = 1.0  # seconds between attempts while Redis refuses us for a re
 class LeaseTimes:
     ttl: float = 2.0
     retry: float = 0.1  # how often a standby tries to take over
+    takeover_delay: float = 0.0  # a standby takes a free lease only once it has seen it free this long
 
     @property
     def renew_every(self) -> float:
@@ -84,6 +85,7 @@ class Election:
         self.epoch_floor = 0  # the highest epoch this process has held
         self.changed = asyncio.Event()  # set whenever leadership is won or lost (the poll loop clears it)
         self.status_due = asyncio.Event()  # set with it, and on every write: the status publisher writes at once
+        self._free_since: float | None = None  # monotonic time the lease was first seen free (takeover delay)
         self.term = 0  # +1 on every leadership won: state of an older term is stale
         self._standing_by = False  # a take-over failed since the last change of role (logged once)
 
@@ -143,6 +145,8 @@ class Election:
             await self._connect()
         sent = time.monotonic()
         if self._lease is None:
+            if not await self._may_take_over(sent):
+                return
             lease, version = await bounded(
                 self.store.try_acquire(self.holder, self.ttl_ms, self.version_floor, self.epoch_floor),
                 self.times.command_timeout, "acquiring the lease")
@@ -167,6 +171,21 @@ class Election:
             self._valid_until = sent + self.times.ttl - self.times.safety
         else:
             self.step_down("the lease in Redis is held by someone else or the epoch moved on")
+
+    async def _may_take_over(self, now: float) -> bool:
+        """With a takeover delay (a discoverer far from the Redis primary), only a lease seen free for
+        that long is taken: a standby near the primary, without a delay, takes it first."""
+        if self.times.takeover_delay <= 0:
+            return True
+        holder, _, _ = await bounded(self.store.leader(), self.times.command_timeout, "reading the lease")
+        if holder is not None:
+            self._free_since = None
+            return False
+        if self._free_since is None:
+            self._free_since = now
+            log.info("the lease is free; taking it in %gs unless a discoverer without --takeover-delay does",
+                     self.times.takeover_delay)
+        return now - self._free_since >= self.times.takeover_delay
 
     async def _connect(self) -> None:
         """After a failed call, a connection first, bounded by half the TTL rather than the call's bound.

@@ -7,6 +7,7 @@ test_processes.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 
 import pytest
@@ -70,9 +71,11 @@ class Node:
             await self.election.campaign()
 
 
-def node_config(url: str, holder: str, *, ttl: float = 1.0, interval: float = 0.02, rules: Rules = RULES):
+def node_config(url: str, holder: str, *, ttl: float = 1.0, interval: float = 0.02, rules: Rules = RULES,
+                takeover_delay: float = 0.0):
     return DiscovererConfig(redis=RedisSettings(url=url), source="file", rules=rules, holder=holder,
-                            timing=Timing(interval=interval, backoff=0.05), lease=LeaseTimes(ttl=ttl, retry=0.05))
+                            timing=Timing(interval=interval, backoff=0.05),
+                            lease=LeaseTimes(ttl=ttl, retry=0.05, takeover_delay=takeover_delay))
 
 
 @pytest.fixture
@@ -310,6 +313,29 @@ async def test_two_elections_never_lead_at_once(nodes, redis_server):
         for t in tasks:
             t.cancel()
     assert {first.election.holder, second.election.holder} == {"a", "b"} and samples[0] > 10
+
+
+async def test_a_discoverer_with_a_takeover_delay_leaves_a_free_lease_to_one_without(nodes, redis_server, caplog):
+    """--takeover-delay (a discoverer far from the primary): it saw the lease free first, yet the one
+    without a delay, started after, takes it; once the lease stays free for the delay, the far one leads."""
+    caplog.set_level(logging.INFO, logger="discoverer.election")
+    far = await nodes("far", FakeSource(), takeover_delay=60.0)
+    near = await nodes("near", FakeSource())
+    await far.election.campaign()
+    assert far.election.lease() is None and "the lease is free; taking it in 60s" in caplog.text
+    await near.lead()
+    await far.election.campaign()
+    assert far.election.lease() is None, "the lease is held: the far one stands by"
+    await near.election.release()
+    await far.election.campaign()  # sees it free from now on
+    with redis_server.client() as c:
+        assert c.get(KEYS.leader) is None, "not taken at first sight"
+    quick = await nodes("quick", FakeSource(), takeover_delay=0.05)
+
+    async def quick_leads() -> bool:
+        await quick.election.campaign()
+        return quick.election.lease() is not None
+    await async_wait_until(quick_leads, 10, what="the lease taken once it stayed free for the delay")
 
 
 async def test_unreadable_records_in_redis_are_replaced_or_removed(nodes, redis_server, caplog):
