@@ -8,7 +8,7 @@ import asyncio
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from tests.support.procs import async_wait_until
+from harness.wait import async_wait_until
 from xds_server.delta import DeltaStream
 from xds_server.peers import Registry
 from xds_server.render import Rendered
