@@ -5,7 +5,7 @@ reads the first bytes back. Envoy never terminates builder TLS, so any TLS
 record that comes back (a ServerHello, or an alert about the client's missing
 certificate) was written by the builder: the SNI routed. Envoy with no route
 for the name closes the connection: refused. The same ``NotRouted`` verdicts
-serve the end-to-end tests' clients (tests/support/envoy.py), so a check for
+serve the end-to-end tests' clients (harness/envoy.py), so a check for
 "refused" is never passed by an Envoy that was only slow to answer.
 """
 from __future__ import annotations
