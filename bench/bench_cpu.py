@@ -83,6 +83,7 @@ def sotw_cds_bytes(builders: int) -> int:
 
 def run_one(kind: str, args, tmp: Path) -> dict:
     extra = ["--sotw-bytes", str(sotw_cds_bytes(args.builders))] if args.floor and kind == "sotw" else []
+    load = os.getloadavg()[0]  # the machine is shared: say how loaded it was
     with replica_under_load(tmp / kind, builders=args.builders, floor=args.floor, extra=extra, duration=600) as run:
         xds, loaders = run.replica, run.loaders
         loaders.start(kind, args.streams)
@@ -106,7 +107,7 @@ def run_one(kind: str, args, tmp: Path) -> dict:
         written = set(versions)
         responses = sum(1 for _, data in loaders.stop() for recs in data["records"]
                         for typ, v, _ in recs if typ == "cds" and set_version(v) in written)
-    return {"kind": kind, "label": args.label, "streams": args.streams, "builders": args.builders,
+    return {"kind": kind, "label": args.label, "loadavg_start": round(load, 2), "streams": args.streams, "builders": args.builders,
             "changes": args.changes, "interval_s": args.interval, "server": "grpc_floor" if args.floor else "xds-server",
             "connect_s": round(connect_s, 2), "idle_cpu_pct": round(idle_rate * 100, 1),
             "cpu_s": round(cpu, 3), "responses": responses,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 
 import grpc
@@ -44,7 +45,10 @@ class Versions:
         done.set_result(None)
 
 
+@functools.lru_cache(maxsize=8)
 def response(version: int, type_url: str, nonce: int, resources: bytes = b"") -> bytes:
+    """Built once per (version, nonce): every stream gets the same sequence, so one message serves all, as
+    the replica shares one message per version among its wildcard streams."""
     return (wire.field_str(F_VERSION_INFO, str(version)) + resources + wire.field_str(F_TYPE_URL, type_url)
             + wire.field_str(F_NONCE, str(nonce)))
 
