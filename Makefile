@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench soak venv clean dashboard
+.PHONY: demo test test-loaded test-fast bench soak venv clean dashboard
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 ## every test: unit, integration and end to end with real redis, DNS, Envoy and TLS
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## the same suite with both cores busy beside it (stress-ng from Debian): no test may need an idle machine
+test-loaded: $(STAMP)
+	command -v stress-ng >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng)
+	stress-ng --cpu 2 --timeout 3600s --quiet & pid=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; kill $$pid; wait $$pid 2>/dev/null; exit $$rc
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e and not slow"

@@ -278,21 +278,36 @@ async def test_a_paused_redis_makes_the_leader_step_down_in_bounded_time(nodes, 
 
 
 async def test_two_elections_never_lead_at_once(nodes, redis_server):
+    """Sampled all along: never two leaders, while the lease is handed over twice (each handover waited on)."""
     a, b = await nodes("a", FakeSource(), ttl=0.5), await nodes("b", FakeSource(), ttl=0.5)
-    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(a.election.run()), tg.create_task(b.election.run())]
-        leaders = set()
-        for i in range(60):
-            both = [n for n in (a, b) if n.election.lease() is not None]
-            assert len(both) <= 1
-            leaders.update(n.election.holder for n in both)
-            if i in (20, 40):  # hand over twice
-                for n in both:
-                    await n.election.release()
-            await asyncio.sleep(0.02)
+    samples = [0]
+
+    def leading() -> list:
+        return [n for n in (a, b) if n.election.lease() is not None]
+
+    async def sample():
+        while True:
+            assert len(leading()) <= 1, "two leaders at once"
+            samples[0] += 1
+            await asyncio.sleep(0.005)
+
+    async def hand_over(holder) -> object:
+        """Release until the other one takes the lease (the releaser may win it back first)."""
+        while True:
+            await holder.election.release()
+            await async_wait_until(leading, 10, what="a leader after the release")
+            if leading()[0] is not holder:
+                return leading()[0]
+
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(a.election.run()), tg.create_task(b.election.run()), tg.create_task(sample())]
+        await async_wait_until(leading, 10, what="a first leader")
+        first = leading()[0]
+        second = await hand_over(first)
+        assert await hand_over(second) is first
         for t in tasks:
             t.cancel()
-    assert leaders == {"a", "b"}
+    assert {first.election.holder, second.election.holder} == {"a", "b"} and samples[0] > 10
 
 
 async def test_unreadable_records_in_redis_are_replaced_or_removed(nodes, redis_server, caplog):
