@@ -85,6 +85,7 @@ class Election:
         self.changed = asyncio.Event()  # set whenever leadership is won or lost (the poll loop clears it)
         self.status_due = asyncio.Event()  # set with it, and on every write: the status publisher writes at once
         self.term = 0  # +1 on every leadership won: state of an older term is stale
+        self._standing_by = False  # a take-over failed since the last change of role (logged once)
 
     @property
     def ttl_ms(self) -> int:
@@ -152,7 +153,12 @@ class Election:
                 self.epoch_floor = max(self.epoch_floor, lease.epoch)
                 self.term += 1
                 log.info("leadership won: epoch %d at version %d", lease.epoch, lease.version)
+                self._standing_by = False
                 self._role_changed()
+            elif not self._standing_by:
+                self._standing_by = True
+                log.info("the lease is held by another discoverer; standing by, trying every %gs",
+                         self.times.retry)
             return
         if self.lease() is None:
             self.step_down("lease ran out on the local clock before a renewal")

@@ -139,6 +139,11 @@ class Cache:
     def ready(self) -> bool:
         return self.version >= 0
 
+    @property
+    def held(self) -> bool:
+        """A version is held back by push_interval: the transports have not seen it yet."""
+        return self._timer is not None
+
     def view_for(self, region: str | None, listener: ListenerSpec) -> ViewKey:
         return ViewKey(region if self.region_scope == rs.SCOPE_LOCAL else None, listener)
 

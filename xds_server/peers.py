@@ -37,6 +37,8 @@ class Peer:
     last_nack: dict | None = None
     dirty: bool = True
     notify: Callable[[], None] | None = field(default=None, repr=False)  # an ACK or NACK to publish
+    handled: int = 0  # requests of the stream handled (what each made due is queued by then)
+    queued: int = 0  # responses the stream queued for its writer
 
     def ack(self, type_url: str, version: str) -> None:
         self.acked[rs.SHORT.get(type_url, type_url)] = version

@@ -131,6 +131,7 @@ class Stream:
                     metrics.STREAMS.labels(self.transport).inc()
                 self.on_request(request)
                 self._queue()
+                self.peer.handled += 1
         finally:
             self._outbox.clear()  # what was not written yet is moot: the Envoy is going away
             self._outbox.append(_EOF)
@@ -186,6 +187,7 @@ class Stream:
         before = len(outbox)
         outbox.extend(self.responses())
         if len(outbox) > before:
+            self.peer.queued += len(outbox) - before
             self._wake()
         delay = self.tick()
         if self._timer is not None:

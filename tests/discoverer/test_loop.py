@@ -37,8 +37,10 @@ class FakeSource:
     def __init__(self, records=()):
         self.records = list(records)
         self.error: str | None = None
+        self.fetches = 0  # answers and errors alike
 
     async def fetch(self) -> Answer:
+        self.fetches += 1
         if self.error:
             raise SourceError(self.error)
         return Answer(records=[dict(r) for r in self.records])

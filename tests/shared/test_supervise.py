@@ -16,11 +16,24 @@ def counter():
     return Counter("test_loop_crashes_total", "crashes", ["loop"], registry=CollectorRegistry())
 
 
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """The back-off delays the loop asks for, by its own arithmetic, not by a clock; each waits 0 s."""
+    asked: list[float] = []
+    real = asyncio.sleep
+
+    async def sleep(delay, result=None):
+        asked.append(delay)
+        return await real(0, result)
+    monkeypatch.setattr(supervise.asyncio, "sleep", sleep)
+    return asked
+
+
 def crashes(counter, loop: str) -> float:
     return counter.labels(loop)._value.get()
 
 
-async def test_a_step_that_raises_is_counted_logged_once_and_run_again(counter, caplog):
+async def test_a_step_that_raises_is_counted_logged_once_and_run_again(counter, caplog, sleeps):
     calls = []
 
     async def step():
@@ -36,11 +49,10 @@ async def test_a_step_that_raises_is_counted_logged_once_and_run_again(counter, 
     logged = [r for r in caplog.records if "unit: unexpected ZeroDivisionError" in r.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info and logged[0].levelno == logging.ERROR
     assert "test_supervise.py" in logged[0].getMessage() and "keeping the set" in logged[0].getMessage()
-    gaps = [b - a for a, b in zip(calls, calls[1:4])]
-    assert gaps[0] >= 0.015 and gaps[2] >= 0.06, f"backs off, doubling: {gaps}"
+    assert len(sleeps) == 3 and sleeps[0] >= 0.016 and sleeps[2] >= 0.064, f"backs off, doubling: {sleeps}"
 
 
-async def test_the_backoff_resets_after_a_good_step_and_is_capped(counter):
+async def test_the_backoff_resets_after_a_good_step_and_is_capped(counter, sleeps):
     outcomes = iter([1, 1, 1, 1, 0, 1, None])
     calls = []
 
@@ -54,16 +66,20 @@ async def test_the_backoff_resets_after_a_good_step_and_is_capped(counter):
 
     with pytest.raises(asyncio.CancelledError):
         await supervise.forever(step, loop="cap", crashes=counter, backoff=0.02, max_backoff=0.04)
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
-    assert max(gaps) < 0.2 and crashes(counter, "cap") == 5
+    assert len(sleeps) == 5 and crashes(counter, "cap") == 5
+    assert max(sleeps) <= 0.04 * 1.2 and sleeps[3] >= 0.04 * 0.8, f"capped at 0.04 s (+-20%): {sleeps}"
+    assert sleeps[4] <= 0.02 * 1.2, f"reset after the good step: {sleeps}"
 
 
 async def test_cancelling_the_task_ends_the_loop_at_once(counter):
+    running = asyncio.Event()
+
     async def step():
+        running.set()
         await asyncio.sleep(10)
 
     task = asyncio.create_task(supervise.forever(step, loop="cancel", crashes=counter))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(running.wait(), 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 1)

@@ -47,6 +47,8 @@ async def clients(replicas):
     opened: list[XdsClient] = []
 
     def open_client(replica: Replica | str, node_id: str = "envoy-1", region: str = "ord", **kwargs) -> XdsClient:
+        if not isinstance(replica, str):
+            kwargs.setdefault("server", replica)
         address = replica if isinstance(replica, str) else replica.address
         client = XdsClient(address, node_id, region, **kwargs)
         opened.append(client)

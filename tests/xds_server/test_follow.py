@@ -82,7 +82,8 @@ async def test_redis_restarting_empty_keeps_the_last_set_until_it_is_rewritten(
     assert sorted(late.names(got[CDS])) == [sni("a"), sni("b"), sni("c")]
 
     redis_server.start()  # empty: version 0, no builders
-    await ads.expect_silence(0.6)
+    await eventually(lambda: replica.follower.behind, 5, "the replica read the empty Redis")
+    await ads.expect_silence(0.6, caught_up=False)  # it serves its own version, not Redis' 0
     assert replica.cache.version == served and len(replica.cache.builders) == 3
 
     # the discoverer comes back: a new lease raises the version to what it knew (no entry),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from harness.writer import acquire
 from xds_server.cache import Cache
@@ -44,11 +45,15 @@ async def wait_for_the_reset(cache: Cache, timeout: float) -> None:
 
 async def test_redis_behind_for_long_is_accepted_as_a_reset(store, redis_server):
     cache = Cache(Renderer("sni_cluster", "builders.internal"))
+    published: list[float] = []  # when the cache moved, on the follower's own clock
+    cache.watch(lambda: published.append(time.monotonic()))
     async with running(Follower(store, cache, block_ms=100, accept_reset_after=0.6)) as follower:
         await five_versions_then_a_reset(store, redis_server, follower)
-        await asyncio.sleep(0.3)
-        assert cache.version == 5 and set(cache.builders) == set("abcde"), "not before the wait"
+        await eventually(lambda: follower.behind, 5, what="the follower saw Redis behind")
+        assert cache.version == 5 and set(cache.builders) == set("abcde"), "not at once"
+        behind_since, published[:] = follower._behind_since, []
         await wait_for_the_reset(cache, 5)
+        assert published and published[0] - behind_since >= 0.6, "not before the wait"
 
 
 class Primary:
@@ -56,8 +61,10 @@ class Primary:
 
     def __init__(self, version: int):
         self.v = version
+        self.asked = 0
 
     async def version(self) -> int:
+        self.asked += 1
         return self.v
 
 
@@ -67,7 +74,9 @@ async def test_a_read_replica_behind_us_is_lag_not_a_reset_while_the_primary_is_
     async with running(Follower(store, cache, block_ms=100, accept_reset_after=0.4, primary=primary)) as follower:
         # the read replica resynced from a master that lost everything
         await five_versions_then_a_reset(store, redis_server, follower)
-        await asyncio.sleep(1.5)  # several reset waits: each time the primary says it is ahead of us
+        await eventually(lambda: follower.behind, 5, what="the follower saw the read replica behind")
+        asked = primary.asked
+        await eventually(lambda: primary.asked >= asked + 3, 10, what="three reset waits, each asking the primary")
         assert cache.version == 5 and set(cache.builders) == set("abcde")
         assert follower.source_version == 1
         primary.v = 1  # the primary is behind us too: Redis and the discoverers lost their state

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import orjson
@@ -11,7 +12,7 @@ from harness.procs import free_port
 from shared.keys import Keys
 
 from .harness import builder, eventually, sni
-from .test_sotw import sync
+from .test_sotw import peer_of, sync
 from .xds_client import CDS, LDS, XdsClient
 
 KEYS = Keys()
@@ -83,6 +84,7 @@ async def test_process_reports_serving_only_after_the_first_load(writer, redis_s
         ads = await client.sotw()
         await ads.request(CDS)
         await ads.expect_silence(0.5)  # nothing before the first load, certainly not an empty set
+        # (however slow the server, the first response below must be the loaded set: that is the proof)
         redis_server.start()  # with its dump
         await eventually(lambda: health(address) == health_pb2.HealthCheckResponse.SERVING, 10, "SERVING")
         resp = await ads.recv(CDS, timeout=5)
@@ -92,7 +94,8 @@ async def test_process_reports_serving_only_after_the_first_load(writer, redis_s
 
 
 async def test_status_written_while_redis_was_down_is_published_when_it_returns(
-        writer, replicas, clients, redis_server):
+        writer, replicas, clients, redis_server, caplog):
+    caplog.set_level(logging.DEBUG, "xds_server.status")
     version = await writer.put(builder("a"))
     replica = await replicas(replica_id="status-2")
     ads = await clients(replica, node_id="envoy-d").sotw()
@@ -109,7 +112,10 @@ async def test_status_written_while_redis_was_down_is_published_when_it_returns(
         c.save()
     redis_server.stop()
     await ads.ack(held)  # while Redis is away
-    await asyncio.sleep(0.4)  # the publisher tries and fails a few times
+    await eventually(lambda: peer_of(replica, "envoy-d").acked.get("lds") == str(version), what="the LDS ACK")
+    caplog.clear()
+    await eventually(lambda: any("status not published" in r.getMessage() for r in caplog.records),
+                     what="the publisher trying and failing with the ACK")
     await asyncio.to_thread(redis_server.start)
     # well before the next full publish (every stale_after/3 = 5 s)
     await eventually(lambda: acked() == {"cds": str(version), "lds": str(version)}, 1.5, "the LDS ACK published")

@@ -4,7 +4,11 @@ It speaks the wire protocol the way Envoy does (node on the first message,
 ACK = version_info + response_nonce, NACK = the same plus error_detail) and
 also lets a test misbehave on purpose (stale nonces, no ACK, unknown types).
 Every wait is bounded: ``recv()`` raises TimeoutError, ``expect_silence()``
-fails when something arrives.
+fails when something arrives. A client given its in-process ``server`` (the
+replica) makes ``expect_silence()`` prove first that the server could have
+answered: it has handled every request sent so far, holds no paced version
+back, and everything it queued for the node has arrived (``Peer.handled``,
+``Peer.queued``). A slow server cannot pass it vacuously.
 
     async with XdsClient(address, node_id="e1", region="ord") as client:
         ads = await client.sotw()
@@ -27,6 +31,7 @@ from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from shared import resources as rs
+from harness.wait import async_wait_until
 
 CDS, LDS, FCDS = rs.CLUSTER, rs.LISTENER, rs.FILTER_CHAIN
 MESSAGES = {CDS: cluster_pb2.Cluster, LDS: listener_pb2.Listener, FCDS: listener_components_pb2.FilterChain}
@@ -62,9 +67,12 @@ class _Stream:
 
     request_type: type
     response_type: type
+    transport: str  # as the server's Peer.transport
 
-    def __init__(self, channel: grpc.aio.Channel, method: str, node: base_pb2.Node, *, node_every_time: bool):
+    def __init__(self, channel: grpc.aio.Channel, method: str, node: base_pb2.Node, *, node_every_time: bool,
+                 client: "XdsClient | None" = None):
         self.node = node
+        self.client = client
         self.node_every_time = node_every_time
         self._sent_node = False
         self.call = channel.stream_stream(
@@ -73,6 +81,7 @@ class _Stream:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.end: StreamEnd | None = None
         self.received = 0
+        self.sent = 0
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -97,6 +106,7 @@ class _Stream:
             request.node.CopyFrom(self.node)
             self._sent_node = True
         await asyncio.wait_for(self.call.write(request), RECV_TIMEOUT)
+        self.sent += 1
 
     async def recv_any(self, timeout: float = RECV_TIMEOUT):
         """The next response; TimeoutError after ``timeout``, ConnectionError when the stream ended."""
@@ -116,13 +126,32 @@ class _Stream:
                                               f"expected {rs.SHORT[type_url]}: {self.describe(resp)}"
         return resp
 
-    async def expect_silence(self, within: float = 0.4) -> None:
-        """Fail when any response arrives within ``within`` seconds."""
+    async def expect_silence(self, within: float = 0.4, *, caught_up: bool = True) -> None:
+        """Fail when any response arrives within ``within`` seconds (after ``settled()`` when the server is known)."""
+        if self.client is not None and self.client.server is not None:
+            await self.settled(caught_up=caught_up)
         try:
             resp = await self.recv_any(within)
         except TimeoutError:
             return
         raise AssertionError(f"unexpected response: {self.describe(resp)}")
+
+    async def settled(self, timeout: float = RECV_TIMEOUT, *, caught_up: bool = True) -> None:
+        """Wait until the server has handled every request this node's open streams of this transport sent,
+        serves the version its Redis holds (unless not ``caught_up``: a test that holds it back), releases
+        no held version, and all it queued for them has arrived."""
+        server, node_id = self.client.server, self.node.id or "unknown"
+
+        async def quiet():
+            if caught_up and server.cache.version != await server.follower.store.version():
+                return False
+            peers = [p for p in server.registry.peers if p.node_id == node_id and p.transport == self.transport]
+            mine = [s for s in self.client.streams if s.transport == self.transport and s.sent and s.end is None]
+            counts = (len(peers), sum(p.handled for p in peers), sum(p.queued for p in peers))
+            return not server.cache.held and counts == (len(mine), sum(s.sent for s in mine),
+                                                        sum(s.received for s in mine))
+        await async_wait_until(quiet, timeout, interval=0.01,
+                               what=f"the server handled {node_id}'s requests and its responses arrived")
 
     async def wait_end(self, timeout: float = RECV_TIMEOUT) -> StreamEnd:
         try:
@@ -154,6 +183,7 @@ class SotwStream(_Stream):
 
     request_type = discovery_pb2.DiscoveryRequest
     response_type = discovery_pb2.DiscoveryResponse
+    transport = "sotw"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -213,6 +243,7 @@ class DeltaStream(_Stream):
 
     request_type = discovery_pb2.DeltaDiscoveryRequest
     response_type = discovery_pb2.DeltaDiscoveryResponse
+    transport = "delta"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -287,8 +318,9 @@ class XdsClient:
     def __init__(self, address: str, node_id: str = "envoy-test", region: str = "", *,
                  listener_port: str | None = "10443", listener_address: str | None = "127.0.0.1",
                  metadata: Mapping[str, str] | None = None, node_every_time: bool = False,
-                 channel: grpc.aio.Channel | None = None):
+                 channel: grpc.aio.Channel | None = None, server=None):
         self.address = address
+        self.server = server  # the in-process replica (registry, cache): expect_silence proves it settled
         self.node = make_node(node_id, region, listener_port=listener_port,
                               listener_address=listener_address, metadata=metadata)
         self.node_every_time = node_every_time
@@ -302,7 +334,7 @@ class XdsClient:
         return self._open(DeltaStream, SERVICES[(service, True)])
 
     def _open(self, cls, method: str):
-        stream = cls(self.channel, method, self.node, node_every_time=self.node_every_time)
+        stream = cls(self.channel, method, self.node, node_every_time=self.node_every_time, client=self)
         self.streams.append(stream)
         return stream
 
