@@ -36,6 +36,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared import resources as rs
+from xds_server.cache import Cache
+from xds_server.render import ListenerSpec, Renderer
+
 from .common import RESULTS, Writer, builder, proc_cpu, replica_under_load, save, set_version, table, thread_cpu
 
 IDLE_S = 5.0  # covers one full status publish (every 5 s)
@@ -70,8 +74,17 @@ def signal_changes(pid: int, changes: int, interval: float) -> list[int]:
     return list(range(2, changes + 2))
 
 
+def sotw_cds_bytes(builders: int) -> int:
+    """The size of the replica's SotW CDS response with ``builders`` (sni_cluster): what the floor sends."""
+    cache = Cache(Renderer(rs.SNI_CLUSTERS, "builders.internal"))
+    cache.replace(1, {b.id: b for b in (builder(n) for n in range(builders))})
+    return len(cache.snapshot(cache.view_for(None, ListenerSpec("0.0.0.0", 10443)), rs.CLUSTER).sotw_body())
+
+
 def run_one(kind: str, args, tmp: Path) -> dict:
-    with replica_under_load(tmp / kind, builders=args.builders, floor=args.floor, duration=600) as run:
+    extra = ["--sotw-bytes", str(sotw_cds_bytes(args.builders))] if args.floor and kind == "sotw" else []
+    load = os.getloadavg()[0]  # the machine is shared: say how loaded it was
+    with replica_under_load(tmp / kind, builders=args.builders, floor=args.floor, extra=extra, duration=600) as run:
         xds, loaders = run.replica, run.loaders
         loaders.start(kind, args.streams)
         connect_s = loaders.wait_served()
@@ -94,7 +107,7 @@ def run_one(kind: str, args, tmp: Path) -> dict:
         written = set(versions)
         responses = sum(1 for _, data in loaders.stop() for recs in data["records"]
                         for typ, v, _ in recs if typ == "cds" and set_version(v) in written)
-    return {"kind": kind, "label": args.label, "streams": args.streams, "builders": args.builders,
+    return {"kind": kind, "label": args.label, "loadavg_start": round(load, 2), "streams": args.streams, "builders": args.builders,
             "changes": args.changes, "interval_s": args.interval, "server": "grpc_floor" if args.floor else "xds-server",
             "connect_s": round(connect_s, 2), "idle_cpu_pct": round(idle_rate * 100, 1),
             "cpu_s": round(cpu, 3), "responses": responses,

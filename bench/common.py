@@ -165,7 +165,7 @@ class Run:
 def replica_under_load(tmp: Path, *, builders: int, routing: str = "sni_cluster", extra=(), floor: bool = False,
                        per_loader: int = 500, duration: float = 120) -> Iterator[Run]:
     """redis-server with ``builders`` seeded, one xds-server serving (``floor``: bench/grpc_floor.py
-    instead, not waited on: the loaders retry); loaders to start on it; all stopped after, loaders first."""
+    instead, not waited on: the loaders retry; ``extra``: flags for whichever serves); loaders to start on it; all stopped after, loaders first."""
     plane = Plane(tmp)
     loaders = None
     try:
@@ -174,7 +174,7 @@ def replica_under_load(tmp: Path, *, builders: int, routing: str = "sni_cluster"
         t0 = time.monotonic()
         if floor:
             target = plane.host().hostport(plane.host().free_port())
-            replica = Replica(plane.procs.start_python(["-m", "bench.grpc_floor", "--listen", target],
+            replica = Replica(plane.procs.start_python(["-m", "bench.grpc_floor", "--listen", target, *extra],
                                                        label="grpc_floor"), target, plane.region(None))
         else:
             replica = plane.start_replica("--routing", routing, "--log-level", "warning", *extra, wait=True)

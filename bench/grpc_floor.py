@@ -10,16 +10,22 @@ reader task per stream, the handler's task writing, one shared future per
 version, the replica's GC settings. No cache, no state, no metrics, no
 status: what one push and its ACK cost in grpc.aio and the event loop alone
 (responses without resources, ~100 bytes; the replica's delta response to a
-one-builder change is ~280). ``bench.bench_cpu --floor`` measures it.
+one-builder change is ~280). ``--sotw-bytes N``: each SotW CDS push carries N
+bytes of resources (one padded cluster), as many as the replica's SotW CDS
+response, so the floor of a SotW push includes moving its bytes through
+grpc.aio. ``bench.bench_cpu --floor`` measures it.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 
 import grpc
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
 
 from shared import resources as rs
 from xds_server import wire
@@ -39,12 +45,24 @@ class Versions:
         done.set_result(None)
 
 
-def response(version: int, type_url: str, nonce: int) -> bytes:
-    return (wire.field_str(F_VERSION_INFO, str(version)) + wire.field_str(F_TYPE_URL, type_url)
+@functools.lru_cache(maxsize=8)
+def response(version: int, type_url: str, nonce: int, resources: bytes = b"") -> bytes:
+    """Built once per (version, nonce): every stream gets the same sequence, so one message serves all, as
+    the replica shares one message per version among its wildcard streams."""
+    return (wire.field_str(F_VERSION_INFO, str(version)) + resources + wire.field_str(F_TYPE_URL, type_url)
             + wire.field_str(F_NONCE, str(nonce)))
 
 
-def handler(versions: Versions):
+def padding(size: int) -> bytes:
+    """A DiscoveryResponse's resources field of about ``size`` bytes: one cluster with a long stat name."""
+    if size <= 0:
+        return b""
+    cluster = cluster_pb2.Cluster(name="floor", alt_stat_name="x" * size)
+    return discovery_pb2.DiscoveryResponse(resources=[any_pb2.Any(
+        type_url=rs.CLUSTER, value=cluster.SerializeToString())]).SerializeToString()
+
+
+def handler(versions: Versions, resources: bytes = b""):
     async def handle(requests, context) -> None:
         for nonce, type_url in enumerate((rs.CLUSTER, rs.LISTENER), 1):
             await context.read()
@@ -60,19 +78,19 @@ def handler(versions: Versions):
             while not reader.done():
                 await versions.next
                 nonce += 1
-                await context.write(response(versions.number, rs.CLUSTER, nonce))
+                await context.write(response(versions.number, rs.CLUSTER, nonce, resources))
         finally:
             reader.cancel()
     return handle
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, sotw_bytes: int = 0) -> None:
     tune_gc()
     versions = Versions()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    table = {name: grpc.stream_stream_rpc_method_handler(handler(versions), request_deserializer=req.FromString)
-             for name, req in (("StreamAggregatedResources", discovery_pb2.DiscoveryRequest),
-                               ("DeltaAggregatedResources", discovery_pb2.DeltaDiscoveryRequest))}
+    table = {name: grpc.stream_stream_rpc_method_handler(handler(versions, pad), request_deserializer=req.FromString)
+             for name, req, pad in (("StreamAggregatedResources", discovery_pb2.DiscoveryRequest, padding(sotw_bytes)),
+                                    ("DeltaAggregatedResources", discovery_pb2.DeltaDiscoveryRequest, b""))}
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(ADS, table)])
     server.add_insecure_port(listen)
     await server.start()
@@ -87,7 +105,9 @@ async def serve(listen: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True)
-    asyncio.run(serve(p.parse_args().listen))
+    p.add_argument("--sotw-bytes", type=int, default=0, help="bytes of resources in each SotW CDS push")
+    args = p.parse_args()
+    asyncio.run(serve(args.listen, args.sotw_bytes))
 
 
 if __name__ == "__main__":

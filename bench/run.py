@@ -107,9 +107,14 @@ def run_convergence(quick: bool) -> dict:
     return out
 
 
+FCDS_INTENTS = ["--mode", "fcds", "--routed", "5000", "--waits", "0", "--on-demand", "0"]  # the seed's layout
+
+
 def run_intents(quick: bool) -> dict:
     if quick:
+        bench_intents.main([*FCDS_INTENTS, "--samples", "20"])
         return bench_intents.main(["--samples", "40", "--waits", "20", "--on-demand", "10"])
+    bench_intents.main([*FCDS_INTENTS, "--samples", "100"])
     return bench_intents.main([])
 
 
@@ -193,6 +198,7 @@ def summary_rows(results: dict) -> list[list[str]]:
                          f"p50 {r['p50_ms']:.0f} / p90 {r['p90_ms']:.0f} / p99 {r['p99_ms']:.0f} ms", "", ""])
     rows += fcds_rows(results.get("convergence_fcds"))
     rows += intent_rows(results.get("intents"))
+    rows += intent_rows(results.get("intents_fcds"))
     for r in results.get("fanout") or []:
         workers = r.get("workers", 1)
         ratio = f", p99 x{r['speedup_p99']} vs one worker" if r.get("speedup_p99") else ""
@@ -232,13 +238,14 @@ def intent_rows(res: dict | None) -> list[list[str]]:
     """Instant routes: the intent path beside the DNS path of the same run, --wait, on_demand."""
     if not res:
         return []
-    lat, case = res["latency"], f"{res['routing']} over {res['ads']} ADS, {res['routed']} routed"
+    layout = "filter_chains over FCDS" if res.get("mode") == "fcds" else f"{res['routing']} over {res['ads']} ADS"
+    lat, case = res["latency"], f"{layout}, {res['routed']} routed"
     ran = res.get("ran")
     if ran:
         case += f" (run {ran['finished']}, load average {ran['loadavg_start']:.1f})"
     i, d = lat["intent"], lat["dns"]
     fails = lat["failures"]
-    return [
+    rows = [
         ["instant routes", f"intent appended -> TLS through Envoy, {case}",
          f"p50 {i['p50_ms']:.1f} / p90 {i['p90_ms']:.1f} / p99 {i['p99_ms']:.1f} ms (append -> Redis "
          f"{i['append_to_redis_p50_ms']:.0f} ms p50)" + (f", {fails['intent']} failed" if fails["intent"] else ""),
@@ -246,16 +253,19 @@ def intent_rows(res: dict | None) -> list[list[str]]:
          ", ".join(f"{k} {'met' if i[f'{k}_ms'] < v else 'MISSED'}" for k, v in i["target"].items())],
         ["instant routes", f"DNS zone written -> TLS, same run (poll every {res['poll_interval_s'] * 1000:.0f} ms)",
          f"p50 {d['p50_ms']:.0f} / p99 {d['p99_ms']:.0f} ms: x{lat['dns_over_intent_p50']} / "
-         f"x{lat['dns_over_intent_p99']} the intent path", "", ""],
-        ["instant routes", "`xdsctl register --wait`, then one connection",
-         f"{res['wait']['first_connection_ok']}/{res['wait']['n']} succeeded; the wait p50 "
-         f"{res['wait']['wait_p50_ms']:.0f} / p99 {res['wait']['wait_p99_ms']:.0f} ms, the whole command p50 "
-         f"{res['wait']['command_p50_ms']:.0f} ms", "all succeed",
-         "met" if res["wait"]["first_connection_ok"] == res["wait"]["n"] else "MISSED"],
-        ["instant routes", "on_demand: one connection right after the append, no wait",
-         f"{res['on_demand']['served']}/{res['on_demand']['n']} served, p50 {res['on_demand']['p50_ms']:.0f} ms",
-         "all served", "met" if res["on_demand"]["served"] == res["on_demand"]["n"] else "MISSED"],
-    ]
+         f"x{lat['dns_over_intent_p99']} the intent path", "", ""]]
+    if res.get("wait"):
+        rows.append(["instant routes", "`xdsctl register --wait`, then one connection",
+                     f"{res['wait']['first_connection_ok']}/{res['wait']['n']} succeeded; the wait p50 "
+                     f"{res['wait']['wait_p50_ms']:.0f} / p99 {res['wait']['wait_p99_ms']:.0f} ms, the whole command "
+                     f"p50 {res['wait']['command_p50_ms']:.0f} ms", "all succeed",
+                     "met" if res["wait"]["first_connection_ok"] == res["wait"]["n"] else "MISSED"])
+    if res.get("on_demand"):
+        rows.append(["instant routes", "on_demand: one connection right after the append, no wait",
+                     f"{res['on_demand']['served']}/{res['on_demand']['n']} served, p50 "
+                     f"{res['on_demand']['p50_ms']:.0f} ms", "all served",
+                     "met" if res["on_demand"]["served"] == res["on_demand"]["n"] else "MISSED"])
+    return rows
 
 
 def churn_rows(churn: dict, note: str = "") -> list[list[str]]:
