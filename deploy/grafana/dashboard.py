@@ -61,6 +61,12 @@ ROWS: dict[str, list[Panel]] = {
         Panel("Redis version read vs served", "xds_version - xds_redis_source_version", legend="{{instance}}"),
         Panel("Full resyncs", "sum by (reason) (increase(xds_resyncs_total[10m]))", legend="{{reason}}"),
     ],
+    "Regions": [
+        Panel("Primary reachable (0: this replica's region is cut off)", "min by (instance) (xds_primary_reachable)",
+              legend="{{instance}}"),
+        Panel("Read replica's link to the primary down", "max by (instance) (xds_read_master_link_down_seconds)", "s",
+              legend="{{instance}}"),
+    ],
     "Errors": [
         Panel("Loop crashes", "sum by (instance, loop) (increase(discoverer_loop_crashes_total[10m]) "
               "or increase(xds_loop_crashes_total[10m]))", legend="{{instance}} {{loop}}"),
