@@ -14,6 +14,7 @@ import time
 
 from shared.connect import aclose, connect
 from shared.keys import Keys
+from shared.status import EnvoyStatus, fresh
 from shared.store import Store
 
 from .envoy import tls_reach
@@ -129,6 +130,8 @@ def far_provisioner(lab: Lab, runs: int = 5) -> dict:
     near, far = lab.primary_region, lab.spec.regions[-1]
     urls = {near: ("--redis-url", lab.primary_url),
             far: ("--redis-url", lab.primary_url, "--redis-read-url", lab.redis_url(far))}
+    every = {e.node_id for e in lab.plane.envoys}  # each region's replica reports its Envoys over the WAN:
+    wait_until(lambda: live_envoys(lab) >= every, 30, what="every Envoy in {xds}:envoys")  # --wait counts those
     *_, warm = register_wait(lab, near, 0, *urls[near])
     got: dict[str, list] = {near: [], far: []}
     for n in range(1, runs + 1):
@@ -144,16 +147,27 @@ def far_provisioner(lab: Lab, runs: int = 5) -> dict:
 
 
 # --- leadership (item 4) ------------------------------------------------------------------------
-def changes(lab: Lab) -> list:
-    """The primary's change stream (from here: the test's namespace reaches every region directly)."""
-    async def read():
+def on_primary(lab: Lab, read):
+    """``read(store)`` on the primary (from here: the test's namespace reaches every region directly)."""
+    async def run():
         client = connect(lab.primary_url, name="lab")
         try:
-            return await Store(client, Keys()).recent_changes(1000)
+            return await read(Store(client, Keys()))
         finally:
             await aclose(client)
 
-    return asyncio.run(read())
+    return asyncio.run(run())
+
+
+def changes(lab: Lab) -> list:
+    """The primary's change stream."""
+    return on_primary(lab, lambda store: store.recent_changes(1000))
+
+
+def live_envoys(lab: Lab) -> set[str]:
+    """The Envoys ``{xds}:envoys`` on the primary shows live: those ``register --wait`` waits for."""
+    entries = on_primary(lab, lambda store: store.get_status(store.keys.envoys))
+    return set(fresh(entries, EnvoyStatus, time.time()))
 
 
 def leader_cut(lab: Lab, new: tuple[str, str]) -> dict:
